@@ -1,0 +1,139 @@
+//! Drover's management REST API, wire-compatible with Drogue Cloud (so `drg` works unchanged):
+//! registry (`/api/registry/v1alpha1`), admin (`/api/admin/v1alpha1`), access tokens
+//! (`/api/tokens/v1alpha1`), discovery documents, the change watch, and the OpenAPI document
+//! generated from the handlers themselves (`/api/openapi.json`).
+//!
+//! This crate maps HTTP to the registry and back; it knows nothing of device protocols.
+
+mod admin;
+mod auth;
+mod discovery;
+pub mod error;
+mod extract;
+mod registry;
+mod tokens;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::{Json, Router};
+use drover_auth::OidcValidator;
+use drover_registry::Registry;
+use serde_json::Value;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::{ApiError, ErrorInformation};
+pub use registry::REVISION_HEADER;
+pub use watch::change_event;
+
+/// Extra entries of the endpoints document (device endpoints, integrations), given the host name
+/// the client used.
+pub type EndpointsFn = Arc<dyn Fn(&str) -> Vec<(String, Value)> + Send + Sync>;
+
+/// Settings of the API.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// The externally visible origin (e.g. `https://drover.example.com`); else taken from requests.
+    pub public_url: Option<String>,
+    /// Host to advertise when a request has no Host header.
+    pub fallback_host: String,
+    /// Largest request body in bytes (larger: 413).
+    pub body_limit: usize,
+    /// The configured OIDC issuer, advertised as `issuer_url`.
+    pub oidc_issuer: Option<String>,
+    pub version: String,
+    pub endpoints: EndpointsFn,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            fallback_host: "localhost".into(),
+            body_limit: 1024 * 1024,
+            oidc_issuer: None,
+            version: env!("CARGO_PKG_VERSION").into(),
+            endpoints: Arc::new(|_| Vec::new()),
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Arc<dyn Registry>,
+    pub oidc: Option<OidcValidator>,
+    pub settings: Arc<ApiSettings>,
+    /// Turns true when the server shuts down: long-lived responses end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Drover management API", description = "Registry, admin, tokens and discovery; wire-compatible with Drogue Cloud."),
+    components(schemas(ErrorInformation)),
+    modifiers(&Security),
+    security(("basic" = []), ("bearer" = [])),
+    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(registry::BASE, registry::routes())
+        .nest(admin::BASE, admin::routes())
+        .merge(tokens::routes())
+        .merge(watch::routes())
+        .merge(discovery::routes())
+}
+
+/// The OpenAPI document of exactly the routes [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The management API.
+pub fn router(state: ApiState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    let api = Arc::new(api);
+    let limit = state.settings.body_limit;
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(api.as_ref().clone()) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
+}

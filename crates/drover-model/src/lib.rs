@@ -1,0 +1,26 @@
+//! Drover's domain model: the registry's resources (applications and devices with Kubernetes-style
+//! metadata), the typed spec sections Drover understands, label selectors, roles, and validation.
+//!
+//! This crate owns *what things are*. It knows nothing of I/O, async runtimes, storage or wire
+//! protocols; JSON (serde) is the representation resources have everywhere, so the types derive it.
+
+pub mod names;
+pub mod resource;
+pub mod role;
+pub mod selector;
+pub mod spec;
+
+pub use resource::{Kind, Metadata, MetadataInput, Resource, ResourceInput};
+pub use role::{MemberEntry, Members, Permission, Principal, Role};
+pub use selector::Selector;
+
+/// A resource or request that breaks a rule of the model. The message names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+impl ValidationError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}

@@ -1,0 +1,229 @@
+//! Drover's device registry: applications, devices, users and access tokens, behind the
+//! [`Registry`] trait, with the embedded SQLite store ([`SqliteRegistry`]).
+//!
+//! Every write runs in one transaction that also appends its change events (the outbox), so
+//! controllers can follow the [change feed](Registry::changes_since) from any revision without gaps
+//! or duplicates. Authorization of application access (owner, members, roles) is decided here, inside
+//! the same transaction as the read or write it guards.
+//!
+//! This crate knows nothing of protocols: no HTTP, no MQTT.
+
+mod logic;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use drover_model::{Kind, Members, Principal, Resource, ResourceInput, Selector};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteRegistry;
+
+/// The finalizer the registry puts on an application while devices it deletes still exist.
+pub const FINALIZER_HAS_DEVICES: &str = "has-devices";
+
+/// Everything that can go wrong in the registry. Each maps to one API error kind.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    OptimisticLockFailed(String),
+    #[error("{0}")]
+    ReferenceNotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<drover_model::ValidationError> for RegistryError {
+    fn from(e: drover_model::ValidationError) -> Self {
+        RegistryError::BadRequest(e.0)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// A page of a list, with the registry revision it was read at (to start a watch from).
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub revision: u64,
+}
+
+/// Paging and filtering of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub selector: Selector,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// Optional conditions on a delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Preconditions {
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub resource_version: Option<String>,
+}
+
+/// The members of an application, with their own version for optimistic locking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembersDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default)]
+    pub members: Members,
+}
+
+/// One change event of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the change feed; strictly increasing, one per event.
+    pub revision: u64,
+    pub kind: Kind,
+    pub application: String,
+    pub device: Option<String>,
+    /// uid of the changed resource.
+    pub uid: String,
+    /// `.`, `.metadata`, `.spec.<section>`, `.status.<section>`.
+    pub path: String,
+    /// The resource's resourceVersion after the change (as a number).
+    pub resource_version: u64,
+    pub time: DateTime<Utc>,
+}
+
+/// A user of the management API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub created: DateTime<Utc>,
+}
+
+/// An access token as listed (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub prefix: String,
+    pub created: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A freshly created access token: the only time the secret is available.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub prefix: String,
+    pub token: String,
+}
+
+/// What bootstrapping the administrator did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminBootstrap {
+    /// A token was generated and must be shown once.
+    Generated(String),
+    /// The configured token is in place.
+    Configured,
+    /// The administrator already had tokens.
+    Existing,
+}
+
+/// The registry of applications and devices, users and tokens.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
+    async fn get_app(&self, who: &Principal, app: &str) -> Result<Resource>;
+    async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
+    /// Returns the stored resource after the update (unchanged for a no-op update).
+    async fn update_app(
+        &self,
+        who: &Principal,
+        app: &str,
+        input: ResourceInput,
+    ) -> Result<Resource>;
+    async fn delete_app(&self, who: &Principal, app: &str, pre: Preconditions) -> Result<()>;
+
+    async fn create_device(
+        &self,
+        who: &Principal,
+        app: &str,
+        input: ResourceInput,
+    ) -> Result<Resource>;
+    async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource>;
+    async fn list_devices(
+        &self,
+        who: &Principal,
+        app: &str,
+        opts: &ListOptions,
+    ) -> Result<Listing<Resource>>;
+    async fn update_device(
+        &self,
+        who: &Principal,
+        app: &str,
+        device: &str,
+        input: ResourceInput,
+    ) -> Result<Resource>;
+    async fn delete_device(
+        &self,
+        who: &Principal,
+        app: &str,
+        device: &str,
+        pre: Preconditions,
+    ) -> Result<()>;
+
+    async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc>;
+    async fn set_members(&self, who: &Principal, app: &str, doc: MembersDoc) -> Result<()>;
+    async fn transfer_ownership(&self, who: &Principal, app: &str, new_owner: &str) -> Result<()>;
+    async fn cancel_transfer(&self, who: &Principal, app: &str) -> Result<()>;
+    async fn accept_ownership(&self, who: &Principal, app: &str) -> Result<()>;
+    /// The pending transfer's new owner, if any (owner or system admin only).
+    async fn pending_transfer(&self, who: &Principal, app: &str) -> Result<Option<String>>;
+
+    /// Ensures the system administrator `admin` exists, with `configured` as a token when given.
+    async fn bootstrap_admin(&self, configured: Option<&str>) -> Result<AdminBootstrap>;
+    async fn create_user(
+        &self,
+        who: &Principal,
+        name: &str,
+        admin: bool,
+    ) -> Result<(User, CreatedToken)>;
+    async fn list_users(&self, who: &Principal) -> Result<Vec<User>>;
+    async fn delete_user(&self, who: &Principal, name: &str) -> Result<()>;
+    async fn create_token(
+        &self,
+        who: &Principal,
+        description: Option<&str>,
+    ) -> Result<CreatedToken>;
+    async fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenInfo>>;
+    async fn delete_token(&self, who: &Principal, prefix: &str) -> Result<()>;
+    /// Checks an access token presented by `user`.
+    async fn authenticate_token(&self, user: &str, token: &str) -> Result<Principal>;
+    /// The principal of a user authenticated elsewhere (OIDC): a system admin if so registered.
+    async fn principal_for(&self, user: &str) -> Result<Principal>;
+
+    /// Change events after `since`, in order, at most `limit`.
+    async fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Change>>;
+    /// Names of the applications `who` may read (None: all, for system admins).
+    async fn readable_apps(&self, who: &Principal) -> Result<Option<Vec<String>>>;
+    /// A receiver that sees the latest committed revision.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Labels as stored, for helpers.
+pub type Labels = BTreeMap<String, String>;

@@ -1,0 +1,325 @@
+//! Configuration: defaults < TOML file (`--config`) < environment (`DROVER_*`) < flags.
+//! Validated before any port is bound; problems name the setting to change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem: exit code 64 with this one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Settings of `drover serve` as flags and environment variables (each overrides the file).
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as in `--print-config`).
+    #[arg(long, env = "DROVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded database and generated files [default: ./drover-data].
+    #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address of the management API [default: 0.0.0.0:8011].
+    #[arg(long, env = "DROVER_API_ADDR", value_name = "ADDR")]
+    pub api_addr: Option<String>,
+    /// Access token of the system administrator `admin` (else generated at first start).
+    #[arg(
+        long,
+        env = "DROVER_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Externally visible URL of the API (advertised to clients) [default: from each request].
+    #[arg(long, env = "DROVER_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Largest management API request body, in bytes [default: 1048576].
+    #[arg(long, env = "DROVER_API_BODY_LIMIT", value_name = "BYTES")]
+    pub api_body_limit: Option<usize>,
+    /// OIDC issuer whose Bearer JWTs are accepted (single sign-on) [default: none].
+    #[arg(long, env = "DROVER_OIDC_ISSUER_URL", value_name = "URL")]
+    pub oidc_issuer_url: Option<String>,
+    /// Required `aud` of OIDC tokens [default: not checked].
+    #[arg(long, env = "DROVER_OIDC_AUDIENCE", value_name = "AUD")]
+    pub oidc_audience: Option<String>,
+    /// Claim holding the user name in OIDC tokens [default: preferred_username].
+    #[arg(long, env = "DROVER_OIDC_USERNAME_CLAIM", value_name = "CLAIM")]
+    pub oidc_username_claim: Option<String>,
+    /// JWKS URL of the issuer [default: from its discovery document].
+    #[arg(long, env = "DROVER_OIDC_JWKS_URL", value_name = "URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Seconds to wait for requests to finish on shutdown [default: 10].
+    #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+/// The configuration file; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    api_addr: Option<String>,
+    admin_token: Option<String>,
+    public_url: Option<String>,
+    api_body_limit: Option<usize>,
+    shutdown_grace: Option<u64>,
+    oidc: Option<FileOidc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    issuer_url: Option<String>,
+    audience: Option<String>,
+    username_claim: Option<String>,
+    jwks_url: Option<String>,
+}
+
+/// Single sign-on settings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OidcSettings {
+    pub issuer_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    pub username_claim: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Clone, Serialize, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    #[serde(serialize_with = "redact")]
+    pub admin_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    pub api_body_limit: usize,
+    pub shutdown_grace: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcSettings>,
+}
+
+fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("api_addr", &self.api_addr)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_url", &self.public_url)
+            .field("api_body_limit", &self.api_body_limit)
+            .field("oidc", &self.oidc)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./drover-data"),
+            api_addr: SocketAddr::from(([0, 0, 0, 0], 8011)),
+            admin_token: None,
+            public_url: None,
+            api_body_limit: 1024 * 1024,
+            shutdown_grace: 10,
+            oidc: None,
+        }
+    }
+}
+
+fn addr(value: &str, key: &str, flag: &str, env: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError(format!(
+            "invalid {key} '{value}': expected IP:PORT such as 0.0.0.0:8011 (set {flag} / {env} or '{key}' in the config file)"
+        ))
+    })
+}
+
+fn http_url(value: &str, key: &str, flag: &str, env: &str) -> Result<String, ConfigError> {
+    let ok = url::Url::parse(value)
+        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .unwrap_or(false);
+    if ok {
+        Ok(value.trim_end_matches('/').to_string())
+    } else {
+        Err(ConfigError(format!(
+            "invalid {key} '{value}': expected an http(s) URL (set {flag} / {env} or '{key}' in the config file)"
+        )))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read config file {} (--config / DROVER_CONFIG): {e}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().replace('\n', " ");
+        ConfigError(format!("invalid config file {}: {msg}", path.display()))
+    })
+}
+
+impl Config {
+    /// Layers defaults, the file, the environment and the flags, and validates the result.
+    pub fn load(args: ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or(d.data_dir);
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "data_dir is empty (set --data-dir / DROVER_DATA_DIR)".into(),
+            ));
+        }
+        let api_addr = match args.api_addr.or(file.api_addr) {
+            Some(a) => addr(&a, "api_addr", "--api-addr", "DROVER_API_ADDR")?,
+            None => d.api_addr,
+        };
+        let admin_token = args
+            .admin_token
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError(
+                    "admin_token is too weak: use at least 16 characters without spaces (set --admin-token / DROVER_ADMIN_TOKEN)".into(),
+                ));
+            }
+        }
+        let public_url = args
+            .public_url
+            .or(file.public_url)
+            .map(|u| http_url(&u, "public_url", "--public-url", "DROVER_PUBLIC_URL"))
+            .transpose()?;
+        let api_body_limit = args
+            .api_body_limit
+            .or(file.api_body_limit)
+            .unwrap_or(d.api_body_limit);
+        if api_body_limit == 0 {
+            return Err(ConfigError(
+                "api_body_limit must be at least 1 byte (set --api-body-limit / DROVER_API_BODY_LIMIT)".into(),
+            ));
+        }
+        let shutdown_grace = args
+            .shutdown_grace
+            .or(file.shutdown_grace)
+            .unwrap_or(d.shutdown_grace);
+        let fo = file.oidc.unwrap_or_default();
+        let oidc = match args.oidc_issuer_url.or(fo.issuer_url) {
+            Some(issuer) => Some(OidcSettings {
+                issuer_url: http_url(
+                    &issuer,
+                    "oidc.issuer_url",
+                    "--oidc-issuer-url",
+                    "DROVER_OIDC_ISSUER_URL",
+                )?,
+                audience: args.oidc_audience.or(fo.audience),
+                username_claim: args
+                    .oidc_username_claim
+                    .or(fo.username_claim)
+                    .unwrap_or_else(|| "preferred_username".into()),
+                jwks_url: args
+                    .oidc_jwks_url
+                    .or(fo.jwks_url)
+                    .map(|u| {
+                        http_url(
+                            &u,
+                            "oidc.jwks_url",
+                            "--oidc-jwks-url",
+                            "DROVER_OIDC_JWKS_URL",
+                        )
+                    })
+                    .transpose()?,
+            }),
+            None => None,
+        };
+        Ok(Config {
+            data_dir,
+            api_addr,
+            admin_token,
+            public_url,
+            api_body_limit,
+            shutdown_grace,
+            oidc,
+        })
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn layering_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "api_addr = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[oidc]\nissuer_url = \"https://sso.example.com/realms/r/\"\n").unwrap();
+        let c = Config::load(ServeArgs {
+            config: Some(f.clone()),
+            data_dir: Some("/y".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+        assert_eq!(
+            c.oidc.unwrap().issuer_url,
+            "https://sso.example.com/realms/r"
+        );
+
+        let e = Config::load(ServeArgs {
+            api_addr: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("--api-addr / DROVER_API_ADDR"), "{e}");
+        std::fs::write(&f, "api_adr = \"x\"\n").unwrap();
+        let e = Config::load(ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("unknown field `api_adr`"), "{e}");
+        let e = Config::load(ServeArgs {
+            admin_token: Some("short".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("admin_token"), "{e}");
+    }
+
+    #[test]
+    fn print_config_redacts() {
+        let c = Config {
+            admin_token: Some("supersecretsupersecret".into()),
+            ..Default::default()
+        };
+        let t = c.to_toml();
+        assert!(t.contains("admin_token = \"<redacted>\""), "{t}");
+        assert!(!t.contains("supersecret"));
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,10 @@
+//! The `drover` binary's library half: configuration, wiring and lifecycle of the whole platform
+//! (`serve`), usable in-process by tests (`server::start` on port 0).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod server;
+
+pub use config::{Config, ConfigError, ServeArgs};
+pub use server::{start, AdminToken, Server, StartError};

@@ -1,0 +1,166 @@
+//! `drover`: the Drover IoT platform in one binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use drover::{AdminToken, Config, ServeArgs, StartError};
+
+/// Exit code for configuration problems (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Drover: an IoT cloud platform in one binary",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform: registry, management API (and, as they arrive, device endpoints and integrations).
+    Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Print the effective configuration (secrets redacted) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { args, print_config } => serve(args, print_config),
+    }
+}
+
+fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match drover::start(config.clone()).await {
+            Ok(s) => s,
+            Err(StartError::Config(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(StartError::Runtime(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        banner(&config, &server);
+        match server.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DROVER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// What a newcomer needs: where things are and how to log in.
+fn banner(config: &Config, server: &drover::Server) {
+    let addr = server.api_addr;
+    let url = match &config.public_url {
+        Some(u) => u.clone(),
+        None if addr.ip().is_unspecified() => format!("http://localhost:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
+    println!("Drover {} is running.", env!("CARGO_PKG_VERSION"));
+    println!("  Management API   {url}   (listening on {addr})");
+    println!("  OpenAPI          {url}/api/openapi.json");
+    println!("  Change watch     {url}/api/registry/v1alpha1/watch");
+    println!("  Data directory   {}", config.data_dir.display());
+    match &server.admin_token {
+        AdminToken::Generated { token, file } => {
+            println!();
+            println!(
+                "  Administrator token (shown once, saved to {}):",
+                file.display()
+            );
+            println!("    admin:{token}");
+            println!();
+            println!("Log in with drg:");
+            println!(
+                "  drg login {url} --access-token admin:$(cat {})",
+                file.display()
+            );
+        }
+        AdminToken::Existing { file } => {
+            println!();
+            println!("Log in with drg:");
+            println!(
+                "  drg login {url} --access-token admin:$(cat {})",
+                file.display()
+            );
+        }
+        AdminToken::Configured => {
+            println!();
+            println!("Log in with drg:");
+            println!("  drg login {url} --access-token admin:$DROVER_ADMIN_TOKEN");
+        }
+    }
+    println!("Press Ctrl+C to stop.");
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

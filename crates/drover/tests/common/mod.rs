@@ -1,0 +1,177 @@
+//! The in-process test server: `drover::start` on port 0 with a temporary data directory, and a
+//! reqwest client that speaks to it as a given user.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use drover::{Config, Server};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// The administrator token every test server is configured with (drg format).
+pub const ADMIN_TOKEN: &str = "drg_012345_01234567890123456789012345678920BetF";
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub base: String,
+    pub dir: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// Configuration for a test server in `data_dir`, API on an ephemeral port.
+pub fn config(data_dir: &Path) -> Config {
+    Config {
+        data_dir: data_dir.to_path_buf(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(ADMIN_TOKEN.to_string()),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let mut t = Self::start_with(config(&data_dir)).await;
+        t.dir = Some(dir);
+        t
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let data_dir = config.data_dir.clone();
+        let server = drover::start(config).await.unwrap();
+        let base = format!("http://{}", server.api_addr);
+        TestServer {
+            server: Some(server),
+            base,
+            dir: None,
+            data_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let server = drover::start(config(&self.data_dir)).await.unwrap();
+        self.base = format!("http://{}", server.api_addr);
+        self.server = Some(server);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A client acting as the administrator.
+    pub fn admin(&self) -> Client {
+        self.client("admin", ADMIN_TOKEN)
+    }
+
+    pub fn client(&self, user: &str, token: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            user: Some((user.to_string(), token.to_string())),
+        }
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            user: None,
+        }
+    }
+
+    /// Creates a user through the admin API and returns a client acting as it.
+    pub async fn user(&self, name: &str) -> Client {
+        let r = self
+            .admin()
+            .post("/api/admin/v1alpha1/users", &json!({ "name": name }))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "creating user {name}");
+        let body: Value = r.json().await.unwrap();
+        self.client(name, body["token"].as_str().unwrap())
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub user: Option<(String, String)>,
+}
+
+impl Client {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.user {
+            Some((u, t)) => r.basic_auth(u, Some(t)),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::PUT, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.unwrap()
+    }
+
+    /// Creates an app, asserting 201.
+    pub async fn create_app(&self, name: &str) -> Value {
+        let r = self
+            .post(
+                "/api/registry/v1alpha1/apps",
+                &json!({"metadata": {"name": name}}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create app {name}");
+        r.json().await.unwrap()
+    }
+
+    /// Creates a device, asserting 201.
+    pub async fn create_device(&self, app: &str, body: Value) -> Value {
+        let r = self
+            .post(&format!("/api/registry/v1alpha1/apps/{app}/devices"), &body)
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "create device in {app}: {body}"
+        );
+        r.json().await.unwrap()
+    }
+}
+
+/// Asserts status and error kind of a failed request; returns the message.
+pub async fn expect_error(r: Response, status: StatusCode, kind: &str) -> String {
+    assert_eq!(r.status(), status, "status");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], kind, "error kind in {body}");
+    body["message"].as_str().unwrap().to_string()
+}
