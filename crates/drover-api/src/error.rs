@@ -34,6 +34,8 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     NotImplemented(String),
@@ -52,6 +54,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => "AuthenticationError",
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
+            ApiError::Gone(_) => "Gone",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::NotImplemented(_) => "NotImplemented",
             ApiError::Unavailable(_) => "ServiceUnavailable",

@@ -73,7 +73,8 @@ pub fn change_event(c: &Change) -> serde_json::Value {
 /// change; other users see the changes of applications they may read.
 #[utoipa::path(get, path = "/api/registry/v1alpha1/watch", tag = "registry", params(WatchQuery),
     responses((status = 200, description = "text/event-stream of change CloudEvents", content_type = "text/event-stream"),
-        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation)))]
+        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation),
+        (status = 410, description = "The revision is older than the retained history: list again", body = ErrorInformation)))]
 async fn watch(
     State(s): State<ApiState>,
     Caller(who): Caller,
@@ -94,6 +95,12 @@ async fn watch(
     let mut rx = s.registry.subscribe();
     let current = *rx.borrow_and_update();
     let since = last_id.or(q.since).unwrap_or(current);
+    let compacted = s.registry.compacted_revision().await?;
+    if since < compacted {
+        return Err(ApiError::Gone(format!(
+            "revision {since} is older than the retained change history (events up to {compacted} were pruned): list again and watch from the list's drover-revision"
+        )));
+    }
     let stream = changes(s, who, since, q.app, rx);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

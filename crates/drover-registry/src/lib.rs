@@ -217,6 +217,10 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Change events after `since`, in order, at most `limit`.
     async fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Change>>;
+    /// Change events up to this revision have been pruned; a feed from before it is incomplete.
+    async fn compacted_revision(&self) -> Result<u64>;
+    /// Prunes change events older than `before` (retention); returns how many went.
+    async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Names of the applications `who` may read (None: all, for system admins).
     async fn readable_apps(&self, who: &Principal) -> Result<Option<Vec<String>>>;
     /// A receiver that sees the latest committed revision.

@@ -129,7 +129,7 @@ impl WriteTx<'_> {
                 .bind(&c.uid)
                 .bind(&c.path)
                 .bind(c.resource_version as i64)
-                .bind(c.time.to_rfc3339())
+                .bind(c.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
                 .execute(&mut *self.tx)
                 .await
                 .map_err(db_err)?;
@@ -1115,6 +1115,42 @@ impl Registry for SqliteRegistry {
                 })
             })
             .collect()
+    }
+
+    async fn compacted_revision(&self) -> Result<u64> {
+        let c: i64 = sqlx::query_scalar("SELECT compacted FROM meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(c as u64)
+    }
+
+    async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
+        // Under the writer lock, so `compacted` and the deletion are one step for readers.
+        let mut w = self.begin_write().await?;
+        // Timestamps are RFC 3339 in UTC with the same format, so they sort as text.
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(revision) FROM changes WHERE time < ?")
+                .bind(before.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .fetch_one(&mut *w.tx)
+                .await
+                .map_err(db_err)?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let n = sqlx::query("DELETE FROM changes WHERE revision <= ?")
+            .bind(last)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        sqlx::query("UPDATE meta SET compacted = ? WHERE id = 1")
+            .bind(last)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_err)?;
+        w.commit(self).await?;
+        Ok(n)
     }
 
     async fn readable_apps(&self, who: &Principal) -> Result<Option<Vec<String>>> {

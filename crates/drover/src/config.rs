@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// JWKS URL of the issuer [default: from its discovery document].
     #[arg(long, env = "DROVER_OIDC_JWKS_URL", value_name = "URL")]
     pub oidc_jwks_url: Option<String>,
+    /// Days registry change events are kept for watchers to resume from [default: 7].
+    #[arg(long, env = "DROVER_CHANGE_RETENTION_DAYS", value_name = "DAYS")]
+    pub change_retention_days: Option<u32>,
     /// Seconds to wait for requests to finish on shutdown [default: 10].
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
@@ -65,6 +68,7 @@ struct FileConfig {
     public_url: Option<String>,
     api_body_limit: Option<usize>,
     shutdown_grace: Option<u64>,
+    change_retention_days: Option<u32>,
     oidc: Option<FileOidc>,
 }
 
@@ -99,6 +103,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub api_body_limit: usize,
     pub shutdown_grace: u64,
+    pub change_retention_days: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSettings>,
 }
@@ -135,6 +140,7 @@ impl Default for Config {
             public_url: None,
             api_body_limit: 1024 * 1024,
             shutdown_grace: 10,
+            change_retention_days: 7,
             oidc: None,
         }
     }
@@ -221,6 +227,15 @@ impl Config {
             .shutdown_grace
             .or(file.shutdown_grace)
             .unwrap_or(d.shutdown_grace);
+        let change_retention_days = args
+            .change_retention_days
+            .or(file.change_retention_days)
+            .unwrap_or(d.change_retention_days);
+        if change_retention_days == 0 {
+            return Err(ConfigError(
+                "change_retention_days must be at least 1 (set --change-retention-days / DROVER_CHANGE_RETENTION_DAYS)".into(),
+            ));
+        }
         let fo = file.oidc.unwrap_or_default();
         let oidc = match args.oidc_issuer_url.or(fo.issuer_url) {
             Some(issuer) => Some(OidcSettings {
@@ -257,6 +272,7 @@ impl Config {
             public_url,
             api_body_limit,
             shutdown_grace,
+            change_retention_days,
             oidc,
         })
     }

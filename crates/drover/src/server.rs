@@ -175,6 +175,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let router = drover_api::router(state);
     let grace = Duration::from_secs(config.shutdown_grace);
+    let pruner = tokio::spawn(prune_changes(
+        registry.clone(),
+        config.change_retention_days,
+    ));
     let (grace_tx, grace_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let serve = axum::serve(
@@ -199,6 +203,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 Ok(())
             }
         };
+        pruner.abort();
         registry.close().await;
         tracing::info!("stopped");
         result
@@ -209,6 +214,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+/// Prunes registry change events past their retention, at start and then hourly.
+async fn prune_changes(registry: Arc<SqliteRegistry>, days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        match registry.prune_changes(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("pruned {n} registry change events older than {days} days"),
+            Err(e) => tracing::warn!("cannot prune registry change events: {e}"),
+        }
+    }
 }
 
 fn reqwest_client() -> Result<reqwest::Client, StartError> {

@@ -2,9 +2,11 @@
 -- queries need. Every write transaction bumps meta.revision once per change event it appends.
 CREATE TABLE meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    revision INTEGER NOT NULL
+    revision INTEGER NOT NULL,
+    -- Change events up to this revision were pruned (retention): watching from before is refused.
+    compacted INTEGER NOT NULL DEFAULT 0
 );
-INSERT INTO meta (id, revision) VALUES (1, 0);
+INSERT INTO meta (id, revision, compacted) VALUES (1, 0, 0);
 
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
@@ -61,3 +63,4 @@ CREATE TABLE changes (
     resource_version INTEGER NOT NULL,
     time TEXT NOT NULL
 );
+CREATE INDEX changes_time ON changes(time);

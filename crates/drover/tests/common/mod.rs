@@ -59,6 +59,14 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Starts a server on the data directory of a stopped one.
+    pub async fn restart_stopped(&mut self) {
+        assert!(self.server.is_none(), "server still running");
+        let server = drover::start(config(&self.data_dir)).await.unwrap();
+        self.base = format!("http://{}", server.api_addr);
+        self.server = Some(server);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
