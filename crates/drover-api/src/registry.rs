@@ -84,9 +84,7 @@ async fn delete_params(req: Request, state: &ApiState) -> ApiResult<Precondition
     Ok(parse_json::<DeleteParams>(&bytes)?.preconditions)
 }
 
-fn path_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
+use crate::encode_segment as path_segment;
 
 /// List the applications the caller may read, ordered by name.
 #[utoipa::path(get, path = "/apps", tag = "registry", params(ListQuery),

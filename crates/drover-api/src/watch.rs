@@ -43,9 +43,7 @@ pub struct WatchQuery {
 
 /// The CloudEvent of a registry change.
 pub fn change_event(c: &Change) -> serde_json::Value {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    let enc = crate::encode_segment;
     let source = match &c.device {
         Some(d) => format!("drogue://{}/{}", enc(&c.application), enc(d)),
         None => format!("drogue://{}", enc(&c.application)),

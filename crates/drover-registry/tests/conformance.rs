@@ -61,8 +61,7 @@ async fn revisions_are_ordered_under_concurrency(reg: Arc<dyn Registry>) {
     for (name, rv) in versions {
         let last = feed
             .iter()
-            .filter(|c| c.device.as_deref() == Some(&name))
-            .last()
+            .rfind(|c| c.device.as_deref() == Some(&name))
             .unwrap();
         assert_eq!(
             last.revision, rv,
