@@ -130,17 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Characters a URL path segment must encode: everything but RFC 3986's unreserved ones.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes one path segment (application or device name).
-pub(crate) fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
-}
+pub(crate) use drover_model::names::encode_segment;
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
