@@ -16,6 +16,7 @@
 //! are plain blocking functions; async callers run them on `spawn_blocking`, behind a cache.
 //! Nothing here reads environment variables or files.
 
+pub mod device;
 pub mod oidc;
 pub mod password;
 pub mod token;

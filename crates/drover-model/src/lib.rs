@@ -4,12 +4,14 @@
 //! This crate owns *what things are*. It knows nothing of I/O, async runtimes, storage or wire
 //! protocols; JSON (serde) is the representation resources have everywhere, so the types derive it.
 
+pub mod event;
 pub mod names;
 pub mod resource;
 pub mod role;
 pub mod selector;
 pub mod spec;
 
+pub use event::Event;
 pub use resource::{Kind, Metadata, MetadataInput, Resource, ResourceInput};
 pub use role::{MemberEntry, Members, Permission, Principal, Role};
 pub use selector::Selector;

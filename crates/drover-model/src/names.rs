@@ -113,6 +113,20 @@ pub fn validate_finalizer(f: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Percent-encodes a URL path segment: everything but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`), UTF-8 bytes included.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn truncate(s: &str) -> String {
     if s.chars().count() > 80 {
         let t: String = s.chars().take(80).collect();
@@ -142,6 +156,13 @@ mod tests {
         assert!(validate_device_name(&"ä".repeat(127)).is_ok());
         assert!(validate_device_name(&"ä".repeat(128)).is_err());
         assert!(validate_device_name("").is_err());
+    }
+
+    #[test]
+    fn segments() {
+        assert_eq!(encode_segment("my-app_1.x~"), "my-app_1.x~");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_segment("ä"), "%C3%A4");
     }
 
     #[test]

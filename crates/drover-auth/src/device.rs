@@ -1,0 +1,364 @@
+//! Device authentication, shared by every device endpoint: which device of which application is
+//! this, given the credentials it presented — and may it act for another device (gateway)?
+//!
+//! The registry is reached through the [`DeviceDirectory`] trait (implemented by the registry
+//! crate), so this module knows no storage. Password verification is expensive by design
+//! (sha512-crypt, bcrypt): it runs on blocking threads, at most a few at a time, behind a cache of
+//! successful verifications. A cache entry is only used while the application's and the device's
+//! `resourceVersion` are the ones it was made for, so any change to credentials, the device or the
+//! application invalidates it at once — without any event plumbing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use drover_model::spec::{self, Credential, Password};
+use drover_model::Resource;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// Reads the registry for authentication. Implementations return resources regardless of who
+/// asks (this is the platform itself asking).
+#[async_trait]
+pub trait DeviceDirectory: Send + Sync + 'static {
+    /// The application, if it exists.
+    async fn application(&self, app: &str) -> Result<Option<Resource>, DirectoryError>;
+    /// The device found by its name or one of its aliases.
+    async fn device(
+        &self,
+        app: &str,
+        name_or_alias: &str,
+    ) -> Result<Option<Resource>, DirectoryError>;
+    /// The device that has a `user` credential with this unique username.
+    async fn device_by_username(
+        &self,
+        app: &str,
+        username: &str,
+    ) -> Result<Option<Resource>, DirectoryError>;
+}
+
+/// The directory could not answer (storage down): a retryable failure, not a refusal.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("device directory unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// Credentials a device presented.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DeviceCredentials {
+    /// A user name and password, plus what the transport says about application and device
+    /// (HTTP `?application=&device=`, MQTT client id `device@app`).
+    Password {
+        username: String,
+        password: String,
+        application: Option<String>,
+        device: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for DeviceCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceCredentials::Password {
+                username,
+                application,
+                device,
+                ..
+            } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("application", application)
+                .field("device", device)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatedDevice {
+    pub application: Arc<Resource>,
+    pub device: Arc<Resource>,
+}
+
+impl AuthenticatedDevice {
+    pub fn app_name(&self) -> &str {
+        &self.application.metadata.name
+    }
+    pub fn app_uid(&self) -> &str {
+        &self.application.metadata.uid
+    }
+    pub fn device_name(&self) -> &str {
+        &self.device.metadata.name
+    }
+    pub fn device_uid(&self) -> &str {
+        &self.device.metadata.uid
+    }
+}
+
+/// Why authentication failed. Endpoints answer all of these the same way to the device (no
+/// oracle), and log the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    #[error("malformed credentials: {0}")]
+    Malformed(String),
+    #[error("application '{0}' not found")]
+    UnknownApplication(String),
+    #[error("application '{0}' is disabled or being deleted")]
+    ApplicationDisabled(String),
+    #[error("device '{1}' not found in application '{0}'")]
+    UnknownDevice(String, String),
+    #[error("device '{1}' of application '{0}' is disabled or being deleted")]
+    DeviceDisabled(String, String),
+    #[error("wrong credentials for device '{1}' of application '{0}'")]
+    WrongCredentials(String, String),
+    #[error("device '{device}' does not name '{gateway}' as a gateway (spec.gatewaySelector.matchNames)")]
+    NotAGateway { gateway: String, device: String },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// A storage failure (retry later), as opposed to a refusal.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuthError::Unavailable(_))
+    }
+}
+
+impl From<DirectoryError> for AuthError {
+    fn from(e: DirectoryError) -> Self {
+        AuthError::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    app: String,
+    device: String,
+    /// The `user` credential name, when one was used.
+    user: Option<String>,
+    /// SHA-256 of the password: the cache never holds the password itself.
+    digest: [u8; 32],
+}
+
+#[derive(Clone)]
+struct CacheEntry {
+    app_version: String,
+    device_version: String,
+}
+
+/// Maximum number of cached verifications; the cache is cleared when it is full (simple and
+/// bounded; a busy fleet refills it at once).
+const CACHE_CAPACITY: usize = 200_000;
+
+/// Authenticates devices against a [`DeviceDirectory`].
+pub struct DeviceAuthenticator {
+    directory: Arc<dyn DeviceDirectory>,
+    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
+    hashing: Semaphore,
+}
+
+impl DeviceAuthenticator {
+    pub fn new(directory: Arc<dyn DeviceDirectory>) -> Self {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            directory,
+            cache: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(workers),
+        }
+    }
+
+    /// Who is this device?
+    pub async fn authenticate(
+        &self,
+        creds: &DeviceCredentials,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        match creds {
+            DeviceCredentials::Password {
+                username,
+                password,
+                application,
+                device,
+            } => {
+                self.password(
+                    username,
+                    password,
+                    application.as_deref(),
+                    device.as_deref(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn password(
+        &self,
+        username: &str,
+        password: &str,
+        application: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        // The forms of the contract:
+        //   `device@app` + password; `device` + application; `user` + application + device.
+        let (app, name, user) = match (username.rsplit_once('@'), application, device) {
+            (_, Some(app), Some(dev)) => (app.to_string(), dev.to_string(), Some(username.to_string())),
+            (Some((dev, app)), _, None) if !dev.is_empty() && !app.is_empty() => {
+                (app.to_string(), dev.to_string(), None)
+            }
+            (_, Some(app), None) => (app.to_string(), username.to_string(), None),
+            _ => {
+                return Err(AuthError::Malformed(format!(
+                    "cannot tell the application from user name '{username}': use '<device>@<application>'"
+                )))
+            }
+        };
+        if name.is_empty() {
+            return Err(AuthError::Malformed("empty device name".into()));
+        }
+        let application = self.live_application(&app).await?;
+        let device = match &user {
+            Some(_) => self.directory.device(&app, &name).await?,
+            None => match self.directory.device(&app, &name).await? {
+                Some(d) => Some(d),
+                None => self.directory.device_by_username(&app, &name).await?,
+            },
+        };
+        let device = device.ok_or_else(|| AuthError::UnknownDevice(app.clone(), name.clone()))?;
+        check_live_device(&app, &device)?;
+
+        // Which stored passwords this login may match.
+        let presented_user = user.clone().unwrap_or_else(|| name.clone());
+        let found_by_username = user.is_none()
+            && device.metadata.name != name
+            && !spec::aliases(&device.spec).contains(&name);
+        let candidates: Vec<Password> = spec::credentials(&device.spec)
+            .into_iter()
+            .filter_map(|c| match c {
+                Credential::Pass(p) if user.is_none() && !found_by_username => Some(p),
+                Credential::User {
+                    username, password, ..
+                } if username == presented_user => Some(password),
+                _ => None,
+            })
+            .collect();
+        let dev_name = device.metadata.name.clone();
+        if candidates.is_empty() {
+            return Err(AuthError::WrongCredentials(app, dev_name));
+        }
+
+        let key = CacheKey {
+            app: app.clone(),
+            device: dev_name.clone(),
+            user: user.clone().or(found_by_username.then(|| name.clone())),
+            digest: Sha256::digest(password.as_bytes()).into(),
+        };
+        let cached = self
+            .cache
+            .lock()
+            .map(|c| {
+                c.get(&key).is_some_and(|e| {
+                    e.app_version == application.metadata.resource_version
+                        && e.device_version == device.metadata.resource_version
+                })
+            })
+            .unwrap_or(false);
+        if !cached {
+            if !self.verify(password, candidates).await? {
+                return Err(AuthError::WrongCredentials(app, dev_name));
+            }
+            if let Ok(mut c) = self.cache.lock() {
+                if c.len() >= CACHE_CAPACITY {
+                    c.clear();
+                }
+                c.insert(
+                    key,
+                    CacheEntry {
+                        app_version: application.metadata.resource_version.clone(),
+                        device_version: device.metadata.resource_version.clone(),
+                    },
+                );
+            }
+        }
+        Ok(AuthenticatedDevice {
+            application: Arc::new(application),
+            device: Arc::new(device),
+        })
+    }
+
+    async fn verify(&self, password: &str, candidates: Vec<Password>) -> Result<bool, AuthError> {
+        // Plain entries (legacy data) need no hashing.
+        if candidates
+            .iter()
+            .any(|p| matches!(p, Password::Plain(s) if crate::password::verify_plain(password, s)))
+        {
+            return Ok(true);
+        }
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Unavailable("authenticator closed".into()))?;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            candidates.iter().any(|p| match p {
+                Password::Plain(_) => false,
+                Password::Sha512(h) => crate::password::verify_sha512_crypt(&password, h),
+                Password::Bcrypt(h) => crate::password::verify_bcrypt(&password, h),
+            })
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("password verification failed: {e}")))
+    }
+
+    async fn live_application(&self, app: &str) -> Result<Resource, AuthError> {
+        let application = self
+            .directory
+            .application(app)
+            .await?
+            .ok_or_else(|| AuthError::UnknownApplication(app.to_string()))?;
+        if application.is_deleting() || spec::disabled(&application.spec) {
+            return Err(AuthError::ApplicationDisabled(app.to_string()));
+        }
+        Ok(application)
+    }
+
+    /// May the authenticated `gateway` act for device `device` of its application? Returns the
+    /// device on success.
+    pub async fn authorize_as(
+        &self,
+        gateway: &AuthenticatedDevice,
+        device: &str,
+    ) -> Result<Arc<Resource>, AuthError> {
+        if device == gateway.device_name() {
+            return Ok(gateway.device.clone());
+        }
+        let app = gateway.app_name();
+        let target = self
+            .directory
+            .device(app, device)
+            .await?
+            .ok_or_else(|| AuthError::UnknownDevice(app.to_string(), device.to_string()))?;
+        check_live_device(app, &target)?;
+        if !spec::gateways(&target.spec)
+            .iter()
+            .any(|g| g == gateway.device_name())
+        {
+            return Err(AuthError::NotAGateway {
+                gateway: gateway.device_name().to_string(),
+                device: target.metadata.name.clone(),
+            });
+        }
+        Ok(Arc::new(target))
+    }
+}
+
+fn check_live_device(app: &str, device: &Resource) -> Result<(), AuthError> {
+    if device.is_deleting() || spec::disabled(&device.spec) {
+        return Err(AuthError::DeviceDisabled(
+            app.to_string(),
+            device.metadata.name.clone(),
+        ));
+    }
+    Ok(())
+}

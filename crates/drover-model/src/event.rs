@@ -1,0 +1,54 @@
+//! Events: what devices send, as the platform carries it from endpoints to integrations. One
+//! event is one CloudEvent (1.0) in Drogue's dialect; its wire forms (JSON structured mode,
+//! binary mode) belong to the crates that speak them.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+/// CloudEvent type of device telemetry.
+pub const EVENT_TYPE: &str = "io.drogue.event.v1";
+/// CloudEvent type of connection changes (`{"connected": bool}`).
+pub const CONNECTION_TYPE: &str = "io.drogue.connection.v1";
+
+/// One event of an application's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Unique id (a UUID).
+    pub id: String,
+    /// CloudEvent `type`.
+    pub ty: String,
+    /// The channel (CloudEvent `subject`).
+    pub channel: String,
+    pub time: DateTime<Utc>,
+    pub content_type: Option<String>,
+    pub data_schema: Option<String>,
+    pub application: String,
+    pub application_uid: String,
+    /// The device the event is about.
+    pub device: String,
+    pub device_uid: String,
+    /// Who sent it: the device itself, or the gateway acting for it.
+    pub sender: String,
+    pub sender_uid: String,
+    /// The Drover instance (node) that accepted it.
+    pub instance: String,
+    /// Further attributes (e.g. MQTT 5 user properties), in order.
+    pub extensions: Vec<(String, String)>,
+    pub data: Bytes,
+}
+
+impl Event {
+    /// CloudEvent `source`: `drogue://<app>/<url-encoded device>`.
+    pub fn source(&self) -> String {
+        format!(
+            "drogue://{}/{}",
+            crate::names::encode_segment(&self.application),
+            crate::names::encode_segment(&self.device)
+        )
+    }
+
+    /// CloudEvent extension `partitionkey`: `<app>/<sender>`.
+    pub fn partition_key(&self) -> String {
+        format!("{}/{}", self.application, self.sender)
+    }
+}
