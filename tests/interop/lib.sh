@@ -115,7 +115,7 @@ print(" ".join(sorted(r["metadata"]["name"] for r in json.load(sys.stdin))))
 # tokens
 
 # make_drg_token: print a fresh token in Drogue's format
-#   drg_<6 alnum>_<30 alnum><6-char base62 CRC32 of everything before it>
+#   drg_<6 alnum>_<30 alnum><base62 CRC32 of everything before it, unpadded: 1-6 chars>
 make_drg_token() {
     python3 -c '
 import secrets, string, zlib
@@ -127,7 +127,7 @@ n, s = zlib.crc32(body.encode()), ""
 while n:
     n, r = divmod(n, 62)
     s = b62[r] + s
-print(body + s.rjust(6, "0"))
+print(body + s)
 '
 }
 
@@ -136,16 +136,17 @@ check_drg_token() {
     python3 -c '
 import re, string, sys, zlib
 t = sys.argv[1]
-m = re.fullmatch(r"(drg_[A-Za-z0-9]{6}_[A-Za-z0-9]{30})([A-Za-z0-9]{6})", t)
+m = re.fullmatch(r"(drg_[A-Za-z0-9]{6}_[A-Za-z0-9]{30})([A-Za-z0-9]{1,6})", t)
 if not m:
-    sys.exit("token does not match drg_<6>_<30><6>: " + t)
+    sys.exit("token does not match drg_<6>_<30><1-6 checksum>: " + t)
 b62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 n, s = zlib.crc32(m.group(1).encode()), ""
 while n:
     n, r = divmod(n, 62)
     s = b62[r] + s
-if s.rjust(6, "0") != m.group(2):
-    sys.exit("bad checksum: expected %s, got %s" % (s.rjust(6, "0"), m.group(2)))
+# Drogue encodes the CRC32 in base62 without padding (1 to 6 characters).
+if s != m.group(2):
+    sys.exit("bad checksum: expected %s, got %s" % (s, m.group(2)))
 ' "$1"
 }
 
