@@ -226,6 +226,9 @@ WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/drover-interop.XXXXXX")"
 DRG_CONFIG="$WORK_DIR/drg_config.yaml"
 DROVER_PID=""
 DROVER_URL=""
+DROVER_HTTP_URL=""
+DROVER_HTTPS_URL=""
+DROVER_DATA=""
 DROVER_LOG="$WORK_DIR/drover.log"
 ADMIN_TOKEN=""
 
@@ -286,19 +289,26 @@ trap 'exit 130' INT TERM
 
 # start_drover: start `drover serve` on a free port with a fresh data dir and admin token, and
 # wait (at most 60 s) until /.well-known/drogue-version answers.
-# Sets DROVER_URL, DROVER_PID, ADMIN_TOKEN.
+# Every listener gets its own free port (never a fixed one).
+# Sets DROVER_URL, DROVER_HTTP_URL, DROVER_HTTPS_URL (development CA: $DROVER_DATA/tls/ca.pem),
+# DROVER_DATA, DROVER_PID, ADMIN_TOKEN.
 start_drover() {
     build_drover
-    local port data_dir
+    local port http_port https_port data_dir
     port="$(free_port)"
+    http_port="$(free_port)"
+    https_port="$(free_port)"
     data_dir="$WORK_DIR/data"
     mkdir -p "$data_dir"
     ADMIN_TOKEN="${ADMIN_TOKEN:-$(make_drg_token)}"
     DROVER_URL="http://127.0.0.1:$port"
+    DROVER_HTTP_URL="http://127.0.0.1:$http_port"
+    DROVER_HTTPS_URL="https://localhost:$https_port"
+    DROVER_DATA="$data_dir"
 
     step "starting drover on $DROVER_URL"
     "$DROVER_BIN" serve --data-dir "$data_dir" --api-addr "127.0.0.1:$port" \
-        --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
+        --http-addr "127.0.0.1:$http_port" --https-addr "127.0.0.1:$https_port" --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
     DROVER_PID=$!
 
     local deadline=$((SECONDS + 60))

@@ -57,6 +57,17 @@ pub fn endpoints_doc(state: &ApiState, headers: &HeaderMap) -> Map<String, Value
     doc.insert("api".into(), json!(base));
     doc.insert("issuer_url".into(), json!(issuer_url(state, &base)));
     doc.insert("registry".into(), json!({ "url": base }));
+    if state.log.is_some() {
+        let ws = match base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => base.clone(),
+        };
+        doc.insert(
+            "websocket_integration".into(),
+            json!({ "url": format!("{ws}{}", crate::WS_PATH) }),
+        );
+    }
     let host = base.split_once("://").map(|(_, h)| h).unwrap_or(&base);
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     for (k, v) in (state.settings.endpoints)(host) {

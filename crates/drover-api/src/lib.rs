@@ -13,6 +13,7 @@ mod extract;
 mod registry;
 mod tokens;
 mod watch;
+mod ws;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use error::{ApiError, ErrorInformation};
 pub use registry::REVISION_HEADER;
 pub use watch::change_event;
+pub use ws::WS_PATH;
 
 /// Extra entries of the endpoints document (device endpoints, integrations), given the host name
 /// the client used.
@@ -47,6 +49,8 @@ pub struct ApiSettings {
     pub oidc_issuer: Option<String>,
     pub version: String,
     pub endpoints: EndpointsFn,
+    /// WebSocket integration: disconnect consumers this many events behind.
+    pub ws_max_lag: u64,
 }
 
 impl Default for ApiSettings {
@@ -58,6 +62,7 @@ impl Default for ApiSettings {
             oidc_issuer: None,
             version: env!("CARGO_PKG_VERSION").into(),
             endpoints: Arc::new(|_| Vec::new()),
+            ws_max_lag: 10_000,
         }
     }
 }
@@ -66,6 +71,8 @@ impl Default for ApiSettings {
 #[derive(Clone)]
 pub struct ApiState {
     pub registry: Arc<dyn Registry>,
+    /// The event log, for the WebSocket integration.
+    pub log: Option<Arc<dyn drover_bus::EventLog>>,
     pub oidc: Option<OidcValidator>,
     pub settings: Arc<ApiSettings>,
     /// Turns true when the server shuts down: long-lived responses end.
@@ -78,7 +85,7 @@ pub struct ApiState {
     components(schemas(ErrorInformation)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
-    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"))
+    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"))
 )]
 struct ApiDoc;
 
@@ -105,6 +112,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .nest(admin::BASE, admin::routes())
         .merge(tokens::routes())
         .merge(watch::routes())
+        .merge(ws::routes())
         .merge(discovery::routes())
 }
 

@@ -35,6 +35,11 @@ pub trait DeviceDirectory: Send + Sync + 'static {
         app: &str,
         username: &str,
     ) -> Result<Option<Resource>, DirectoryError>;
+    /// Applications with a valid trust anchor whose subject DN is `subject`.
+    async fn applications_by_trust_anchor(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<Resource>, DirectoryError>;
 }
 
 /// The directory could not answer (storage down): a retryable failure, not a refusal.
@@ -53,6 +58,12 @@ pub enum DeviceCredentials {
         application: Option<String>,
         device: Option<String>,
     },
+    /// A TLS client certificate chain (DER, end entity first), already proven to belong to the
+    /// peer by the TLS handshake; `application` narrows the search when the transport says which.
+    Certificate {
+        chain: Vec<Vec<u8>>,
+        application: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for DeviceCredentials {
@@ -69,6 +80,16 @@ impl std::fmt::Debug for DeviceCredentials {
                 .field("application", application)
                 .field("device", device)
                 .finish_non_exhaustive(),
+            DeviceCredentials::Certificate { chain, application } => {
+                let subject = chain
+                    .first()
+                    .and_then(|c| crate::x509::client_identity(c).ok())
+                    .map(|i| i.subject);
+                f.debug_struct("Certificate")
+                    .field("subject", &subject)
+                    .field("application", application)
+                    .finish()
+            }
         }
     }
 }
@@ -113,6 +134,8 @@ pub enum AuthError {
     WrongCredentials(String, String),
     #[error("device '{device}' does not name '{gateway}' as a gateway (spec.gatewaySelector.matchNames)")]
     NotAGateway { gateway: String, device: String },
+    #[error("client certificate refused: {0}")]
+    Certificate(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -189,7 +212,72 @@ impl DeviceAuthenticator {
                 )
                 .await
             }
+            DeviceCredentials::Certificate { chain, application } => {
+                self.certificate(chain, application.as_deref()).await
+            }
         }
+    }
+
+    /// X.509: the application by the certificate's issuer DN (one of its trust anchors), the
+    /// chain verified against that application's trust anchors, the device by the certificate's
+    /// subject DN (as name or alias), else by its common name.
+    async fn certificate(
+        &self,
+        chain: &[Vec<u8>],
+        application: Option<&str>,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| AuthError::Certificate("no client certificate".into()))?;
+        let id = crate::x509::client_identity(leaf)
+            .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let candidates = match application {
+            Some(app) => vec![self.live_application(app).await?],
+            None => {
+                self.directory
+                    .applications_by_trust_anchor(&id.issuer)
+                    .await?
+            }
+        };
+        if candidates.is_empty() {
+            return Err(AuthError::Certificate(format!(
+                "no application trusts the issuer '{}'",
+                id.issuer
+            )));
+        }
+        let mut last = None;
+        for app in candidates {
+            let name = app.metadata.name.clone();
+            if app.is_deleting() || spec::disabled(&app.spec) {
+                last = Some(AuthError::ApplicationDisabled(name));
+                continue;
+            }
+            let anchors = spec::trust_anchors(&app.spec);
+            if let Err(e) =
+                crate::x509::verify_client_chain(chain, &anchors, std::time::SystemTime::now())
+            {
+                last = Some(AuthError::Certificate(format!(
+                    "{e} (application '{name}')"
+                )));
+                continue;
+            }
+            let mut device = self.directory.device(&name, &id.subject).await?;
+            if device.is_none() {
+                if let Some(cn) = &id.common_name {
+                    device = self.directory.device(&name, cn).await?;
+                }
+            }
+            let Some(device) = device else {
+                last = Some(AuthError::UnknownDevice(name, id.subject.clone()));
+                continue;
+            };
+            check_live_device(&name, &device)?;
+            return Ok(AuthenticatedDevice {
+                application: Arc::new(app),
+                device: Arc::new(device),
+            });
+        }
+        Err(last.unwrap_or_else(|| AuthError::Certificate("no matching application".into())))
     }
 
     async fn password(

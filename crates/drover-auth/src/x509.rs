@@ -151,6 +151,85 @@ fn parse_der(der: Vec<u8>) -> Result<CertificateInfo, CertificateError> {
     })
 }
 
+/// Who a client certificate names: its subject and issuer DNs (as x509-parser prints them, e.g.
+/// `CN=sensor-1, O=Drogue IoT, OU=my-app`) and its common name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub subject: String,
+    pub issuer: String,
+    pub common_name: Option<String>,
+}
+
+/// Reads the identity of a client's end-entity certificate (DER).
+pub fn client_identity(leaf_der: &[u8]) -> Result<ClientIdentity, CertificateError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
+        .map_err(|e| CertificateError::InvalidCertificate(e.to_string()))?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    Ok(ClientIdentity {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        common_name,
+    })
+}
+
+/// Verifies a client certificate chain (end entity first, then intermediates, DER) against
+/// trust anchors given as in `spec.trustAnchors` (base64 of PEM): signatures, validity at `now`,
+/// and the client-authentication key usage. The error says why it failed.
+pub fn verify_client_chain(
+    chain: &[Vec<u8>],
+    anchors: &[String],
+    now: std::time::SystemTime,
+) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+    let anchor_ders: Vec<CertificateDer<'static>> = anchors
+        .iter()
+        .filter_map(|a| parse_trust_anchor(a).ok())
+        .map(|info| CertificateDer::from(info.der))
+        .collect();
+    if anchor_ders.is_empty() {
+        return Err("the application has no valid trust anchor".into());
+    }
+    let trust_anchors = anchor_ders
+        .iter()
+        .map(webpki::anchor_from_trusted_cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("unusable trust anchor: {e}"))?;
+    let leaf = CertificateDer::from(leaf.as_slice());
+    let intermediates: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let ee = webpki::EndEntityCert::try_from(&leaf)
+        .map_err(|e| format!("invalid client certificate: {e}"))?;
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "system clock before 1970".to_string())?;
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust_anchors,
+        &intermediates,
+        UnixTime::since_unix_epoch(since_epoch),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(drop)
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } => "client certificate expired".to_string(),
+        webpki::Error::CertNotValidYet { .. } => "client certificate not valid yet".to_string(),
+        webpki::Error::UnknownIssuer => {
+            "client certificate not issued by the application's trust anchors".to_string()
+        }
+        e => format!("client certificate chain invalid: {e}"),
+    })
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

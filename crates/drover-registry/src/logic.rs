@@ -163,6 +163,21 @@ pub fn compute_app_status(app: &mut Resource) {
         .insert("trustAnchors".to_string(), json!({ "anchors": anchors }));
 }
 
+/// Subject DNs of an application's valid trust anchors (from its computed status).
+pub fn trust_anchor_subjects(app: &Resource) -> Vec<String> {
+    app.status
+        .get("trustAnchors")
+        .and_then(|t| t.get("anchors"))
+        .and_then(Value::as_array)
+        .map(|anchors| {
+            anchors
+                .iter()
+                .filter_map(|a| a.get("valid")?.get("subject")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Hashes plain passwords (sha512-crypt), reusing a previous hash of `old` when it verifies the
 /// same plain password, so that re-sending a password is a no-op. Runs on a blocking thread.
 pub async fn hash_passwords(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use drover_auth::device::{DeviceDirectory, DirectoryError};
 use drover_model::role::permits;
 use drover_model::{Kind, Members, Permission, Principal, Resource, ResourceInput};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -249,6 +250,33 @@ impl SqliteRegistry {
         .execute(&mut **tx)
         .await
         .map_err(db_err)?;
+        Self::index_trust_anchors(
+            tx,
+            &row.doc.metadata.name,
+            &logic::trust_anchor_subjects(&row.doc),
+        )
+        .await
+    }
+
+    /// Replaces the app's entries in the trust-anchor index.
+    async fn index_trust_anchors(
+        tx: &mut Transaction<'static, Sqlite>,
+        app: &str,
+        subjects: &[String],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM trust_anchor_subjects WHERE app = ?")
+            .bind(app)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for subject in subjects {
+            sqlx::query("INSERT OR IGNORE INTO trust_anchor_subjects (app, subject) VALUES (?, ?)")
+                .bind(app)
+                .bind(subject)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        }
         Ok(())
     }
 
@@ -387,6 +415,7 @@ impl SqliteRegistry {
                 .execute(&mut *w.tx)
                 .await
                 .map_err(db_err)?;
+            Self::index_trust_anchors(&mut w.tx, &row.doc.metadata.name, &[]).await?;
             w.emit(Kind::Application, &mut row.doc, &[".".to_string()]);
         } else {
             w.emit(Kind::Application, &mut row.doc, &[".metadata".to_string()]);
@@ -1183,5 +1212,83 @@ impl Registry for SqliteRegistry {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+impl SqliteRegistry {
+    async fn doc_query(
+        &self,
+        sql: &str,
+        binds: &[&str],
+    ) -> std::result::Result<Option<Resource>, DirectoryError> {
+        let mut q = sqlx::query_scalar::<_, String>(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let doc = q
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| DirectoryError(format!("registry database: {e}")))?;
+        doc.map(|d| {
+            serde_json::from_str(&d)
+                .map_err(|e| DirectoryError(format!("stored document is corrupt: {e}")))
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for SqliteRegistry {
+    async fn application(
+        &self,
+        app: &str,
+    ) -> std::result::Result<Option<Resource>, DirectoryError> {
+        self.doc_query("SELECT doc FROM apps WHERE name = ?", &[app])
+            .await
+    }
+
+    async fn device(
+        &self,
+        app: &str,
+        name_or_alias: &str,
+    ) -> std::result::Result<Option<Resource>, DirectoryError> {
+        self.doc_query(
+            "SELECT d.doc FROM device_names n JOIN devices d ON d.app = n.app AND d.name = n.device
+             WHERE n.app = ? AND n.kind = 'id' AND n.value = ?",
+            &[app, name_or_alias],
+        )
+        .await
+    }
+
+    async fn applications_by_trust_anchor(
+        &self,
+        subject: &str,
+    ) -> std::result::Result<Vec<Resource>, DirectoryError> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT a.doc FROM trust_anchor_subjects t JOIN apps a ON a.name = t.app WHERE t.subject = ? ORDER BY a.name",
+        )
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| DirectoryError(format!("registry database: {e}")))?;
+        docs.iter()
+            .map(|d| {
+                serde_json::from_str(d)
+                    .map_err(|e| DirectoryError(format!("stored document is corrupt: {e}")))
+            })
+            .collect()
+    }
+
+    async fn device_by_username(
+        &self,
+        app: &str,
+        username: &str,
+    ) -> std::result::Result<Option<Resource>, DirectoryError> {
+        self.doc_query(
+            "SELECT d.doc FROM device_names n JOIN devices d ON d.app = n.app AND d.name = n.device
+             WHERE n.app = ? AND n.kind = 'username' AND n.value = ?",
+            &[app, username],
+        )
+        .await
     }
 }

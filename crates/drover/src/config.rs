@@ -24,6 +24,33 @@ pub struct ServeArgs {
     /// Listen address of the management API [default: 0.0.0.0:8011].
     #[arg(long, env = "DROVER_API_ADDR", value_name = "ADDR")]
     pub api_addr: Option<String>,
+    /// Listen address of the HTTP device endpoint, or `off` [default: 0.0.0.0:8088].
+    #[arg(long, env = "DROVER_HTTP_ADDR", value_name = "ADDR|off")]
+    pub http_addr: Option<String>,
+    /// Listen address of the HTTPS device endpoint, or `off` [default: 0.0.0.0:8443].
+    #[arg(long, env = "DROVER_HTTPS_ADDR", value_name = "ADDR|off")]
+    pub https_addr: Option<String>,
+    /// Server certificate chain (PEM) for TLS listeners [default: a generated development CA].
+    #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "DROVER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest HTTP telemetry payload, in bytes [default: 262144].
+    #[arg(long, env = "DROVER_HTTP_BODY_LIMIT", value_name = "BYTES")]
+    pub http_body_limit: Option<usize>,
+    /// Days events are kept in each application's stream [default: 7].
+    #[arg(long, env = "DROVER_EVENT_RETENTION_DAYS", value_name = "DAYS")]
+    pub event_retention_days: Option<u32>,
+    /// Most bytes kept per application stream (oldest events go first) [default: 1073741824].
+    #[arg(long, env = "DROVER_EVENT_RETENTION_BYTES", value_name = "BYTES")]
+    pub event_retention_bytes: Option<u64>,
+    /// WebSocket consumers this many events behind are disconnected [default: 10000].
+    #[arg(long, env = "DROVER_WS_MAX_LAG", value_name = "EVENTS")]
+    pub ws_max_lag: Option<u64>,
+    /// Name of this node, carried in events as `instance` [default: drover].
+    #[arg(long, env = "DROVER_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
     /// Access token of the system administrator `admin` (else generated at first start).
     #[arg(
         long,
@@ -64,6 +91,15 @@ pub struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     api_addr: Option<String>,
+    http_addr: Option<String>,
+    https_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    http_body_limit: Option<usize>,
+    event_retention_days: Option<u32>,
+    event_retention_bytes: Option<u64>,
+    ws_max_lag: Option<u64>,
+    instance: Option<String>,
     admin_token: Option<String>,
     public_url: Option<String>,
     api_body_limit: Option<usize>,
@@ -97,6 +133,20 @@ pub struct OidcSettings {
 pub struct Config {
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
+    /// `None`: the listener is off.
+    #[serde(serialize_with = "listener")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(serialize_with = "listener")]
+    pub https_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    pub http_body_limit: usize,
+    pub event_retention_days: u32,
+    pub event_retention_bytes: u64,
+    pub ws_max_lag: u64,
+    pub instance: String,
     #[serde(serialize_with = "redact")]
     pub admin_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +156,13 @@ pub struct Config {
     pub change_retention_days: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSettings>,
+}
+
+fn listener<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.serialize_str(&a.to_string()),
+        None => s.serialize_str("off"),
+    }
 }
 
 fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -120,6 +177,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("api_addr", &self.api_addr)
+            .field("http_addr", &self.http_addr)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -136,6 +194,15 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./drover-data"),
             api_addr: SocketAddr::from(([0, 0, 0, 0], 8011)),
+            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8088))),
+            https_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            tls_cert: None,
+            tls_key: None,
+            http_body_limit: 256 * 1024,
+            event_retention_days: 7,
+            event_retention_bytes: 1 << 30,
+            ws_max_lag: 10_000,
+            instance: "drover".into(),
             admin_token: None,
             public_url: None,
             api_body_limit: 1024 * 1024,
@@ -152,6 +219,20 @@ fn addr(value: &str, key: &str, flag: &str, env: &str) -> Result<SocketAddr, Con
             "invalid {key} '{value}': expected IP:PORT such as 0.0.0.0:8011 (set {flag} / {env} or '{key}' in the config file)"
         ))
     })
+}
+
+/// A listener address, or `off`.
+fn listener_addr(
+    value: &str,
+    key: &str,
+    flag: &str,
+    env: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        addr(value, key, flag, env).map(Some)
+    }
 }
 
 fn http_url(value: &str, key: &str, flag: &str, env: &str) -> Result<String, ConfigError> {
@@ -198,6 +279,59 @@ impl Config {
             Some(a) => addr(&a, "api_addr", "--api-addr", "DROVER_API_ADDR")?,
             None => d.api_addr,
         };
+        let http_addr = match args.http_addr.or(file.http_addr) {
+            Some(a) => listener_addr(&a, "http_addr", "--http-addr", "DROVER_HTTP_ADDR")?,
+            None => d.http_addr,
+        };
+        let https_addr = match args.https_addr.or(file.https_addr) {
+            Some(a) => listener_addr(&a, "https_addr", "--https-addr", "DROVER_HTTPS_ADDR")?,
+            None => d.https_addr,
+        };
+        let tls_cert = args.tls_cert.or(file.tls_cert);
+        let tls_key = args.tls_key.or(file.tls_key);
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(ConfigError(
+                "tls_cert and tls_key go together: set both --tls-cert / DROVER_TLS_CERT and --tls-key / DROVER_TLS_KEY, or neither".into(),
+            ));
+        }
+        let http_body_limit = args
+            .http_body_limit
+            .or(file.http_body_limit)
+            .unwrap_or(d.http_body_limit);
+        if http_body_limit == 0 {
+            return Err(ConfigError(
+                "http_body_limit must be at least 1 byte (set --http-body-limit / DROVER_HTTP_BODY_LIMIT)".into(),
+            ));
+        }
+        let event_retention_days = args
+            .event_retention_days
+            .or(file.event_retention_days)
+            .unwrap_or(d.event_retention_days);
+        if event_retention_days == 0 {
+            return Err(ConfigError(
+                "event_retention_days must be at least 1 (set --event-retention-days / DROVER_EVENT_RETENTION_DAYS)".into(),
+            ));
+        }
+        let event_retention_bytes = args
+            .event_retention_bytes
+            .or(file.event_retention_bytes)
+            .unwrap_or(d.event_retention_bytes);
+        if event_retention_bytes < 1 << 20 {
+            return Err(ConfigError(
+                "event_retention_bytes must be at least 1048576 (set --event-retention-bytes / DROVER_EVENT_RETENTION_BYTES)".into(),
+            ));
+        }
+        let ws_max_lag = args.ws_max_lag.or(file.ws_max_lag).unwrap_or(d.ws_max_lag);
+        let instance = args.instance.or(file.instance).unwrap_or(d.instance);
+        if instance.is_empty()
+            || instance.len() > 64
+            || !instance.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError(
+                "instance must be 1 to 64 printable characters (set --instance / DROVER_INSTANCE)"
+                    .into(),
+            ));
+        }
         let admin_token = args
             .admin_token
             .or(file.admin_token)
@@ -268,6 +402,15 @@ impl Config {
         Ok(Config {
             data_dir,
             api_addr,
+            http_addr,
+            https_addr,
+            tls_cert,
+            tls_key,
+            http_body_limit,
+            event_retention_days,
+            event_retention_bytes,
+            ws_max_lag,
+            instance,
             admin_token,
             public_url,
             api_body_limit,

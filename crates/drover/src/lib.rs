@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod server;
+pub mod tls;
 
 pub use config::{Config, ConfigError, ServeArgs};
 pub use server::{start, AdminToken, Server, StartError};

@@ -109,6 +109,30 @@ fn banner(config: &Config, server: &drover::Server) {
     println!("Drover {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  Management API   {url}   (listening on {addr})");
     println!("  OpenAPI          {url}/api/openapi.json");
+    if let Some(a) = server.http_addr {
+        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        println!(
+            "  HTTP devices     http://{host}:{}/v1/<channel>   (listening on {a})",
+            a.port()
+        );
+    }
+    if let Some(a) = server.https_addr {
+        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        println!(
+            "  HTTPS devices    https://{host}:{}/v1/<channel>   (listening on {a})",
+            a.port()
+        );
+    }
+    if let Some(ca) = &server.dev_ca {
+        println!(
+            "  Development CA   {}   (trust it in clients, e.g. curl --cacert)",
+            ca.display()
+        );
+    }
+    let ws = url.replacen("http", "ws", 1);
+    println!("  WebSocket        {ws}{}<app>", drover_api::WS_PATH);
     println!("  Change watch     {url}/api/registry/v1alpha1/watch");
     println!("  Data directory   {}", config.data_dir.display());
     match &server.admin_token {

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_api::{ApiSettings, ApiState};
+use drover_auth::device::{DeviceAuthenticator, DeviceDirectory};
 use drover_auth::{OidcConfig, OidcValidator};
+use drover_bus::embedded::{EmbeddedLog, LogConfig};
+use drover_bus::{EventLog, StreamKey};
+use drover_endpoints::http::HttpSettings;
+use drover_model::Kind;
 use drover_registry::{AdminBootstrap, Registry, SqliteRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -42,6 +47,12 @@ pub enum AdminToken {
 pub struct Server {
     /// The bound address of the management API.
     pub api_addr: SocketAddr,
+    /// The bound address of the HTTP device endpoint, when on.
+    pub http_addr: Option<SocketAddr>,
+    /// The bound address of the HTTPS device endpoint, when on.
+    pub https_addr: Option<SocketAddr>,
+    /// The generated development CA (when no certificate is configured): clients trust this file.
+    pub dev_ca: Option<PathBuf>,
     pub admin_token: AdminToken,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -112,6 +123,8 @@ async fn bind(
 /// Starts every part of the platform and returns once all listeners are bound.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     ensure_data_dir(&config.data_dir)?;
+    // Bind everything first: a port in use is a configuration problem, reported before any state
+    // is touched.
     let api_listener = bind(
         config.api_addr,
         "management API",
@@ -119,9 +132,35 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         "DROVER_API_ADDR",
     )
     .await?;
-    let api_addr = api_listener
-        .local_addr()
-        .map_err(|e| StartError::Runtime(format!("cannot read the bound address: {e}")))?;
+    let api_addr = local_addr(&api_listener)?;
+    let http_listener = match config.http_addr {
+        Some(a) => Some(bind(a, "HTTP device endpoint", "--http-addr", "DROVER_HTTP_ADDR").await?),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().map(local_addr).transpose()?;
+    let https_listener = match config.https_addr {
+        Some(a) => Some(
+            bind(
+                a,
+                "HTTPS device endpoint",
+                "--https-addr",
+                "DROVER_HTTPS_ADDR",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let https_addr = https_listener.as_ref().map(local_addr).transpose()?;
+    drover_endpoints::tls::install_default_provider();
+    let tls = if https_listener.is_some() {
+        Some(match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => crate::tls::load(c, k)?,
+            _ => crate::tls::development(&config.data_dir)?,
+        })
+    } else {
+        None
+    };
+    let dev_ca = tls.as_ref().and_then(|t| t.dev_ca.clone());
 
     let db = config.data_dir.join("registry.db");
     let registry = Arc::new(
@@ -146,6 +185,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         AdminBootstrap::Existing => AdminToken::Existing { file: token_file },
     };
 
+    let log_config = LogConfig {
+        max_age: Duration::from_secs(u64::from(config.event_retention_days) * 24 * 3600),
+        max_stream_bytes: config.event_retention_bytes,
+        ..LogConfig::default()
+    };
+    let log: Arc<dyn EventLog> = Arc::new(
+        EmbeddedLog::open(&config.data_dir.join("events"), log_config)
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
+    );
+    let directory: Arc<dyn DeviceDirectory> = registry.clone();
+    let authenticator = Arc::new(DeviceAuthenticator::new(directory));
+
     let http = reqwest_client()?;
     let oidc = config.oidc.as_ref().map(|o| {
         OidcValidator::new(
@@ -159,9 +211,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         )
     });
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let (stop_streams_tx, stop_streams_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let advertised_http = http_addr.map(|a| a.port());
+    let advertised_https = https_addr.map(|a| a.port());
     let state = ApiState {
         registry: registry.clone(),
+        log: Some(log.clone()),
         oidc,
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
@@ -169,51 +224,182 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             body_limit: config.api_body_limit,
             oidc_issuer: config.oidc.as_ref().map(|o| o.issuer_url.clone()),
             version: env!("CARGO_PKG_VERSION").into(),
-            endpoints: Arc::new(|_| Vec::new()),
+            endpoints: Arc::new(move |host: &str| {
+                let mut v = Vec::new();
+                match (advertised_https, advertised_http) {
+                    (Some(port), _) => v.push((
+                        "http".to_string(),
+                        serde_json::json!({ "url": format!("https://{host}:{port}") }),
+                    )),
+                    (None, Some(port)) => v.push((
+                        "http".to_string(),
+                        serde_json::json!({ "url": format!("http://{host}:{port}") }),
+                    )),
+                    (None, None) => {}
+                }
+                v
+            }),
+            ws_max_lag: config.ws_max_lag,
         }),
-        shutdown: stop_streams_rx,
+        shutdown: stop_rx.clone(),
     };
-    let router = drover_api::router(state);
-    let grace = Duration::from_secs(config.shutdown_grace);
-    let pruner = tokio::spawn(prune_changes(
-        registry.clone(),
-        config.change_retention_days,
+
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve_http(
+        "management API",
+        api_listener,
+        drover_api::router(state),
+        stop_rx.clone(),
     ));
-    let (grace_tx, grace_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(
-            api_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = shutdown_rx.await;
-            // Long-lived streams (watch) end now so the drain can finish.
-            let _ = stop_streams_tx.send(true);
-            let _ = grace_tx.send(());
+    let device_http = drover_endpoints::http::router(
+        authenticator.clone(),
+        log.clone(),
+        HttpSettings {
+            body_limit: config.http_body_limit,
+            instance: config.instance.clone(),
+            ..HttpSettings::default()
+        },
+    );
+    if let Some(listener) = http_listener {
+        servers.spawn(serve_http(
+            "HTTP device endpoint",
+            listener,
+            device_http.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    if let (Some(listener), Some(tls)) = (https_listener, tls) {
+        let tls_config =
+            drover_endpoints::tls::server_config(tls.chain, tls.key, &[b"h2", b"http/1.1"])
+                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
+        let stop = stop_rx.clone();
+        let grace = Duration::from_secs(config.shutdown_grace);
+        servers.spawn(async move {
+            drover_endpoints::tls::serve_https(listener, tls_config, device_http, stop, grace)
+                .await
+                .map_err(|e| anyhow::anyhow!("HTTPS device endpoint: {e}"))
         });
-        let mut serve = tokio::spawn(async move { serve.await });
-        let result = tokio::select! {
-            r = &mut serve => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
-            _ = async {
-                let _ = grace_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("requests still running after the shutdown grace period; closing them");
-                serve.abort();
+    }
+    let background = vec![
+        tokio::spawn(prune_changes(
+            registry.clone(),
+            config.change_retention_days,
+        )),
+        tokio::spawn(delete_streams_of_deleted_apps(
+            registry.clone(),
+            log.clone(),
+        )),
+    ];
+    let grace = Duration::from_secs(config.shutdown_grace);
+    let task = tokio::spawn(async move {
+        let _ = shutdown_rx.await;
+        // Stop accepting, end long-lived streams (watch, WebSocket), let requests drain.
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            let mut result = Ok(());
+            while let Some(r) = servers.join_next().await {
+                if let Ok(Err(e)) = r {
+                    result = Err(e);
+                }
+            }
+            result
+        })
+        .await;
+        let result = match drained {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "requests still running after the shutdown grace period; closing them"
+                );
+                servers.abort_all();
                 Ok(())
             }
         };
-        pruner.abort();
+        for b in background {
+            b.abort();
+        }
+        if let Err(e) = log.close().await {
+            tracing::warn!("closing the event log: {e}");
+        }
         registry.close().await;
         tracing::info!("stopped");
         result
     });
     Ok(Server {
         api_addr,
+        http_addr,
+        https_addr,
+        dev_ca,
         admin_token,
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|e| StartError::Runtime(format!("cannot read the bound address: {e}")))
+}
+
+/// Serves one HTTP listener until `stop` turns true, then drains it.
+async fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+/// Deletes the event stream of every application that is deleted for good.
+async fn delete_streams_of_deleted_apps(registry: Arc<SqliteRegistry>, log: Arc<dyn EventLog>) {
+    let mut rx = registry.subscribe();
+    let mut since = *rx.borrow_and_update();
+    loop {
+        let batch = match registry.changes_since(since, 500).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot read registry changes: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        for c in batch {
+            since = c.revision;
+            if c.kind == Kind::Application && c.path == "." {
+                let gone = match registry.application(&c.application).await {
+                    Ok(Some(app)) => app.metadata.uid != c.uid,
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if gone {
+                    let key = StreamKey::new(c.application.clone(), c.uid.clone());
+                    match log.delete_stream(&key).await {
+                        Ok(()) => {
+                            tracing::info!(app = %c.application, "deleted the event stream of a deleted application")
+                        }
+                        Err(e) => {
+                            tracing::warn!(app = %c.application, "cannot delete event stream: {e}")
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Prunes registry change events past their retention, at start and then hourly.

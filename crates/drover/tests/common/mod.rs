@@ -14,6 +14,8 @@ pub const ADMIN_TOKEN: &str = "drg_012345_01234567890123456789012345678920BetF";
 pub struct TestServer {
     pub server: Option<Server>,
     pub base: String,
+    /// Base URL of the HTTP device endpoint.
+    pub http_base: String,
     pub dir: Option<tempfile::TempDir>,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
@@ -24,9 +26,18 @@ pub fn config(data_dir: &Path) -> Config {
     Config {
         data_dir: data_dir.to_path_buf(),
         api_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        https_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_token: Some(ADMIN_TOKEN.to_string()),
         ..Config::default()
     }
+}
+
+fn http_base(server: &Server) -> String {
+    server
+        .http_addr
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default()
 }
 
 impl TestServer {
@@ -42,9 +53,11 @@ impl TestServer {
         let data_dir = config.data_dir.clone();
         let server = drover::start(config).await.unwrap();
         let base = format!("http://{}", server.api_addr);
+        let http_base = http_base(&server);
         TestServer {
             server: Some(server),
             base,
+            http_base,
             dir: None,
             data_dir,
             http: reqwest::Client::new(),
@@ -56,6 +69,7 @@ impl TestServer {
         self.server.take().unwrap().shutdown().await.unwrap();
         let server = drover::start(config(&self.data_dir)).await.unwrap();
         self.base = format!("http://{}", server.api_addr);
+        self.http_base = http_base(&server);
         self.server = Some(server);
     }
 
@@ -64,7 +78,17 @@ impl TestServer {
         assert!(self.server.is_none(), "server still running");
         let server = drover::start(config(&self.data_dir)).await.unwrap();
         self.base = format!("http://{}", server.api_addr);
+        self.http_base = http_base(&server);
         self.server = Some(server);
+    }
+
+    /// The WebSocket integration URL of an application.
+    pub fn ws_url(&self, app: &str) -> String {
+        format!(
+            "{}{}{app}",
+            self.base.replacen("http", "ws", 1),
+            drover_api::WS_PATH
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

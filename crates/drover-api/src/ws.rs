@@ -1,0 +1,165 @@
+//! The WebSocket integration's HTTP side: `GET /api/integrations/v1alpha1/ws/{app}[/{channel}]`
+//! (upgrade), authenticated like every API call or — for browsers — with `?token=<jwt>` or
+//! `?username=<user>&api_key=<access token>`. The streaming itself is `drover-integrations`'.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use drover_bus::StreamKey;
+use drover_integrations::websocket::{self, StreamOptions};
+use drover_model::Principal;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult, ErrorInformation};
+use crate::extract::{Path, Query};
+use crate::ApiState;
+
+/// Where the WebSocket integration is served; clients append the application name.
+pub const WS_PATH: &str = "/api/integrations/v1alpha1/ws/";
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(stream_app))
+        .routes(routes!(stream_channel))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WsQuery {
+    /// Consumer group: resume from its committed offset (new groups start live).
+    group_id: Option<String>,
+    /// `earliest` to start with the oldest retained event (when the group has no offset).
+    from: Option<String>,
+    /// A Bearer JWT, for clients that cannot set headers.
+    token: Option<String>,
+    /// User name with `api_key`, for clients that cannot set headers.
+    username: Option<String>,
+    /// Access token with `username`.
+    api_key: Option<String>,
+}
+
+async fn caller(s: &ApiState, parts: &Parts, q: &WsQuery) -> ApiResult<Principal> {
+    let header = crate::auth::authenticate(s, parts).await?;
+    let query = match (&q.token, &q.username, &q.api_key) {
+        (None, None, None) => None,
+        (Some(jwt), None, None) => {
+            let oidc = s.oidc.as_ref().ok_or_else(|| {
+                ApiError::Unauthorized("'token' needs single sign-on (oidc.issuer_url) configured; use username and api_key".into())
+            })?;
+            let user = oidc.validate(jwt).await.map_err(|e| {
+                if e.is_unavailable() {
+                    ApiError::Unavailable(format!("single sign-on issuer unavailable: {e}"))
+                } else {
+                    ApiError::Unauthorized(format!("invalid token: {e}"))
+                }
+            })?;
+            Some(s.registry.principal_for(&user).await?)
+        }
+        (None, Some(user), Some(key)) => Some(s.registry.authenticate_token(user, key).await?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "use either 'token' or 'username' with 'api_key' in the query, not a mix".into(),
+            ))
+        }
+    };
+    match (header, query) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "more than one credential in the request: send the Authorization header or query credentials, not both".into(),
+        )),
+        (Some(p), None) | (None, Some(p)) => Ok(p),
+        (None, None) => Err(ApiError::Unauthorized(
+            "authentication required: HTTP Basic '<user>:<access token>', Bearer, or ?username=&api_key=".into(),
+        )),
+    }
+}
+
+async fn upgrade(
+    s: ApiState,
+    parts: Parts,
+    app: String,
+    channel: Option<String>,
+    q: WsQuery,
+) -> ApiResult<Response> {
+    let who = caller(&s, &parts, &q).await?;
+    let application = s.registry.get_app(&who, &app).await?;
+    let Some(log) = s.log.clone() else {
+        return Err(ApiError::Unavailable(
+            "the event stream is not available on this node".into(),
+        ));
+    };
+    let from_earliest = match q.from.as_deref() {
+        None | Some("latest") => false,
+        Some("earliest") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid 'from' value '{other}': use 'earliest' or 'latest'"
+            )))
+        }
+    };
+    if let Some(g) = &q.group_id {
+        if g.is_empty() || g.len() > 128 || g.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(
+                "group_id must be 1 to 128 printable characters".into(),
+            ));
+        }
+    }
+    let mut parts = parts;
+    let ws = <WebSocketUpgrade as axum::extract::FromRequestParts<ApiState>>::from_request_parts(
+        &mut parts, &s,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::BadRequest(format!(
+            "not a WebSocket upgrade request: {}",
+            e.body_text()
+        ))
+    })?;
+    let stream = StreamKey::new(
+        application.metadata.name.clone(),
+        application.metadata.uid.clone(),
+    );
+    let opts = StreamOptions {
+        group: q.group_id,
+        from_earliest,
+        channel,
+        max_lag: s.settings.ws_max_lag,
+    };
+    tracing::info!(app = %app, user = who.name(), group = ?opts.group, "websocket integration connected");
+    let consumer = websocket::open(log.as_ref(), &stream, &opts)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("event stream unavailable: {e}")))?;
+    let shutdown = s.shutdown.clone();
+    Ok(ws
+        .on_upgrade(move |socket| websocket::serve(socket, consumer, log, stream, opts, shutdown))
+        .into_response())
+}
+
+/// Stream the application's events over a WebSocket (JSON CloudEvents in text frames).
+#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}", tag = "integrations", params(("app" = String, Path), WsQuery),
+    responses((status = 101, description = "WebSocket upgrade; then one CloudEvent per text frame"),
+        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation), (status = 404, body = ErrorInformation)))]
+async fn stream_app(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+    Query(q): Query<WsQuery>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    upgrade(s, req.into_parts().0, app, None, q).await
+}
+
+/// Stream the events of one channel of the application over a WebSocket.
+#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}/{channel}", tag = "integrations", params(("app" = String, Path), ("channel" = String, Path), WsQuery),
+    responses((status = 101, description = "WebSocket upgrade"), (status = 400, body = ErrorInformation),
+        (status = 401, body = ErrorInformation), (status = 404, body = ErrorInformation)))]
+async fn stream_channel(
+    State(s): State<ApiState>,
+    Path((app, channel)): Path<(String, String)>,
+    Query(q): Query<WsQuery>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    upgrade(s, req.into_parts().0, app, Some(channel), q).await
+}

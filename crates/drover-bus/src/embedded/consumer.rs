@@ -1,0 +1,271 @@
+//! Consumers: read a stream's segment files in batches on a blocking thread, then follow the
+//! stream's published end.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::codec;
+use super::segment::{self, Frame, SegmentReader};
+use super::stream::{lock, StreamShared, Tail};
+use crate::{BusError, Consumer, Offset, Record, Result, StartFrom};
+
+/// Where a consumer is in a segment file.
+struct Cursor {
+    reader: SegmentReader,
+    base: Offset,
+    /// The offset of the record at the reader's position.
+    next: Offset,
+}
+
+pub(crate) struct EmbeddedConsumer {
+    stream: Arc<StreamShared>,
+    tail: watch::Receiver<Tail>,
+    /// The offset of the next record to hand out (after `buffered`).
+    next: Offset,
+    cursor: Option<Cursor>,
+    /// Records read for [`Consumer::next`] but not handed out yet (at most `batch`).
+    buffered: VecDeque<Record>,
+    batch: usize,
+    batch_bytes: usize,
+}
+
+impl EmbeddedConsumer {
+    pub(crate) fn new(
+        stream: Arc<StreamShared>,
+        from: StartFrom,
+        batch: usize,
+        batch_bytes: usize,
+    ) -> Self {
+        let tail = stream.tail.subscribe();
+        let next = match from {
+            // Reading skips forward to the oldest retained record.
+            StartFrom::Earliest => 1,
+            StartFrom::Latest => tail.borrow().end + 1,
+            StartFrom::After(o) => o.saturating_add(1),
+        };
+        Self {
+            stream,
+            tail,
+            next,
+            cursor: None,
+            buffered: VecDeque::new(),
+            batch,
+            batch_bytes,
+        }
+    }
+
+    /// Up to `max` records, waiting until there is at least one; `None` once the stream is
+    /// deleted or the log closed.
+    async fn read(&mut self, max: usize) -> Result<Option<Vec<Record>>> {
+        loop {
+            let next = self.next;
+            let tail = match self.tail.wait_for(|t| !t.live || t.end >= next).await {
+                Ok(t) => *t,
+                Err(_) => return Ok(None),
+            };
+            if !tail.live {
+                return Ok(None);
+            }
+            let stream = self.stream.clone();
+            let mut cursor = self.cursor.take();
+            let batch_bytes = self.batch_bytes;
+            let job = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let mut next = next;
+                let r = read_blocking(
+                    &stream,
+                    &mut cursor,
+                    &mut next,
+                    tail.end,
+                    max,
+                    batch_bytes,
+                    &mut out,
+                );
+                (cursor, next, out, r)
+            });
+            let (cursor, next, out, r) = job
+                .await
+                .map_err(|e| BusError::Unavailable(format!("reading the log: {e}")))?;
+            self.cursor = cursor;
+            self.next = next;
+            r?;
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+            if self.stream.is_deleted() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn damaged(stream: &StreamShared, base: Offset, what: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!(
+        "stream of {} ({}): segment {base}: {what}",
+        stream.key.app, stream.key.app_uid
+    ))
+}
+
+fn io_error(stream: &StreamShared, e: io::Error) -> BusError {
+    BusError::Unavailable(format!(
+        "reading stream of {} ({}): {e}",
+        stream.key.app, stream.key.app_uid
+    ))
+}
+
+/// A cursor at the segment holding `next` (moving `next` up to the oldest retained record if it
+/// was pruned), or `None` if the stream has no segments (it was deleted). `after` is the segment
+/// just finished: the one found must be newer.
+fn open_at(
+    stream: &StreamShared,
+    next: &mut Offset,
+    after: Option<Offset>,
+) -> Result<Option<Cursor>> {
+    for _ in 0..100 {
+        let seek = {
+            let segs = lock(&stream.segments);
+            match (segs.seek(*next), segs.oldest()) {
+                (Some(seek), _) => seek,
+                (None, Some(oldest)) if oldest > *next => {
+                    tracing::debug!(
+                        app = %stream.key.app, from = *next, to = oldest,
+                        "records were pruned; continuing at the oldest retained one"
+                    );
+                    *next = oldest;
+                    match segs.seek(oldest) {
+                        Some(seek) => seek,
+                        None => return Ok(None),
+                    }
+                }
+                _ => return Ok(None),
+            }
+        };
+        if let Some(prev) = after {
+            if seek.base <= prev {
+                return Err(damaged(
+                    stream,
+                    prev,
+                    format_args!("ends before offset {next}"),
+                ));
+            }
+        }
+        match SegmentReader::open(&segment::path(&stream.dir, seek.base), seek.pos) {
+            Ok(reader) => {
+                return Ok(Some(Cursor {
+                    reader,
+                    base: seek.base,
+                    next: seek.offset,
+                }))
+            }
+            // Pruned (or deleted) between the lookup and the open: look again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if stream.is_deleted() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(io_error(stream, e)),
+        }
+    }
+    Err(BusError::Unavailable(
+        "segments keep disappearing under a reader".into(),
+    ))
+}
+
+/// Reads records `next..=limit` into `out`, at most `max` of them and about `max_bytes`.
+fn read_blocking(
+    stream: &StreamShared,
+    cursor: &mut Option<Cursor>,
+    next: &mut Offset,
+    limit: Offset,
+    max: usize,
+    max_bytes: usize,
+    out: &mut Vec<Record>,
+) -> Result<()> {
+    let mut bytes = 0;
+    while out.len() < max && bytes < max_bytes && *next <= limit {
+        if cursor.as_ref().is_none_or(|c| c.next > *next) {
+            *cursor = open_at(stream, next, None)?;
+        }
+        let Some(c) = cursor.as_mut() else {
+            return Ok(());
+        };
+        let frame = c.reader.next_frame().map_err(|e| io_error(stream, e))?;
+        match frame {
+            Frame::Record { pos, body } => {
+                let (offset, _) = codec::peek(body).map_err(|e| damaged(stream, c.base, e))?;
+                if offset != c.next {
+                    let what = format_args!(
+                        "offset {offset} at byte {pos} where {} was expected",
+                        c.next
+                    );
+                    return Err(damaged(stream, c.base, what));
+                }
+                c.next += 1;
+                if offset < *next {
+                    continue; // skipping from an index entry to where we start
+                }
+                let event =
+                    codec::decode(body, &stream.key).map_err(|e| damaged(stream, c.base, e))?;
+                bytes += body.len();
+                out.push(Record { offset, event });
+                *next = offset + 1;
+            }
+            Frame::End => {
+                // Durable records past this segment's end are in the next one.
+                let base = c.base;
+                *cursor = open_at(stream, next, Some(base))?;
+            }
+            Frame::Torn(why) => {
+                let what = format_args!("damaged record at byte {}: {why}", c.reader.position());
+                return Err(damaged(stream, c.base, what));
+            }
+        }
+    }
+    // Bytes read ahead in the segment being written may belong to a batch that is not durable
+    // yet (and could be rolled back): never keep them.
+    if let Some(c) = cursor {
+        let sealed = lock(&stream.segments)
+            .list
+            .back()
+            .is_some_and(|last| last.base > c.base);
+        if !sealed {
+            c.reader.discard_readahead();
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn next(&mut self) -> Result<Option<Record>> {
+        if let Some(r) = self.buffered.pop_front() {
+            return Ok(Some(r));
+        }
+        match self.read(self.batch).await? {
+            Some(records) => {
+                self.buffered.extend(records);
+                Ok(self.buffered.pop_front())
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Record>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        if !self.buffered.is_empty() {
+            let n = max.min(self.buffered.len());
+            return Ok(self.buffered.drain(..n).collect());
+        }
+        Ok(self.read(max).await?.unwrap_or_default())
+    }
+
+    fn end(&self) -> Offset {
+        self.tail.borrow().end
+    }
+}

@@ -1,0 +1,249 @@
+//! What all parts of the log share about one stream: its key and directory, the published end
+//! offset, the segment list, the consumer groups, and the state of its directory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::watch;
+
+use super::segment::Segments;
+use crate::{Offset, StreamKey};
+
+pub(crate) const META_FILE: &str = "stream.meta";
+pub(crate) const GROUPS_FILE: &str = "groups";
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes a file atomically: a temporary file, fsynced, renamed over the old one, and the
+/// directory fsynced.
+pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// The published end of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// The last durable offset (0: none yet).
+    pub end: Offset,
+    /// False once the stream is deleted or the log closed: consumers stop.
+    pub live: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    pub offsets: BTreeMap<String, Offset>,
+    /// Changed since last written.
+    pub dirty: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct DirState {
+    pub exists: bool,
+    pub deleted: bool,
+}
+
+pub(crate) struct StreamShared {
+    /// Unique within one open log (the writer's key for the stream).
+    pub id: u64,
+    pub key: StreamKey,
+    pub dir: PathBuf,
+    pub tail: watch::Sender<Tail>,
+    pub segments: Mutex<Segments>,
+    pub groups: Mutex<Groups>,
+    /// Serializes creating, writing group offsets into, and removing the directory.
+    pub dir_state: Mutex<DirState>,
+    /// Set (by the writer) when the stream is deleted; appends still queued then fail.
+    pub deleted: AtomicBool,
+}
+
+impl StreamShared {
+    pub(crate) fn new(id: u64, key: StreamKey, dir: PathBuf, end: Offset, exists: bool) -> Self {
+        Self {
+            id,
+            key,
+            dir,
+            tail: watch::Sender::new(Tail { end, live: true }),
+            segments: Mutex::default(),
+            groups: Mutex::default(),
+            dir_state: Mutex::new(DirState {
+                exists,
+                deleted: false,
+            }),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// A stand-in for a deleted stream: consumers of it end at once.
+    pub(crate) fn gone(key: StreamKey) -> Self {
+        let s = Self::new(u64::MAX, key, PathBuf::new(), 0, false);
+        s.tail.send_modify(|t| t.live = false);
+        s.deleted.store(true, Ordering::Relaxed);
+        s
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn end(&self) -> Offset {
+        self.tail.borrow().end
+    }
+
+    /// Creates the stream's directory with its `stream.meta` if it does not exist yet; false if
+    /// the stream was deleted (the directory is never created again then).
+    pub(crate) fn ensure_dir(&self) -> io::Result<bool> {
+        let mut state = lock(&self.dir_state);
+        self.ensure_dir_locked(&mut state)
+    }
+
+    fn ensure_dir_locked(&self, state: &mut DirState) -> io::Result<bool> {
+        if state.deleted {
+            return Ok(false);
+        }
+        if !state.exists {
+            match fs::create_dir(&self.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let meta = format!(
+                "drover-stream 1\napp={}\nuid={}\n",
+                self.key.app.replace('\n', " "),
+                self.key.app_uid
+            );
+            write_atomically(&self.dir, META_FILE, meta.as_bytes())?;
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent)?;
+            }
+            state.exists = true;
+        }
+        Ok(true)
+    }
+
+    /// Writes the group offsets if they changed since last written.
+    pub(crate) fn flush_groups(&self) -> io::Result<()> {
+        let mut state = lock(&self.dir_state);
+        let snapshot = {
+            let mut groups = lock(&self.groups);
+            if !groups.dirty {
+                return Ok(());
+            }
+            groups.dirty = false;
+            groups.offsets.clone()
+        };
+        let result = match self.ensure_dir_locked(&mut state) {
+            Ok(false) => return Ok(()), // deleted meanwhile
+            Ok(true) => write_atomically(&self.dir, GROUPS_FILE, &encode_groups(&snapshot)),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            lock(&self.groups).dirty = true;
+        }
+        result
+    }
+
+    /// Marks the stream deleted and removes its directory.
+    pub(crate) fn remove_dir(&self) -> io::Result<()> {
+        let mut state = lock(&self.dir_state);
+        state.deleted = true;
+        self.deleted.store(true, Ordering::Release);
+        self.tail.send_modify(|t| t.live = false);
+        lock(&self.segments).list.clear();
+        *lock(&self.groups) = Groups::default();
+        if state.exists {
+            match fs::remove_dir_all(&self.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            state.exists = false;
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `app` and `uid` from a `stream.meta` file.
+pub(crate) fn read_meta(dir: &Path) -> io::Result<Option<(String, String)>> {
+    let text = match fs::read_to_string(dir.join(META_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut app = None;
+    let mut uid = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("app=") {
+            app = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("uid=") {
+            uid = Some(v.to_owned());
+        }
+    }
+    Ok(app.zip(uid))
+}
+
+/// The groups file: a header line, then `<offset> <group>` per line.
+pub(crate) fn encode_groups(groups: &BTreeMap<String, Offset>) -> Vec<u8> {
+    let mut out = String::from("drover-groups 1\n");
+    for (name, offset) in groups {
+        out.push_str(&format!("{offset} {name}\n"));
+    }
+    out.into_bytes()
+}
+
+pub(crate) fn read_groups(dir: &Path) -> io::Result<BTreeMap<String, Offset>> {
+    let text = match fs::read_to_string(dir.join(GROUPS_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut groups = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        match line
+            .split_once(' ')
+            .and_then(|(o, n)| Some((o.parse::<Offset>().ok()?, n)))
+        {
+            Some((offset, name)) if !name.is_empty() => {
+                groups.insert(name.to_owned(), offset);
+            }
+            _ => tracing::warn!(dir = %dir.display(), line, "ignoring malformed group offset"),
+        }
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_roundtrip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut g = BTreeMap::new();
+        g.insert("integration".to_owned(), 42);
+        g.insert("with space".to_owned(), u64::MAX);
+        write_atomically(dir.path(), GROUPS_FILE, &encode_groups(&g)).expect("write");
+        assert_eq!(read_groups(dir.path()).expect("read"), g);
+        assert!(!dir.path().join("groups.tmp").exists());
+    }
+}

@@ -1,0 +1,105 @@
+//! Drover's event bus: one ordered, durable stream of [`Event`]s per application, read by
+//! consumers that either follow live or belong to a named group whose committed offset survives
+//! restarts.
+//!
+//! The [`EventLog`] trait is shaped so that NATS JetStream can implement it (streams, durable
+//! consumers, acks as commits); [`embedded::EmbeddedLog`] is the built-in backend: segment files
+//! per stream, fsync with group commit before an append is acknowledged.
+//!
+//! This crate knows nothing of device or application protocols, nor of how resources are stored.
+
+use async_trait::async_trait;
+use drover_model::Event;
+
+pub mod embedded;
+
+pub use embedded::{EmbeddedLog, LogConfig};
+
+/// A position in a stream. The first event of a stream has offset 1; 0 means "before the first".
+pub type Offset = u64;
+
+/// Identifies an application's stream. Keyed by the application's uid, so an application that
+/// is deleted and created again under the same name gets a new, empty stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub app: String,
+    pub app_uid: String,
+}
+
+impl StreamKey {
+    pub fn new(app: impl Into<String>, app_uid: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            app_uid: app_uid.into(),
+        }
+    }
+}
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest retained event.
+    Earliest,
+    /// Only events appended after the consumer was opened.
+    Latest,
+    /// The event after this offset (or the oldest retained one, if that was pruned).
+    After(Offset),
+}
+
+/// An event with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: Offset,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The log cannot take more right now (back-pressure); retry later.
+    #[error("event log overloaded: {0}")]
+    Overloaded(String),
+    /// The event is larger than the log accepts.
+    #[error("event too large: {0}")]
+    TooLarge(String),
+    /// Storage failed; nothing was acknowledged.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// The log is shutting down.
+    #[error("event log closed")]
+    Closed,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, BusError>;
+
+/// A reader of one stream, in offset order.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next record; waits for one to be appended. `None` when the stream was deleted or the
+    /// log closed.
+    async fn next(&mut self) -> Result<Option<Record>>;
+    /// Up to `max` records that are available now, waiting only if none is. Empty when the
+    /// stream was deleted or the log closed (or `max` is 0).
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Record>>;
+    /// The offset of the last appended (durable) event of the stream.
+    fn end(&self) -> Offset;
+}
+
+/// Per-application ordered, durable event streams with consumer groups.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends an event; returns its offset once it is durable (on disk / acknowledged by the
+    /// backend). Appends to one stream are ordered as they are called.
+    async fn append(&self, stream: &StreamKey, event: Event) -> Result<Offset>;
+    /// Opens a reader of a stream.
+    async fn consume(&self, stream: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>>;
+    /// The committed offset of a consumer group, if it ever committed.
+    async fn committed(&self, stream: &StreamKey, group: &str) -> Result<Option<Offset>>;
+    /// Records that `group` has processed everything up to and including `offset`.
+    async fn commit(&self, stream: &StreamKey, group: &str, offset: Offset) -> Result<()>;
+    /// Removes a stream and its groups (the application is gone).
+    async fn delete_stream(&self, stream: &StreamKey) -> Result<()>;
+    /// Makes committed offsets durable and stops accepting appends.
+    async fn close(&self) -> Result<()>;
+}

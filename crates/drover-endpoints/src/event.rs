@@ -1,0 +1,95 @@
+//! Building the one event a device message becomes.
+
+use bytes::Bytes;
+use drover_auth::device::AuthenticatedDevice;
+use drover_model::event::EVENT_TYPE;
+use drover_model::{Event, Resource};
+
+/// What a device sent, protocol-independent.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub channel: String,
+    pub content_type: Option<String>,
+    pub data_schema: Option<String>,
+    pub extensions: Vec<(String, String)>,
+    pub data: Bytes,
+}
+
+/// The telemetry event for `message`, sent by `sender` about `device` (the same unless `sender`
+/// is a gateway acting for `device`).
+pub fn telemetry(
+    sender: &AuthenticatedDevice,
+    device: &Resource,
+    message: Message,
+    instance: &str,
+) -> Event {
+    Event {
+        id: uuid::Uuid::new_v4().to_string(),
+        ty: EVENT_TYPE.to_string(),
+        channel: message.channel,
+        time: chrono::Utc::now(),
+        content_type: message.content_type,
+        data_schema: message.data_schema,
+        application: sender.app_name().to_string(),
+        application_uid: sender.app_uid().to_string(),
+        device: device.metadata.name.clone(),
+        device_uid: device.metadata.uid.clone(),
+        sender: sender.device_name().to_string(),
+        sender_uid: sender.device_uid().to_string(),
+        instance: instance.to_string(),
+        extensions: message.extensions,
+        data: message.data,
+    }
+}
+
+/// Whether a content type is JSON (`application/json`, `*/*+json`), ignoring parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// The content type of a payload: as given; else JSON when it parses as JSON; else
+/// `application/octet-stream`. Empty payloads get none.
+pub fn detect_content_type(given: Option<&str>, data: &[u8]) -> Option<String> {
+    if let Some(ct) = given.filter(|c| !c.trim().is_empty()) {
+        return Some(ct.to_string());
+    }
+    if data.is_empty() {
+        return None;
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
+        Some("application/json".to_string())
+    } else {
+        Some("application/octet-stream".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+        assert_eq!(
+            detect_content_type(None, b"{\"a\":1}").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            detect_content_type(None, b"\x01\x02").as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            detect_content_type(Some("text/plain"), b"{}").as_deref(),
+            Some("text/plain")
+        );
+        assert_eq!(detect_content_type(None, b""), None);
+    }
+}
