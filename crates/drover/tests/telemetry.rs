@@ -464,3 +464,41 @@ async fn a_recreated_app_has_a_new_stream() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(next_event(&mut ws).await["data"], json!({"new": true}));
 }
+
+#[tokio::test]
+async fn lagging_websocket_consumers_are_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = drover::Config {
+        ws_max_lag: 5,
+        ..common::config(dir.path())
+    };
+    let t = TestServer::start_with(config).await;
+    setup(&t).await;
+    for n in 0..20 {
+        send(&t, n).await;
+    }
+    // Starting from the oldest event, the client is 19 events behind: over the limit of 5.
+    let mut ws = ws_connect(&t, "app?from=earliest", "admin", common::ADMIN_TOKEN).await;
+    let frame = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Close(frame) => break frame.unwrap(),
+            Message::Text(t) => panic!("expected a close, got {t}"),
+            _ => {}
+        }
+    };
+    assert_eq!(u16::from(frame.code), 1008);
+    assert!(
+        frame.reason.as_str().contains("too slow"),
+        "{}",
+        frame.reason
+    );
+    // A live consumer is not behind and stays connected.
+    let mut live = ws_connect(&t, "app", "admin", common::ADMIN_TOKEN).await;
+    send(&t, 99).await;
+    assert_eq!(next_event(&mut live).await["data"]["n"], 99);
+}
