@@ -229,6 +229,8 @@ DROVER_URL=""
 DROVER_HTTP_URL=""
 DROVER_HTTPS_URL=""
 DROVER_DATA=""
+DROVER_MQTT_PORT=""
+DROVER_MQTTS_PORT=""
 DROVER_LOG="$WORK_DIR/drover.log"
 ADMIN_TOKEN=""
 
@@ -294,10 +296,12 @@ trap 'exit 130' INT TERM
 # DROVER_DATA, DROVER_PID, ADMIN_TOKEN.
 start_drover() {
     build_drover
-    local port http_port https_port data_dir
+    local port http_port https_port mqtt_port mqtts_port data_dir
     port="$(free_port)"
     http_port="$(free_port)"
     https_port="$(free_port)"
+    mqtt_port="$(free_port)"
+    mqtts_port="$(free_port)"
     data_dir="$WORK_DIR/data"
     mkdir -p "$data_dir"
     ADMIN_TOKEN="${ADMIN_TOKEN:-$(make_drg_token)}"
@@ -305,10 +309,13 @@ start_drover() {
     DROVER_HTTP_URL="http://127.0.0.1:$http_port"
     DROVER_HTTPS_URL="https://localhost:$https_port"
     DROVER_DATA="$data_dir"
+    DROVER_MQTT_PORT="$mqtt_port"
+    DROVER_MQTTS_PORT="$mqtts_port"
 
     step "starting drover on $DROVER_URL"
     "$DROVER_BIN" serve --data-dir "$data_dir" --api-addr "127.0.0.1:$port" \
-        --http-addr "127.0.0.1:$http_port" --https-addr "127.0.0.1:$https_port" --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
+        --http-addr "127.0.0.1:$http_port" --https-addr "127.0.0.1:$https_port" \
+        --mqtt-addr "127.0.0.1:$mqtt_port" --mqtts-addr "127.0.0.1:$mqtts_port" --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
     DROVER_PID=$!
 
     local deadline=$((SECONDS + 60))

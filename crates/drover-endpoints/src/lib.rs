@@ -6,4 +6,5 @@
 
 pub mod event;
 pub mod http;
+pub mod mqtt;
 pub mod tls;

@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// Listen address of the HTTPS device endpoint, or `off` [default: 0.0.0.0:8443].
     #[arg(long, env = "DROVER_HTTPS_ADDR", value_name = "ADDR|off")]
     pub https_addr: Option<String>,
+    /// Listen address of the MQTT device endpoint, or `off` [default: 0.0.0.0:1883].
+    #[arg(long, env = "DROVER_MQTT_ADDR", value_name = "ADDR|off")]
+    pub mqtt_addr: Option<String>,
+    /// Listen address of the MQTT-over-TLS device endpoint, or `off` [default: 0.0.0.0:8883].
+    #[arg(long, env = "DROVER_MQTTS_ADDR", value_name = "ADDR|off")]
+    pub mqtts_addr: Option<String>,
     /// Server certificate chain (PEM) for TLS listeners [default: a generated development CA].
     #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -93,6 +99,8 @@ struct FileConfig {
     api_addr: Option<String>,
     http_addr: Option<String>,
     https_addr: Option<String>,
+    mqtt_addr: Option<String>,
+    mqtts_addr: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     http_body_limit: Option<usize>,
@@ -138,6 +146,10 @@ pub struct Config {
     pub http_addr: Option<SocketAddr>,
     #[serde(serialize_with = "listener")]
     pub https_addr: Option<SocketAddr>,
+    #[serde(serialize_with = "listener")]
+    pub mqtt_addr: Option<SocketAddr>,
+    #[serde(serialize_with = "listener")]
+    pub mqtts_addr: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,6 +208,8 @@ impl Default for Config {
             api_addr: SocketAddr::from(([0, 0, 0, 0], 8011)),
             http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8088))),
             https_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            mqtts_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8883))),
             tls_cert: None,
             tls_key: None,
             http_body_limit: 256 * 1024,
@@ -286,6 +300,14 @@ impl Config {
         let https_addr = match args.https_addr.or(file.https_addr) {
             Some(a) => listener_addr(&a, "https_addr", "--https-addr", "DROVER_HTTPS_ADDR")?,
             None => d.https_addr,
+        };
+        let mqtt_addr = match args.mqtt_addr.or(file.mqtt_addr) {
+            Some(a) => listener_addr(&a, "mqtt_addr", "--mqtt-addr", "DROVER_MQTT_ADDR")?,
+            None => d.mqtt_addr,
+        };
+        let mqtts_addr = match args.mqtts_addr.or(file.mqtts_addr) {
+            Some(a) => listener_addr(&a, "mqtts_addr", "--mqtts-addr", "DROVER_MQTTS_ADDR")?,
+            None => d.mqtts_addr,
         };
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
@@ -404,6 +426,8 @@ impl Config {
             api_addr,
             http_addr,
             https_addr,
+            mqtt_addr,
+            mqtts_addr,
             tls_cert,
             tls_key,
             http_body_limit,

@@ -125,6 +125,22 @@ fn banner(config: &Config, server: &drover::Server) {
             a.port()
         );
     }
+    {
+        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        if let Some(a) = server.mqtt_addr {
+            println!(
+                "  MQTT devices     mqtt://{host}:{}   (listening on {a})",
+                a.port()
+            );
+        }
+        if let Some(a) = server.mqtts_addr {
+            println!(
+                "  MQTTS devices    mqtts://{host}:{}   (listening on {a})",
+                a.port()
+            );
+        }
+    }
     if let Some(ca) = &server.dev_ca {
         println!(
             "  Development CA   {}   (trust it in clients, e.g. curl --cacert)",

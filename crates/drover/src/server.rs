@@ -12,7 +12,9 @@ use drover_auth::{OidcConfig, OidcValidator};
 use drover_bus::embedded::{EmbeddedLog, LogConfig};
 use drover_bus::{EventLog, StreamKey};
 use drover_endpoints::http::HttpSettings;
+use drover_endpoints::mqtt::DevicePolicy;
 use drover_model::Kind;
+use drover_mqtt::{MqttConfig, MqttServer};
 use drover_registry::{AdminBootstrap, Registry, SqliteRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -51,6 +53,10 @@ pub struct Server {
     pub http_addr: Option<SocketAddr>,
     /// The bound address of the HTTPS device endpoint, when on.
     pub https_addr: Option<SocketAddr>,
+    /// The bound address of the MQTT device endpoint, when on.
+    pub mqtt_addr: Option<SocketAddr>,
+    /// The bound address of the MQTT-over-TLS device endpoint, when on.
+    pub mqtts_addr: Option<SocketAddr>,
     /// The generated development CA (when no certificate is configured): clients trust this file.
     pub dev_ca: Option<PathBuf>,
     pub admin_token: AdminToken,
@@ -151,8 +157,26 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None => None,
     };
     let https_addr = https_listener.as_ref().map(local_addr).transpose()?;
+    let mqtt_listener = match config.mqtt_addr {
+        Some(a) => Some(bind(a, "MQTT device endpoint", "--mqtt-addr", "DROVER_MQTT_ADDR").await?),
+        None => None,
+    };
+    let mqtt_addr = mqtt_listener.as_ref().map(local_addr).transpose()?;
+    let mqtts_listener = match config.mqtts_addr {
+        Some(a) => Some(
+            bind(
+                a,
+                "MQTT-over-TLS device endpoint",
+                "--mqtts-addr",
+                "DROVER_MQTTS_ADDR",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mqtts_addr = mqtts_listener.as_ref().map(local_addr).transpose()?;
     drover_endpoints::tls::install_default_provider();
-    let tls = if https_listener.is_some() {
+    let tls = if https_listener.is_some() || mqtts_listener.is_some() {
         Some(match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => crate::tls::load(c, k)?,
             _ => crate::tls::development(&config.data_dir)?,
@@ -214,6 +238,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let advertised_http = http_addr.map(|a| a.port());
     let advertised_https = https_addr.map(|a| a.port());
+    let advertised_mqtt = mqtts_addr.or(mqtt_addr).map(|a| a.port());
     let state = ApiState {
         registry: registry.clone(),
         log: Some(log.clone()),
@@ -236,6 +261,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                         serde_json::json!({ "url": format!("http://{host}:{port}") }),
                     )),
                     (None, None) => {}
+                }
+                if let Some(port) = advertised_mqtt {
+                    v.push((
+                        "mqtt".to_string(),
+                        serde_json::json!({ "host": host, "port": port }),
+                    ));
                 }
                 v
             }),
@@ -268,6 +299,30 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             stop_rx.clone(),
         ));
     }
+    let mqtt = MqttServer::new(
+        DevicePolicy::new(authenticator.clone(), log.clone(), config.instance.clone()),
+        MqttConfig::default(),
+    );
+    if let Some(listener) = mqtt_listener {
+        let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
+        servers.spawn(async move {
+            drover_mqtt::serve_tcp(listener, mqtt, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            Ok(())
+        });
+    }
+    if let (Some(listener), Some(tls)) = (mqtts_listener, &tls) {
+        let tls_config =
+            drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), &[b"mqtt"])
+                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
+        let (mqtt, stop) = (mqtt.clone(), stop_rx.clone());
+        servers.spawn(async move {
+            drover_endpoints::mqtt::serve_tls(listener, tls_config, mqtt, stop).await;
+            Ok(())
+        });
+    }
     if let (Some(listener), Some(tls)) = (https_listener, tls) {
         let tls_config =
             drover_endpoints::tls::server_config(tls.chain, tls.key, &[b"h2", b"http/1.1"])
@@ -295,6 +350,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let _ = shutdown_rx.await;
         // Stop accepting, end long-lived streams (watch, WebSocket), let requests drain.
         let _ = stop_tx.send(true);
+        mqtt.shutdown();
         let drained = tokio::time::timeout(grace, async {
             let mut result = Ok(());
             while let Some(r) = servers.join_next().await {
@@ -329,6 +385,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         api_addr,
         http_addr,
         https_addr,
+        mqtt_addr,
+        mqtts_addr,
         dev_ca,
         admin_token,
         shutdown: Some(shutdown_tx),

@@ -319,6 +319,9 @@ impl Serve {
         let mut child = drover()
             .args(["serve", "--api-addr", addr, "--data-dir"])
             .arg(data_dir)
+            // Tests never bind fixed ports: every other listener on an ephemeral one.
+            .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+            .args(["--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -30,6 +30,10 @@ fn start(data: &std::path::Path) -> Running {
             "127.0.0.1:0",
             "--https-addr",
             "off",
+            "--mqtt-addr",
+            "off",
+            "--mqtts-addr",
+            "off",
         ])
         .arg("--data-dir")
         .arg(data)

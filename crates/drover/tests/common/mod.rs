@@ -28,6 +28,8 @@ pub fn config(data_dir: &Path) -> Config {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         https_addr: Some("127.0.0.1:0".parse().unwrap()),
+        mqtt_addr: Some("127.0.0.1:0".parse().unwrap()),
+        mqtts_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_token: Some(ADMIN_TOKEN.to_string()),
         ..Config::default()
     }

@@ -1,0 +1,381 @@
+//! The MQTT device endpoint: Drogue's MQTT dialects on top of the session machinery of
+//! `drover-mqtt`. This module is the *policy* — who may connect, what a PUBLISH means — and the
+//! listeners (plain and TLS).
+//!
+//! - CONNECT: user name `device@app` + password; user name `user` + password with client id
+//!   `device@app` (a `user` credential); or a TLS client certificate. One live connection per
+//!   device: the session key is `<app>/<device>`, so a second connection takes over.
+//! - PUBLISH, dialect `drogue/v1` (default): `<channel>` for the device itself,
+//!   `<channel>/<device>` as a gateway for `<device>`. Dialect `plainTopic`: the topic is the
+//!   channel; with `devicePrefix: true` it is `<device>/<channel>`. Set per device or per app in
+//!   `spec.mqtt.dialect` (the device's wins).
+//! - The event is appended durably before a QoS 1 PUBACK; MQTT 5 content type and user
+//!   properties are carried into it.
+//! - SUBSCRIBE: the command inboxes `command/inbox//#`, `command/inbox/<device>/#`,
+//!   `command/inbox/#` (commands arrive with a later issue); anything else is refused.
+//! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
+//!   the connection ends without a clean DISCONNECT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_auth::device::{AuthError, AuthenticatedDevice, DeviceAuthenticator, DeviceCredentials};
+use drover_bus::{BusError, EventLog, StreamKey};
+use drover_model::event::CONNECTION_TYPE;
+use drover_model::spec::MqttDialect;
+use drover_model::Resource;
+use drover_mqtt::{
+    Accepted, CloseReason, ConnectRequest, ConnectionInfo, Inbound, MqttServer, Policy,
+    PublishRefusal, QoS, Refusal, SessionHandle, SubscribeRefusal, SubscribeRequest,
+};
+use tokio::net::TcpListener;
+
+use crate::event::{detect_content_type, is_json, telemetry, Message};
+
+/// Who is connected.
+#[derive(Debug)]
+pub struct DeviceConnection {
+    pub device: AuthenticatedDevice,
+    pub dialect: MqttDialect,
+    stream: StreamKey,
+}
+
+/// The device endpoint's MQTT policy.
+pub struct DevicePolicy {
+    auth: Arc<DeviceAuthenticator>,
+    log: Arc<dyn EventLog>,
+    instance: String,
+}
+
+impl DevicePolicy {
+    pub fn new(auth: Arc<DeviceAuthenticator>, log: Arc<dyn EventLog>, instance: String) -> Self {
+        Self {
+            auth,
+            log,
+            instance,
+        }
+    }
+
+    async fn append(
+        &self,
+        conn: &DeviceConnection,
+        event: drover_model::Event,
+    ) -> Result<(), PublishRefusal> {
+        match self.log.append(&conn.stream, event).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(
+                    app = conn.device.app_name(),
+                    device = conn.device.device_name(),
+                    "cannot accept MQTT publish: {e}"
+                );
+                Err(match e {
+                    BusError::TooLarge(_) | BusError::Overloaded(_) => {
+                        PublishRefusal::QuotaExceeded
+                    }
+                    _ => PublishRefusal::ImplementationSpecific,
+                })
+            }
+        }
+    }
+
+    async fn connection_event(&self, conn: &DeviceConnection, connected: bool) {
+        let mut event = telemetry(
+            &conn.device,
+            &conn.device.device,
+            Message {
+                channel: "connection".into(),
+                content_type: Some("application/json".into()),
+                data: Bytes::from(format!("{{\"connected\":{connected}}}")),
+                ..Message::default()
+            },
+            &self.instance,
+        );
+        event.ty = CONNECTION_TYPE.to_string();
+        if let Err(e) = self.log.append(&conn.stream, event).await {
+            tracing::warn!(
+                app = conn.device.app_name(),
+                device = conn.device.device_name(),
+                "cannot record connection change: {e}"
+            );
+        }
+    }
+
+    /// Channel and target device of a topic, per dialect.
+    fn route<'t>(
+        conn: &DeviceConnection,
+        topic: &'t str,
+    ) -> Result<(String, Option<&'t str>), PublishRefusal> {
+        if topic.is_empty() {
+            return Err(PublishRefusal::TopicNameInvalid);
+        }
+        Ok(match &conn.dialect {
+            MqttDialect::DrogueV1 => match topic.split_once('/') {
+                Some((channel, device)) if !channel.is_empty() && !device.is_empty() => {
+                    (channel.to_string(), Some(device))
+                }
+                Some(_) => return Err(PublishRefusal::TopicNameInvalid),
+                None => (topic.to_string(), None),
+            },
+            MqttDialect::PlainTopic {
+                device_prefix: false,
+            } => (topic.to_string(), None),
+            MqttDialect::PlainTopic {
+                device_prefix: true,
+            } => match topic.split_once('/') {
+                Some((device, channel)) if !device.is_empty() && !channel.is_empty() => {
+                    (channel.to_string(), Some(device))
+                }
+                _ => return Err(PublishRefusal::TopicNameInvalid),
+            },
+        })
+    }
+
+    async fn event_for(
+        &self,
+        conn: &DeviceConnection,
+        msg: Inbound,
+    ) -> Result<drover_model::Event, PublishRefusal> {
+        let (channel, target) = Self::route(conn, &msg.topic)?;
+        let device: Arc<Resource> = match target {
+            None => conn.device.device.clone(),
+            Some(t) if t == conn.device.device_name() => conn.device.device.clone(),
+            Some(t) => self.auth.authorize_as(&conn.device, t).await.map_err(|e| {
+                tracing::info!(
+                    app = conn.device.app_name(),
+                    gateway = conn.device.device_name(),
+                    target = t,
+                    "publish refused: {e}"
+                );
+                if e.is_unavailable() {
+                    PublishRefusal::ImplementationSpecific
+                } else {
+                    PublishRefusal::NotAuthorized
+                }
+            })?,
+        };
+        let declared = msg.properties.content_type.as_ref().map(|c| c.to_string());
+        if let Some(ct) = declared.as_deref().filter(|c| is_json(c)) {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&msg.payload).is_err() {
+                tracing::info!(
+                    app = conn.device.app_name(),
+                    device = conn.device.device_name(),
+                    "publish refused: content type '{ct}' but the payload is not JSON"
+                );
+                return Err(PublishRefusal::PayloadFormatInvalid);
+            }
+        }
+        let message = Message {
+            content_type: detect_content_type(declared.as_deref(), &msg.payload),
+            data_schema: None,
+            extensions: msg
+                .properties
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data: msg.payload,
+            channel,
+        };
+        Ok(telemetry(&conn.device, &device, message, &self.instance))
+    }
+}
+
+fn credentials(req: &ConnectRequest) -> Option<DeviceCredentials> {
+    let username = req.username.as_ref().map(|u| u.to_string());
+    let password = req
+        .password
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    match (username, password) {
+        (Some(username), Some(password)) => {
+            if username.contains('@') {
+                Some(DeviceCredentials::Password {
+                    username,
+                    password,
+                    application: None,
+                    device: None,
+                })
+            } else {
+                // `user` credential: the client id says which device of which app.
+                let (device, app) = req.client_id.rsplit_once('@')?;
+                Some(DeviceCredentials::Password {
+                    username,
+                    password,
+                    application: Some(app.to_string()),
+                    device: Some(device.to_string()),
+                })
+            }
+        }
+        _ => req.connection.client_certificates.as_ref().map(|chain| {
+            DeviceCredentials::Certificate {
+                chain: chain.clone(),
+                application: req
+                    .client_id
+                    .rsplit_once('@')
+                    .map(|(_, app)| app.to_string()),
+            }
+        }),
+    }
+}
+
+fn dialect(conn: &AuthenticatedDevice) -> MqttDialect {
+    let of = |r: &Resource| {
+        r.spec
+            .get("mqtt")
+            .and_then(|m| serde_json::from_value::<drover_model::spec::Mqtt>(m.clone()).ok())
+            .map(|m| m.dialect)
+    };
+    of(&conn.device)
+        .or_else(|| of(&conn.application))
+        .unwrap_or_default()
+}
+
+/// Command inbox filters a device may subscribe to.
+fn is_command_inbox(filter: &str) -> bool {
+    filter == "command/inbox/#"
+        || filter
+            .strip_prefix("command/inbox/")
+            .and_then(|rest| rest.strip_suffix("/#"))
+            .is_some_and(|device| !device.contains(['+', '#']))
+}
+
+impl Policy for DevicePolicy {
+    type Identity = Arc<DeviceConnection>;
+
+    async fn connect(&self, req: &ConnectRequest) -> Result<Accepted<Self::Identity>, Refusal> {
+        let Some(creds) = credentials(req) else {
+            tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, "MQTT connect refused: no credentials (user name `device@app` and password, or a client certificate)");
+            return Err(Refusal::BadCredentials);
+        };
+        let device = self.auth.authenticate(&creds).await.map_err(|e: AuthError| {
+            if e.is_unavailable() {
+                tracing::warn!(peer = %req.connection.peer_addr, "MQTT connect: authentication unavailable: {e}");
+                Refusal::ServerUnavailable
+            } else {
+                tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, credentials = ?creds, "MQTT connect refused: {e}");
+                Refusal::BadCredentials
+            }
+        })?;
+        let key = format!("{}/{}", device.app_name(), device.device_name());
+        let conn = DeviceConnection {
+            dialect: dialect(&device),
+            stream: StreamKey::new(device.app_name(), device.app_uid()),
+            device,
+        };
+        Ok(Accepted::new(Arc::new(conn), key)
+            .shared_subscriptions(false)
+            .wildcard_subscriptions(true))
+    }
+
+    async fn connected(&self, conn: &Self::Identity, _session: &SessionHandle, _present: bool) {
+        tracing::debug!(
+            app = conn.device.app_name(),
+            device = conn.device.device_name(),
+            "MQTT device connected"
+        );
+        self.connection_event(conn, true).await;
+    }
+
+    async fn publish(&self, conn: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
+        let event = self.event_for(conn, msg).await?;
+        self.append(conn, event).await
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &Self::Identity,
+        _session: &SessionHandle,
+        req: &SubscribeRequest,
+    ) -> Vec<Result<QoS, SubscribeRefusal>> {
+        req.filters
+            .iter()
+            .map(|f| {
+                if f.share_group.is_some() {
+                    Err(SubscribeRefusal::SharedSubscriptionsNotSupported)
+                } else if is_command_inbox(&f.filter) {
+                    Ok(f.options.qos.min(QoS::AtLeastOnce))
+                } else {
+                    tracing::info!(app = conn.device.app_name(), device = conn.device.device_name(), filter = %f.filter, "subscription refused: devices subscribe to command/inbox/... only");
+                    Err(SubscribeRefusal::TopicFilterInvalid)
+                }
+            })
+            .collect()
+    }
+
+    async fn will(&self, conn: &Self::Identity, will: Inbound) {
+        match self.event_for(conn, will).await {
+            Ok(event) => {
+                let _ = self.append(conn, event).await;
+            }
+            Err(e) => tracing::info!(
+                app = conn.device.app_name(),
+                device = conn.device.device_name(),
+                "will not published: {e:?}"
+            ),
+        }
+    }
+
+    async fn disconnected(&self, conn: &Self::Identity, reason: &CloseReason) {
+        tracing::debug!(
+            app = conn.device.app_name(),
+            device = conn.device.device_name(),
+            ?reason,
+            "MQTT device disconnected"
+        );
+        self.connection_event(conn, false).await;
+    }
+}
+
+/// Serves MQTT over TLS on `listener` until `stop` turns true.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    server: Arc<MqttServer<DevicePolicy>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("MQTTS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let (acceptor, server) = (acceptor.clone(), server.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(%peer, "MQTTS handshake failed: {e}"),
+                    Err(_) => return tracing::debug!(%peer, "MQTTS handshake timed out"),
+                };
+            let mut info = ConnectionInfo::new(peer);
+            if let Some(certs) = tls.get_ref().1.peer_certificates() {
+                info = info.with_client_certificates(certs.iter().map(|c| c.to_vec()).collect());
+            }
+            drover_mqtt::serve_connection(tls, info, server).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_inboxes() {
+        assert!(is_command_inbox("command/inbox/#"));
+        assert!(is_command_inbox("command/inbox//#"));
+        assert!(is_command_inbox("command/inbox/dev-1/#"));
+        assert!(!is_command_inbox("command/inbox/+/#"));
+        assert!(!is_command_inbox("#"));
+        assert!(!is_command_inbox("command/inbox"));
+    }
+}
