@@ -340,9 +340,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             registry.clone(),
             config.change_retention_days,
         )),
-        tokio::spawn(delete_streams_of_deleted_apps(
+        tokio::spawn(follow_registry_changes(
             registry.clone(),
             log.clone(),
+            mqtt.clone(),
         )),
     ];
     let grace = Duration::from_secs(config.shutdown_grace);
@@ -417,8 +418,16 @@ async fn serve_http(
     .map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
-/// Deletes the event stream of every application that is deleted for good.
-async fn delete_streams_of_deleted_apps(registry: Arc<SqliteRegistry>, log: Arc<dyn EventLog>) {
+/// Follows the registry's change feed and applies what it means for live traffic:
+/// - an application deleted for good loses its event stream;
+/// - a device that is deleted, disabled or whose credentials changed is disconnected (it must
+///   authenticate again, with what the registry says now);
+/// - every device of an application that is disabled or being deleted is disconnected.
+async fn follow_registry_changes(
+    registry: Arc<SqliteRegistry>,
+    log: Arc<dyn EventLog>,
+    mqtt: Arc<MqttServer<DevicePolicy>>,
+) {
     let mut rx = registry.subscribe();
     let mut since = *rx.borrow_and_update();
     loop {
@@ -438,24 +447,90 @@ async fn delete_streams_of_deleted_apps(registry: Arc<SqliteRegistry>, log: Arc<
         }
         for c in batch {
             since = c.revision;
-            if c.kind == Kind::Application && c.path == "." {
-                let gone = match registry.application(&c.application).await {
-                    Ok(Some(app)) => app.metadata.uid != c.uid,
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
-                if gone {
-                    let key = StreamKey::new(c.application.clone(), c.uid.clone());
-                    match log.delete_stream(&key).await {
-                        Ok(()) => {
-                            tracing::info!(app = %c.application, "deleted the event stream of a deleted application")
+            match (c.kind, &c.device) {
+                (Kind::Application, _) => application_changed(&registry, &log, &mqtt, &c).await,
+                (Kind::Device, Some(device)) => {
+                    let relevant = matches!(
+                        c.path.as_str(),
+                        "." | ".metadata"
+                            | ".spec.core"
+                            | ".spec.authentication"
+                            | ".spec.credentials"
+                    );
+                    if !relevant {
+                        continue;
+                    }
+                    let live = match registry.device(&c.application, device).await {
+                        Ok(Some(d)) => {
+                            d.metadata.uid == c.uid
+                                && !d.is_deleting()
+                                && !drover_model::spec::disabled(&d.spec)
                         }
-                        Err(e) => {
-                            tracing::warn!(app = %c.application, "cannot delete event stream: {e}")
-                        }
+                        Ok(None) => false,
+                        Err(_) => continue,
+                    };
+                    let credentials =
+                        c.path.starts_with(".spec.authentication") || c.path == ".spec.credentials";
+                    if !live || credentials {
+                        let why = if live {
+                            "its credentials changed"
+                        } else {
+                            "it was deleted or disabled"
+                        };
+                        kick(&mqtt, &c.application, device, why);
                     }
                 }
+                (Kind::Device, None) => {}
             }
+        }
+    }
+}
+
+async fn application_changed(
+    registry: &Arc<SqliteRegistry>,
+    log: &Arc<dyn EventLog>,
+    mqtt: &Arc<MqttServer<DevicePolicy>>,
+    c: &drover_registry::Change,
+) {
+    let app = match registry.application(&c.application).await {
+        Ok(app) => app.filter(|a| a.metadata.uid == c.uid),
+        Err(_) => return,
+    };
+    match app {
+        None if c.path == "." => {
+            let key = StreamKey::new(c.application.clone(), c.uid.clone());
+            match log.delete_stream(&key).await {
+                Ok(()) => {
+                    tracing::info!(app = %c.application, "deleted the event stream of a deleted application")
+                }
+                Err(e) => tracing::warn!(app = %c.application, "cannot delete event stream: {e}"),
+            }
+        }
+        Some(app) if app.is_deleting() || drover_model::spec::disabled(&app.spec) => {
+            let system = drover_model::Principal::SystemAdmin("drover".into());
+            if let Ok(devices) = registry
+                .list_devices(&system, &c.application, &Default::default())
+                .await
+            {
+                for d in devices.items {
+                    kick(
+                        mqtt,
+                        &c.application,
+                        &d.metadata.name,
+                        "its application was disabled or is being deleted",
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Disconnects a device's MQTT connection, if it has one.
+fn kick(mqtt: &MqttServer<DevicePolicy>, app: &str, device: &str, why: &str) {
+    if let Some(session) = mqtt.session(&format!("{app}/{device}")) {
+        if session.disconnect(drover_mqtt::ReasonCode::NOT_AUTHORIZED) {
+            tracing::info!(app, device, "disconnected the device: {why}");
         }
     }
 }

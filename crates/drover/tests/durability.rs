@@ -17,6 +17,7 @@ struct Running {
     child: Child,
     api: String,
     http: String,
+    mqtt_port: u16,
 }
 
 /// Starts the binary on ephemeral ports and reads the bound addresses from its banner.
@@ -31,7 +32,7 @@ fn start(data: &std::path::Path) -> Running {
             "--https-addr",
             "off",
             "--mqtt-addr",
-            "off",
+            "127.0.0.1:0",
             "--mqtts-addr",
             "off",
         ])
@@ -45,7 +46,7 @@ fn start(data: &std::path::Path) -> Running {
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut api, mut http) = (None, None);
+    let (mut api, mut http, mut mqtt) = (None, None, None);
     for line in stdout.lines() {
         let line = line.unwrap();
         let bound = || {
@@ -56,6 +57,8 @@ fn start(data: &std::path::Path) -> Running {
             api = bound();
         } else if line.contains("HTTP devices") {
             http = bound();
+        } else if line.contains("MQTT devices") {
+            mqtt = bound();
         } else if line.contains("Press Ctrl+C") {
             break;
         }
@@ -64,11 +67,80 @@ fn start(data: &std::path::Path) -> Running {
         child,
         api: format!("http://{}", api.unwrap()),
         http: format!("http://{}", http.unwrap()),
+        mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
+    killed_while_publishing(Transport::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_mqtt_qos1_messages_survive_sigkill() {
+    killed_while_publishing(Transport::Mqtt).await;
+}
+
+#[derive(Clone, Copy)]
+enum Transport {
+    Http,
+    Mqtt,
+}
+
+/// Publishes `{"d", "n"}` for n = 0, 1, ... as device `d<d>`, each after the previous one was
+/// acknowledged, recording the acknowledged ones; returns when the server is gone.
+async fn publisher(
+    transport: Transport,
+    server: (String, u16),
+    d: usize,
+    acked: Arc<Mutex<HashMap<usize, Vec<u64>>>>,
+) {
+    match transport {
+        Transport::Http => {
+            let client = reqwest::Client::new();
+            for n in 0u64.. {
+                let r = client
+                    .post(format!("{}/v1/telemetry", server.0))
+                    .basic_auth(format!("d{d}@app"), Some("pw"))
+                    .header("content-type", "application/json")
+                    .body(json!({"d": d, "n": n}).to_string())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 202 => {
+                        acked.lock().unwrap().entry(d).or_default().push(n)
+                    }
+                    _ => return,
+                }
+            }
+        }
+        Transport::Mqtt => {
+            let mut o = rumqttc::MqttOptions::new(format!("d{d}"), "127.0.0.1", server.1);
+            o.set_credentials(format!("d{d}@app"), "pw");
+            let (client, mut el) = rumqttc::AsyncClient::new(o, 10);
+            for n in 0u64.. {
+                let payload = json!({"d": d, "n": n}).to_string();
+                if client
+                    .publish("telemetry", rumqttc::QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    match el.poll().await {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+                acked.lock().unwrap().entry(d).or_default().push(n);
+            }
+        }
+    }
+}
+
+async fn killed_while_publishing(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
     let client = reqwest::Client::new();
@@ -92,32 +164,12 @@ async fn acknowledged_messages_survive_sigkill() {
         assert_eq!(r.status(), 201);
     }
 
-    // Publishers: each device sends 0, 1, 2, ... and records what was acknowledged (202).
+    // Publishers: each device sends 0, 1, 2, ... and records what was acknowledged.
     let acked: Arc<Mutex<HashMap<usize, Vec<u64>>>> = Arc::default();
     let mut publishers = Vec::new();
     for d in 0..DEVICES {
-        let (acked, url, client) = (
-            acked.clone(),
-            format!("{}/v1/telemetry", server.http),
-            client.clone(),
-        );
-        publishers.push(tokio::spawn(async move {
-            for n in 0u64.. {
-                let r = client
-                    .post(&url)
-                    .basic_auth(format!("d{d}@app"), Some("pw"))
-                    .header("content-type", "application/json")
-                    .body(json!({"d": d, "n": n}).to_string())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 202 => {
-                        acked.lock().unwrap().entry(d).or_default().push(n)
-                    }
-                    _ => return,
-                }
-            }
-        }));
+        let target = (server.http.clone(), server.mqtt_port);
+        publishers.push(tokio::spawn(publisher(transport, target, d, acked.clone())));
     }
     // Kill the server hard once enough messages were acknowledged.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -154,6 +206,9 @@ async fn acknowledged_messages_survive_sigkill() {
             .unwrap();
         if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
             let ev: Value = serde_json::from_str(t.as_str()).unwrap();
+            if ev["type"] == "io.drogue.connection.v1" {
+                continue;
+            }
             let (d, n) = (
                 ev["data"]["d"].as_u64().unwrap() as usize,
                 ev["data"]["n"].as_u64().unwrap(),

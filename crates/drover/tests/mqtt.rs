@@ -377,3 +377,150 @@ async fn one_connection_per_device_and_wills() {
         ["connected=false", "connected=true", "status:Z29uZQ=="]
     ); // "gone"
 }
+
+/// Polls until the connection fails; returns whether it did within the deadline.
+async fn closed(el: &mut rumqttc::EventLoop) -> bool {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if el.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn registry_changes_disconnect_devices() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let admin = t.admin();
+    // Disabling a device disconnects it, and it cannot come back.
+    let (_c, mut el) = v4(&t, "k1", "dev1@app", "secret");
+    v4_until(&mut el, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+    let mut dev = admin
+        .get_json("/api/registry/v1alpha1/apps/app/devices/dev1")
+        .await;
+    dev["spec"]["core"] = json!({"disabled": true});
+    assert_eq!(
+        admin
+            .put("/api/registry/v1alpha1/apps/app/devices/dev1", &dev)
+            .await
+            .status(),
+        204
+    );
+    assert!(closed(&mut el).await, "a disabled device stays connected");
+    let (_c, mut el) = v4(&t, "k1", "dev1@app", "secret");
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return code,
+                Ok(Event::Incoming(Packet::ConnAck(a)))
+                    if a.code != rumqttc::ConnectReturnCode::Success =>
+                {
+                    return a.code
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => panic!("a disabled device got in"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, rumqttc::ConnectReturnCode::BadUserNamePassword);
+
+    // Changing a device's credentials disconnects it; the new password works.
+    let (_g, mut gel) = v4(&t, "k2", "gw@app", "gwpass");
+    v4_until(&mut gel, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+    let mut gw = admin
+        .get_json("/api/registry/v1alpha1/apps/app/devices/gw")
+        .await;
+    gw["spec"]["authentication"] = json!({"credentials": [{"pass": "rotated"}]});
+    assert_eq!(
+        admin
+            .put("/api/registry/v1alpha1/apps/app/devices/gw", &gw)
+            .await
+            .status(),
+        204
+    );
+    assert!(
+        closed(&mut gel).await,
+        "credential change did not disconnect"
+    );
+    let (_g, mut gel) = v4(&t, "k2", "gw@app", "rotated");
+    v4_until(&mut gel, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+
+    // Disabling the application disconnects all its devices.
+    let mut app = admin.get_json("/api/registry/v1alpha1/apps/app").await;
+    app["spec"]["core"] = json!({"disabled": true});
+    assert_eq!(
+        admin
+            .put("/api/registry/v1alpha1/apps/app", &app)
+            .await
+            .status(),
+        204
+    );
+    assert!(
+        closed(&mut gel).await,
+        "disabling the app did not disconnect its devices"
+    );
+}
+
+#[tokio::test]
+async fn persistent_sessions_keep_subscriptions() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let connect = |clean: bool| {
+        let mut o = rumqttc::MqttOptions::new("persistent-dev", "127.0.0.1", port(&t));
+        o.set_credentials("dev1@app", "secret");
+        o.set_clean_session(clean);
+        rumqttc::AsyncClient::new(o, 10)
+    };
+    let (c, mut el) = connect(false);
+    let present = v4_until(&mut el, |e| match e {
+        Event::Incoming(Packet::ConnAck(a)) => Some(a.session_present),
+        _ => None,
+    })
+    .await;
+    assert!(!present);
+    c.subscribe("command/inbox//#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let granted = v4_until(&mut el, |e| match e {
+        Event::Incoming(Packet::SubAck(a)) => Some(a.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        granted,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // Devices may only subscribe to their command inboxes.
+    c.subscribe("app/other/#", QoS::AtLeastOnce).await.unwrap();
+    let refused = v4_until(&mut el, |e| match e {
+        Event::Incoming(Packet::SubAck(a)) => Some(a.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(refused, vec![rumqttc::SubscribeReasonCode::Failure]);
+    c.disconnect().await.unwrap();
+    let _ = closed(&mut el).await;
+    // The session (with its subscription) is still there on reconnect.
+    let (_c, mut el) = connect(false);
+    let present = v4_until(&mut el, |e| match e {
+        Event::Incoming(Packet::ConnAck(a)) => Some(a.session_present),
+        _ => None,
+    })
+    .await;
+    assert!(present, "the persistent session was lost");
+}
