@@ -54,6 +54,17 @@ assert_contains "$LAST_OUTPUT" "bad user name or password" "mosquitto_pub report
 run_fail "TLS without trusting the CA fails" mosquitto_pub -V mqttv311 -h localhost -p "$DROVER_MQTTS_PORT" \
     --capath /etc/ssl/certs -i m7 -u dev@mqtt-app -P pw -t telemetry -m x
 
+step "mosquitto_sub: devices subscribe to their command inbox only"
+capture mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$DROVER_MQTT_PORT" -i s1 -u dev@mqtt-app -P pw \
+    -t 'command/inbox//#' -q 1 -W 2
+# -W: mosquitto_sub gives up after 2 s without messages (exit 27) once subscribed.
+[[ "$LAST_RC" -eq 27 ]] || fail "expected mosquitto_sub to subscribe and time out (27), got $LAST_RC: $LAST_OUTPUT"
+ok "command/inbox//# is granted (no commands yet: the subscription times out)"
+capture mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$DROVER_MQTT_PORT" -i s2 -u dev@mqtt-app -P pw \
+    -t 'app/mqtt-app' -q 1 -W 2
+[[ "$LAST_RC" -ne 27 ]] || fail "a device subscribing to app/... must be refused, but it was granted"
+assert_contains "$LAST_OUTPUT" "denied" "other filters are refused (SUBACK failure)"
+
 step "paho-mqtt"
 run_ok "paho 3.1.1" "$PY" "$REPO_ROOT/tests/interop/paho_publish.py" 311 127.0.0.1 "$DROVER_MQTT_PORT" \
     dev@mqtt-app pw telemetry '{"n":6}'
@@ -66,7 +77,7 @@ assert_contains "$LAST_OUTPUT" "Payload format invalid" "paho sees PUBACK 0x99"
 
 step "the stream holds every message, in order"
 ws_url="ws://127.0.0.1:${DROVER_URL##*:}/api/integrations/v1alpha1/ws/mqtt-app"
-run_ok "read the stream" "$PY" "$REPO_ROOT/tests/interop/stream.py" "$ws_url" admin "$ADMIN_TOKEN" 23 20
+run_ok "read the stream" "$PY" "$REPO_ROOT/tests/interop/stream.py" "$ws_url" admin "$ADMIN_TOKEN" 27 20
 telemetry="$(printf '%s\n' "$LAST_OUTPUT" | "$PY" -c '
 import base64, json, sys
 for line in sys.stdin:
@@ -91,8 +102,8 @@ dev dev application/json - 7"
 $expected"
 ok "seven telemetry events, in order, with devices, senders, content types and properties"
 connections="$(printf '%s\n' "$LAST_OUTPUT" | grep -c 'io.drogue.connection.v1' || true)"
-# 8 clients got in (5 mosquitto_pub, 3 paho): a connect and a disconnect event each.
-[[ "$connections" -eq 16 ]] || fail "expected 16 connection events, got $connections"
+# 10 clients got in (5 mosquitto_pub, 2 mosquitto_sub, 3 paho): a connect and a disconnect event each.
+[[ "$connections" -eq 20 ]] || fail "expected 20 connection events, got $connections"
 ok "connection events for every client ($connections)"
 
 echo
