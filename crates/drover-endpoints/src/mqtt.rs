@@ -17,7 +17,6 @@
 //!   the connection ends without a clean DISCONNECT.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use drover_auth::device::{AuthError, AuthenticatedDevice, DeviceAuthenticator, DeviceCredentials};
@@ -26,10 +25,9 @@ use drover_model::event::CONNECTION_TYPE;
 use drover_model::spec::MqttDialect;
 use drover_model::Resource;
 use drover_mqtt::{
-    Accepted, CloseReason, ConnectRequest, ConnectionInfo, Inbound, MqttServer, Policy,
-    PublishRefusal, QoS, Refusal, SessionHandle, SubscribeRefusal, SubscribeRequest,
+    Accepted, CloseReason, ConnectRequest, Inbound, Policy, PublishRefusal, QoS, Refusal,
+    SessionHandle, SubscribeRefusal, SubscribeRequest,
 };
-use tokio::net::TcpListener;
 
 use crate::event::{detect_content_type, is_json, telemetry, Message};
 
@@ -325,43 +323,6 @@ impl Policy for DevicePolicy {
             "MQTT device disconnected"
         );
         self.connection_event(conn, false).await;
-    }
-}
-
-/// Serves MQTT over TLS on `listener` until `stop` turns true.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    server: Arc<MqttServer<DevicePolicy>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("MQTTS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
-        let (acceptor, server) = (acceptor.clone(), server.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return tracing::debug!(%peer, "MQTTS handshake failed: {e}"),
-                    Err(_) => return tracing::debug!(%peer, "MQTTS handshake timed out"),
-                };
-            let mut info = ConnectionInfo::new(peer);
-            if let Some(certs) = tls.get_ref().1.peer_certificates() {
-                info = info.with_client_certificates(certs.iter().map(|c| c.to_vec()).collect());
-            }
-            drover_mqtt::serve_connection(tls, info, server).await;
-        });
     }
 }
 

@@ -212,7 +212,7 @@ pub use policy::{Accepted, Policy};
 pub use reason::{
     CloseReason, PublishRefusal, ReasonCode, Refusal, SessionEndReason, SubscribeRefusal,
 };
-pub use server::{serve_connection, serve_tcp, MqttServer};
+pub use server::{serve_connection, serve_tcp, serve_tls, MqttServer};
 pub use session::{
     Delivery, DeliveryError, Enqueued, PublishError, SessionHandle, TryPublishError,
 };

@@ -204,3 +204,54 @@ pub async fn serve_tcp<P: Policy>(
     drop(listener);
     server.closed().await;
 }
+
+/// Accepts TLS connections on `listener` like [`serve_tcp`]: the handshake (at most 10 s) runs
+/// in the connection's own task, and the client certificate chain, when the client sent one,
+/// reaches the policy in [`ConnectionInfo::client_certificates`].
+pub async fn serve_tls<P: Policy>(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: Arc<MqttServer<P>>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = server.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer_addr)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");
+                    }
+                    let tracked = server.tracker.token();
+                    let (server, acceptor) = (server.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => return tracing::debug!(peer = %peer_addr, "TLS handshake failed: {e}"),
+                            Err(_) => return tracing::debug!(peer = %peer_addr, "TLS handshake timed out"),
+                        };
+                        let mut info = ConnectionInfo::new(peer_addr);
+                        let (_, conn) = tls.get_ref();
+                        if let Some(certs) = conn.peer_certificates() {
+                            info = info.with_client_certificates(certs.iter().map(|c| c.to_vec()).collect());
+                        }
+                        if let Some(name) = conn.server_name() {
+                            info = info.with_server_name(name);
+                        }
+                        crate::connection::run(tls, info, server).await;
+                        drop(tracked);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    server.closed().await;
+}

@@ -74,8 +74,9 @@ fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let signal = shutdown_signal();
         banner(&config, &server);
-        match server.run_until(shutdown_signal()).await {
+        match server.run_until(signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -109,34 +110,18 @@ fn banner(config: &Config, server: &drover::Server) {
     println!("Drover {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  Management API   {url}   (listening on {addr})");
     println!("  OpenAPI          {url}/api/openapi.json");
-    if let Some(a) = server.http_addr {
-        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
-        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        println!(
-            "  HTTP devices     http://{host}:{}/v1/<channel>   (listening on {a})",
-            a.port()
-        );
-    }
-    if let Some(a) = server.https_addr {
-        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
-        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        println!(
-            "  HTTPS devices    https://{host}:{}/v1/<channel>   (listening on {a})",
-            a.port()
-        );
-    }
-    {
-        let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
-        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        if let Some(a) = server.mqtt_addr {
+    let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let listeners = [
+        ("HTTP devices ", "http", server.http_addr, "/v1/<channel>"),
+        ("HTTPS devices", "https", server.https_addr, "/v1/<channel>"),
+        ("MQTT devices ", "mqtt", server.mqtt_addr, ""),
+        ("MQTTS devices", "mqtts", server.mqtts_addr, ""),
+    ];
+    for (what, scheme, addr, path) in listeners {
+        if let Some(a) = addr {
             println!(
-                "  MQTT devices     mqtt://{host}:{}   (listening on {a})",
-                a.port()
-            );
-        }
-        if let Some(a) = server.mqtts_addr {
-            println!(
-                "  MQTTS devices    mqtts://{host}:{}   (listening on {a})",
+                "  {what}    {scheme}://{host}:{}{path}   (listening on {a})",
                 a.port()
             );
         }
@@ -183,24 +168,32 @@ fn banner(config: &Config, server: &drover::Server) {
     println!("Press Ctrl+C to stop.");
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal sent right after the banner is never missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

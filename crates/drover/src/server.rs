@@ -139,42 +139,34 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     )
     .await?;
     let api_addr = local_addr(&api_listener)?;
-    let http_listener = match config.http_addr {
-        Some(a) => Some(bind(a, "HTTP device endpoint", "--http-addr", "DROVER_HTTP_ADDR").await?),
-        None => None,
-    };
-    let http_addr = http_listener.as_ref().map(local_addr).transpose()?;
-    let https_listener = match config.https_addr {
-        Some(a) => Some(
-            bind(
-                a,
-                "HTTPS device endpoint",
-                "--https-addr",
-                "DROVER_HTTPS_ADDR",
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let https_addr = https_listener.as_ref().map(local_addr).transpose()?;
-    let mqtt_listener = match config.mqtt_addr {
-        Some(a) => Some(bind(a, "MQTT device endpoint", "--mqtt-addr", "DROVER_MQTT_ADDR").await?),
-        None => None,
-    };
-    let mqtt_addr = mqtt_listener.as_ref().map(local_addr).transpose()?;
-    let mqtts_listener = match config.mqtts_addr {
-        Some(a) => Some(
-            bind(
-                a,
-                "MQTT-over-TLS device endpoint",
-                "--mqtts-addr",
-                "DROVER_MQTTS_ADDR",
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let mqtts_addr = mqtts_listener.as_ref().map(local_addr).transpose()?;
+    let (http_listener, http_addr) = bind_optional(
+        config.http_addr,
+        "HTTP device endpoint",
+        "--http-addr",
+        "DROVER_HTTP_ADDR",
+    )
+    .await?;
+    let (https_listener, https_addr) = bind_optional(
+        config.https_addr,
+        "HTTPS device endpoint",
+        "--https-addr",
+        "DROVER_HTTPS_ADDR",
+    )
+    .await?;
+    let (mqtt_listener, mqtt_addr) = bind_optional(
+        config.mqtt_addr,
+        "MQTT device endpoint",
+        "--mqtt-addr",
+        "DROVER_MQTT_ADDR",
+    )
+    .await?;
+    let (mqtts_listener, mqtts_addr) = bind_optional(
+        config.mqtts_addr,
+        "MQTT-over-TLS device endpoint",
+        "--mqtts-addr",
+        "DROVER_MQTTS_ADDR",
+    )
+    .await?;
     drover_endpoints::tls::install_default_provider();
     let tls = if https_listener.is_some() || mqtts_listener.is_some() {
         Some(match (&config.tls_cert, &config.tls_key) {
@@ -317,9 +309,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let tls_config =
             drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), &[b"mqtt"])
                 .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
-        let (mqtt, stop) = (mqtt.clone(), stop_rx.clone());
+        let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
         servers.spawn(async move {
-            drover_endpoints::mqtt::serve_tls(listener, tls_config, mqtt, stop).await;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+            drover_mqtt::serve_tls(listener, acceptor, mqtt, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
             Ok(())
         });
     }
@@ -393,6 +389,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+/// Binds a listener that may be `off` (`None`); returns it with its bound address.
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    what: &str,
+    flag: &str,
+    env: &str,
+) -> Result<(Option<TcpListener>, Option<SocketAddr>), StartError> {
+    match addr {
+        Some(a) => {
+            let l = bind(a, what, flag, env).await?;
+            let bound = local_addr(&l)?;
+            Ok((Some(l), Some(bound)))
+        }
+        None => Ok((None, None)),
+    }
 }
 
 fn local_addr(l: &TcpListener) -> Result<SocketAddr, StartError> {
