@@ -231,17 +231,28 @@ DROVER_HTTPS_URL=""
 DROVER_DATA=""
 DROVER_MQTT_PORT=""
 DROVER_MQTTS_PORT=""
+DROVER_INTEGRATION_PORT=""
+DROVER_INTEGRATION_TLS_PORT=""
 DROVER_LOG="$WORK_DIR/drover.log"
 ADMIN_TOKEN=""
 
 free_port() {
+    free_ports 1
+}
+
+# free_ports N: N distinct free ports on 127.0.0.1 (held open together while they are picked).
+free_ports() {
     python3 -c '
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+' "$1"
 }
 
 build_drover() {
@@ -296,12 +307,8 @@ trap 'exit 130' INT TERM
 # DROVER_DATA, DROVER_PID, ADMIN_TOKEN.
 start_drover() {
     build_drover
-    local port http_port https_port mqtt_port mqtts_port data_dir
-    port="$(free_port)"
-    http_port="$(free_port)"
-    https_port="$(free_port)"
-    mqtt_port="$(free_port)"
-    mqtts_port="$(free_port)"
+    local port http_port https_port mqtt_port mqtts_port imqtt_port imqtts_port data_dir
+    read -r port http_port https_port mqtt_port mqtts_port imqtt_port imqtts_port <<<"$(free_ports 7)"
     data_dir="$WORK_DIR/data"
     mkdir -p "$data_dir"
     ADMIN_TOKEN="${ADMIN_TOKEN:-$(make_drg_token)}"
@@ -311,11 +318,15 @@ start_drover() {
     DROVER_DATA="$data_dir"
     DROVER_MQTT_PORT="$mqtt_port"
     DROVER_MQTTS_PORT="$mqtts_port"
+    DROVER_INTEGRATION_PORT="$imqtt_port"
+    DROVER_INTEGRATION_TLS_PORT="$imqtts_port"
 
     step "starting drover on $DROVER_URL"
     "$DROVER_BIN" serve --data-dir "$data_dir" --api-addr "127.0.0.1:$port" \
         --http-addr "127.0.0.1:$http_port" --https-addr "127.0.0.1:$https_port" \
-        --mqtt-addr "127.0.0.1:$mqtt_port" --mqtts-addr "127.0.0.1:$mqtts_port" --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
+        --mqtt-addr "127.0.0.1:$mqtt_port" --mqtts-addr "127.0.0.1:$mqtts_port" \
+        --integration-mqtt-addr "127.0.0.1:$imqtt_port" --integration-mqtts-addr "127.0.0.1:$imqtts_port" \
+        --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
     DROVER_PID=$!
 
     local deadline=$((SECONDS + 60))

@@ -1,8 +1,9 @@
 //! Drover's integrations: how applications receive their devices' events. They read the
 //! application's stream from `drover-bus` and speak the application-facing wire formats
-//! (CloudEvents in JSON structured mode; later binary mode over MQTT 5).
+//! (CloudEvents in JSON structured mode, and binary mode over MQTT 5).
 //!
 //! Integrations know nothing of device protocols: they meet the endpoints only in the bus.
 
 pub mod cloudevent;
+pub mod mqtt;
 pub mod websocket;

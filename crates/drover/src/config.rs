@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Listen address of the MQTT-over-TLS device endpoint, or `off` [default: 0.0.0.0:8883].
     #[arg(long, env = "DROVER_MQTTS_ADDR", value_name = "ADDR|off")]
     pub mqtts_addr: Option<String>,
+    /// Listen address of the MQTT integration (applications), or `off` [default: 0.0.0.0:18883].
+    #[arg(long, env = "DROVER_INTEGRATION_MQTT_ADDR", value_name = "ADDR|off")]
+    pub integration_mqtt_addr: Option<String>,
+    /// Listen address of the MQTT integration over TLS, or `off` [default: 0.0.0.0:18884].
+    #[arg(long, env = "DROVER_INTEGRATION_MQTTS_ADDR", value_name = "ADDR|off")]
+    pub integration_mqtts_addr: Option<String>,
+    /// MQTT-integration consumers this many events behind (and not catching up) are disconnected
+    /// [default: 10000; 0: never].
+    #[arg(long, env = "DROVER_INTEGRATION_MAX_LAG", value_name = "EVENTS")]
+    pub integration_max_lag: Option<u64>,
     /// Server certificate chain (PEM) for TLS listeners [default: a generated development CA].
     #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -101,6 +111,9 @@ struct FileConfig {
     https_addr: Option<String>,
     mqtt_addr: Option<String>,
     mqtts_addr: Option<String>,
+    integration_mqtt_addr: Option<String>,
+    integration_mqtts_addr: Option<String>,
+    integration_max_lag: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     http_body_limit: Option<usize>,
@@ -150,6 +163,11 @@ pub struct Config {
     pub mqtt_addr: Option<SocketAddr>,
     #[serde(serialize_with = "listener")]
     pub mqtts_addr: Option<SocketAddr>,
+    #[serde(serialize_with = "listener")]
+    pub integration_mqtt_addr: Option<SocketAddr>,
+    #[serde(serialize_with = "listener")]
+    pub integration_mqtts_addr: Option<SocketAddr>,
+    pub integration_max_lag: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +228,9 @@ impl Default for Config {
             https_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
             mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
             mqtts_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8883))),
+            integration_mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 18883))),
+            integration_mqtts_addr: Some(SocketAddr::from(([0, 0, 0, 0], 18884))),
+            integration_max_lag: 10_000,
             tls_cert: None,
             tls_key: None,
             http_body_limit: 256 * 1024,
@@ -309,6 +330,30 @@ impl Config {
             Some(a) => listener_addr(&a, "mqtts_addr", "--mqtts-addr", "DROVER_MQTTS_ADDR")?,
             None => d.mqtts_addr,
         };
+        let integration_mqtt_addr = match args.integration_mqtt_addr.or(file.integration_mqtt_addr)
+        {
+            Some(a) => listener_addr(
+                &a,
+                "integration_mqtt_addr",
+                "--integration-mqtt-addr",
+                "DROVER_INTEGRATION_MQTT_ADDR",
+            )?,
+            None => d.integration_mqtt_addr,
+        };
+        let integration_mqtts_addr =
+            match args.integration_mqtts_addr.or(file.integration_mqtts_addr) {
+                Some(a) => listener_addr(
+                    &a,
+                    "integration_mqtts_addr",
+                    "--integration-mqtts-addr",
+                    "DROVER_INTEGRATION_MQTTS_ADDR",
+                )?,
+                None => d.integration_mqtts_addr,
+            };
+        let integration_max_lag = args
+            .integration_max_lag
+            .or(file.integration_max_lag)
+            .unwrap_or(d.integration_max_lag);
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         if tls_cert.is_some() != tls_key.is_some() {
@@ -428,6 +473,9 @@ impl Config {
             https_addr,
             mqtt_addr,
             mqtts_addr,
+            integration_mqtt_addr,
+            integration_mqtts_addr,
+            integration_max_lag,
             tls_cert,
             tls_key,
             http_body_limit,

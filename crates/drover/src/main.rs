@@ -117,6 +117,18 @@ fn banner(config: &Config, server: &drover::Server) {
         ("HTTPS devices", "https", server.https_addr, "/v1/<channel>"),
         ("MQTT devices ", "mqtt", server.mqtt_addr, ""),
         ("MQTTS devices", "mqtts", server.mqtts_addr, ""),
+        (
+            "MQTT apps    ",
+            "mqtt",
+            server.integration_mqtt_addr,
+            "   (integration: app/<app>)",
+        ),
+        (
+            "MQTTS apps   ",
+            "mqtts",
+            server.integration_mqtts_addr,
+            "   (integration: app/<app>)",
+        ),
     ];
     for (what, scheme, addr, path) in listeners {
         if let Some(a) = addr {

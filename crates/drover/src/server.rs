@@ -13,6 +13,7 @@ use drover_bus::embedded::{EmbeddedLog, LogConfig};
 use drover_bus::{EventLog, StreamKey};
 use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
+use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
 use drover_model::Kind;
 use drover_mqtt::{MqttConfig, MqttServer};
 use drover_registry::{AdminBootstrap, Registry, SqliteRegistry};
@@ -57,6 +58,10 @@ pub struct Server {
     pub mqtt_addr: Option<SocketAddr>,
     /// The bound address of the MQTT-over-TLS device endpoint, when on.
     pub mqtts_addr: Option<SocketAddr>,
+    /// The bound address of the MQTT integration, when on.
+    pub integration_mqtt_addr: Option<SocketAddr>,
+    /// The bound address of the MQTT integration over TLS, when on.
+    pub integration_mqtts_addr: Option<SocketAddr>,
     /// The generated development CA (when no certificate is configured): clients trust this file.
     pub dev_ca: Option<PathBuf>,
     pub admin_token: AdminToken,
@@ -167,8 +172,22 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         "DROVER_MQTTS_ADDR",
     )
     .await?;
+    let (imqtt_listener, integration_mqtt_addr) = bind_optional(
+        config.integration_mqtt_addr,
+        "MQTT integration",
+        "--integration-mqtt-addr",
+        "DROVER_INTEGRATION_MQTT_ADDR",
+    )
+    .await?;
+    let (imqtts_listener, integration_mqtts_addr) = bind_optional(
+        config.integration_mqtts_addr,
+        "MQTT integration over TLS",
+        "--integration-mqtts-addr",
+        "DROVER_INTEGRATION_MQTTS_ADDR",
+    )
+    .await?;
     drover_endpoints::tls::install_default_provider();
-    let tls = if https_listener.is_some() || mqtts_listener.is_some() {
+    let tls = if https_listener.is_some() || mqtts_listener.is_some() || imqtts_listener.is_some() {
         Some(match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => crate::tls::load(c, k)?,
             _ => crate::tls::development(&config.data_dir)?,
@@ -226,11 +245,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             http.clone(),
         )
     });
+    let oidc_validator = oidc.clone();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let advertised_http = http_addr.map(|a| a.port());
     let advertised_https = https_addr.map(|a| a.port());
     let advertised_mqtt = mqtts_addr.or(mqtt_addr).map(|a| a.port());
+    let advertised_integration = integration_mqtts_addr
+        .or(integration_mqtt_addr)
+        .map(|a| a.port());
     let state = ApiState {
         registry: registry.clone(),
         log: Some(log.clone()),
@@ -257,6 +280,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 if let Some(port) = advertised_mqtt {
                     v.push((
                         "mqtt".to_string(),
+                        serde_json::json!({ "host": host, "port": port }),
+                    ));
+                }
+                if let Some(port) = advertised_integration {
+                    v.push((
+                        "mqtt_integration".to_string(),
                         serde_json::json!({ "host": host, "port": port }),
                     ));
                 }
@@ -319,6 +348,40 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             Ok(())
         });
     }
+    let integration = IntegrationPolicy::new(
+        registry.clone(),
+        oidc_validator.clone(),
+        log.clone(),
+        IntegrationSettings {
+            max_lag: config.integration_max_lag,
+            ..IntegrationSettings::default()
+        },
+    )
+    .into_server(MqttConfig::default());
+    if let Some(listener) = imqtt_listener {
+        let (server, mut stop) = (integration.clone(), stop_rx.clone());
+        servers.spawn(async move {
+            drover_mqtt::serve_tcp(listener, server, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            Ok(())
+        });
+    }
+    if let (Some(listener), Some(tls)) = (imqtts_listener, &tls) {
+        let tls_config =
+            drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), &[b"mqtt"])
+                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
+        let (server, mut stop) = (integration.clone(), stop_rx.clone());
+        servers.spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+            drover_mqtt::serve_tls(listener, acceptor, server, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            Ok(())
+        });
+    }
     if let (Some(listener), Some(tls)) = (https_listener, tls) {
         let tls_config =
             drover_endpoints::tls::server_config(tls.chain, tls.key, &[b"h2", b"http/1.1"])
@@ -348,6 +411,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         // Stop accepting, end long-lived streams (watch, WebSocket), let requests drain.
         let _ = stop_tx.send(true);
         mqtt.shutdown();
+        integration.shutdown();
         let drained = tokio::time::timeout(grace, async {
             let mut result = Ok(());
             while let Some(r) = servers.join_next().await {
@@ -371,6 +435,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         for b in background {
             b.abort();
         }
+        // Integration consumers make their last commits before the log closes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), integration.closed()).await;
         if let Err(e) = log.close().await {
             tracing::warn!("closing the event log: {e}");
         }
@@ -384,6 +450,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         https_addr,
         mqtt_addr,
         mqtts_addr,
+        integration_mqtt_addr,
+        integration_mqtts_addr,
         dev_ca,
         admin_token,
         shutdown: Some(shutdown_tx),

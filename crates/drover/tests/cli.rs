@@ -322,6 +322,8 @@ impl Serve {
             // Tests never bind fixed ports: every other listener on an ephemeral one.
             .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
             .args(["--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0"])
+            .args(["--integration-mqtt-addr", "127.0.0.1:0"])
+            .args(["--integration-mqtts-addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -35,6 +35,10 @@ fn start(data: &std::path::Path) -> Running {
             "127.0.0.1:0",
             "--mqtts-addr",
             "off",
+            "--integration-mqtt-addr",
+            "off",
+            "--integration-mqtts-addr",
+            "off",
         ])
         .arg("--data-dir")
         .arg(data)

@@ -30,6 +30,8 @@ pub fn config(data_dir: &Path) -> Config {
         https_addr: Some("127.0.0.1:0".parse().unwrap()),
         mqtt_addr: Some("127.0.0.1:0".parse().unwrap()),
         mqtts_addr: Some("127.0.0.1:0".parse().unwrap()),
+        integration_mqtt_addr: Some("127.0.0.1:0".parse().unwrap()),
+        integration_mqtts_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_token: Some(ADMIN_TOKEN.to_string()),
         ..Config::default()
     }
