@@ -64,6 +64,14 @@ for v in mqttv311 mqttv5; do
     assert_contains "$LAST_OUTPUT" '"type":"io.drogue.event.v1"' "mosquitto_sub $v receives JSON CloudEvents"
     assert_contains "$LAST_OUTPUT" '"device":"d1"' "… naming the device"
 done
+out="$WORK_DIR/mosq-tls.out"
+(mosquitto_sub -V mqttv311 -h localhost -p "$DROVER_INTEGRATION_TLS_PORT" --cafile "$DROVER_DATA/tls/ca.pem" \
+    -i mosq-tls -u alice -P "$ALICE" -t app/int-app -q 1 -C 1 -W 30 >"$out" 2>&1; echo done >>"$out.ctl") &
+waiter=$!
+publish_until "$out.ctl" d3
+wait "$waiter" || true
+LAST_OUTPUT="$(cat "$out")"
+assert_contains "$LAST_OUTPUT" '"device":"d3"' "mosquitto_sub over TLS (development CA) receives events"
 capture mosquitto_sub -V mqttv5 -h 127.0.0.1 -p "$DROVER_INTEGRATION_PORT" \
     -i wild -u alice -P "$ALICE" -t 'app/#' -C 1 -W 3
 [[ "$LAST_RC" -ne 27 ]] || fail "a wildcard subscription must be refused, but it was granted"
