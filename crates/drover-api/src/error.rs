@@ -36,6 +36,12 @@ pub enum ApiError {
     #[error("{0}")]
     Gone(String),
     #[error("{0}")]
+    DeviceUnreachable(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     NotImplemented(String),
@@ -55,6 +61,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::DeviceUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +81,9 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => "AuthenticationError",
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
             ApiError::Gone(_) => "Gone",
+            ApiError::DeviceUnreachable(_) => "DeviceUnreachable",
+            ApiError::TooManyRequests(_) => "TooManyRequests",
+            ApiError::Timeout(_) => "Timeout",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::NotImplemented(_) => "NotImplemented",
             ApiError::Unavailable(_) => "ServiceUnavailable",

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod commands;
 mod discovery;
 pub mod error;
 mod extract;
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub registry: Arc<dyn Registry>,
     /// The event log, for the WebSocket integration.
     pub log: Option<Arc<dyn drover_bus::EventLog>>,
+    /// The command router, for the command API.
+    pub commands: Option<Arc<drover_bus::commands::CommandRouter>>,
     pub oidc: Option<OidcValidator>,
     pub settings: Arc<ApiSettings>,
     /// Turns true when the server shuts down: long-lived responses end.
@@ -85,7 +88,7 @@ pub struct ApiState {
     components(schemas(ErrorInformation)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
-    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"))
+    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"), (name = "commands"))
 )]
 struct ApiDoc;
 
@@ -113,6 +116,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(tokens::routes())
         .merge(watch::routes())
         .merge(ws::routes())
+        .merge(commands::routes())
         .merge(discovery::routes())
 }
 

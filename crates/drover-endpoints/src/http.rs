@@ -17,6 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use drover_auth::device::{AuthError, DeviceAuthenticator, DeviceCredentials};
+use drover_bus::commands::{Command, CommandRouter, CommandSink, Reply, ReplyError, SinkRefusal};
 use drover_bus::{BusError, EventLog, StreamKey};
 use serde::Deserialize;
 use serde_json::json;
@@ -48,6 +49,7 @@ impl Default for HttpSettings {
 struct HttpState {
     auth: Arc<DeviceAuthenticator>,
     log: Arc<dyn EventLog>,
+    commands: Arc<CommandRouter>,
     settings: Arc<HttpSettings>,
 }
 
@@ -55,12 +57,14 @@ struct HttpState {
 pub fn router(
     auth: Arc<DeviceAuthenticator>,
     log: Arc<dyn EventLog>,
+    commands: Arc<CommandRouter>,
     settings: HttpSettings,
 ) -> Router {
     let limit = settings.body_limit;
     Router::new()
         .route("/v1/{channel}", post(publish))
         .route("/v1/{channel}/{*suffix}", post(publish_suffix))
+        .route("/command-reply/{id}", post(command_reply))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -72,6 +76,7 @@ pub fn router(
         .with_state(HttpState {
             auth,
             log,
+            commands,
             settings: Arc::new(settings),
         })
 }
@@ -315,10 +320,163 @@ async fn accept(
             .unwrap_or(0)
             .min(s.settings.max_command_timeout);
     if wait > 0 {
-        // Commands arrive with a later issue; until then the device waits for nothing.
-        tokio::time::sleep(Duration::from_secs(wait)).await;
+        // Long poll: this request is a sink for the device's commands while it waits.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = Arc::new(PollSink(std::sync::Mutex::new(Some(tx))));
+        let key = (sender.app_uid().to_string(), device.metadata.name.clone());
+        let registration = s.commands.register(key, sink);
+        let command = tokio::time::timeout(Duration::from_secs(wait), rx).await;
+        drop(registration);
+        if let Ok(Ok(c)) = command {
+            return Ok(command_response(&c));
+        }
     }
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Takes one command for a device waiting in a long poll.
+struct PollSink(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Command>>>);
+
+impl CommandSink for PollSink {
+    fn deliver(&self, c: &Command) -> Result<(), SinkRefusal> {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match tx {
+            Some(tx) => tx.send(c.clone()).map_err(|_| SinkRefusal::Gone),
+            None => Err(SinkRefusal::Gone),
+        }
+    }
+}
+
+/// 200 with the command: header `command` (its name), `command-request-id` when the caller
+/// waits for a reply, the payload as body.
+fn command_response(c: &Command) -> Response {
+    let mut r = (StatusCode::OK, c.payload.clone()).into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&c.name) {
+        h.insert("command", v);
+    }
+    if c.expects_reply {
+        if let Ok(v) = HeaderValue::from_str(&c.id) {
+            h.insert("command-request-id", v);
+        }
+    }
+    let ct = c
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    if let Ok(v) = HeaderValue::from_str(ct) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReplyQuery {
+    status: Option<u16>,
+    application: Option<String>,
+    device: Option<String>,
+}
+
+/// `POST /command-reply/{id}?status=<code>`: a device answers a command it got with a
+/// `command-request-id`. 204 when a caller was waiting for it; 404 when none is (unknown,
+/// answered, or timed out); 403 when the command was not for this device.
+async fn command_reply(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+    query: Result<Query<ReplyQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Response {
+    let result: Result<Response, HttpError> = async {
+        let q = query.map(|Query(q)| q).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("invalid query: {}", e.body_text()),
+            )
+        })?;
+        let status = q.status.unwrap_or(200);
+        if !(100..600).contains(&status) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "status must be 100..599",
+            ));
+        }
+        let Some((username, password)) = basic_credentials(req.headers())? else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationError",
+                "credentials required",
+            ));
+        };
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let creds = DeviceCredentials::Password {
+            username,
+            password,
+            application: q.application,
+            device: q.device,
+        };
+        let responder = s
+            .auth
+            .authenticate(&creds)
+            .await
+            .map_err(|e| auth_failure(&e, &creds))?;
+        let body = Bytes::from_request(req, &()).await.map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                e.to_string(),
+            )
+        })?;
+        let reply = Reply {
+            status,
+            payload: body.clone(),
+            content_type: content_type.clone(),
+        };
+        match s
+            .commands
+            .reply(responder.app_uid(), responder.device_name(), &id, reply)
+        {
+            Ok(()) => {}
+            Err(e @ ReplyError::Unknown(_)) => {
+                return Err(error(StatusCode::NOT_FOUND, "NotFound", e.to_string()))
+            }
+            Err(e @ ReplyError::NotYours(..)) => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "AuthenticationError",
+                    e.to_string(),
+                ))
+            }
+        }
+        let mut event = telemetry(
+            &responder,
+            &responder.device,
+            Message {
+                channel: format!("reply/{id}"),
+                content_type,
+                extensions: vec![
+                    ("commandid".into(), id.clone()),
+                    ("status".into(), status.to_string()),
+                ],
+                data: body,
+                ..Message::default()
+            },
+            &s.settings.instance,
+        );
+        event.ty = drover_model::event::COMMAND_REPLY_TYPE.to_string();
+        let stream = StreamKey::new(responder.app_name(), responder.app_uid());
+        if let Err(e) = s.log.append(&stream, event).await {
+            tracing::warn!("cannot record a command reply: {e}");
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn auth_failure(e: &AuthError, creds: &DeviceCredentials) -> HttpError {

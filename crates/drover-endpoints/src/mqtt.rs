@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use drover_auth::device::{AuthError, AuthenticatedDevice, DeviceAuthenticator, DeviceCredentials};
+use drover_bus::commands::{
+    Command, CommandRouter, CommandSink, Reply, SinkRefusal, SinkRegistration,
+};
 use drover_bus::{BusError, EventLog, StreamKey};
 use drover_model::event::CONNECTION_TYPE;
 use drover_model::spec::MqttDialect;
@@ -32,27 +35,157 @@ use drover_mqtt::{
 use crate::event::{detect_content_type, is_json, telemetry, Message};
 
 /// Who is connected.
-#[derive(Debug)]
 pub struct DeviceConnection {
     pub device: AuthenticatedDevice,
     pub dialect: MqttDialect,
     stream: StreamKey,
+    v5: bool,
+    /// Registered with the command router while connected.
+    commands: std::sync::Mutex<Option<SinkRegistration>>,
+}
+
+/// Hands commands to a device's MQTT session (its own, or a gateway's for devices behind it).
+struct MqttSink {
+    session: SessionHandle,
+    /// The device this session belongs to.
+    device: String,
+    v5: bool,
+}
+
+impl CommandSink for MqttSink {
+    fn deliver(&self, c: &Command) -> Result<(), SinkRefusal> {
+        let inbox = if c.device == self.device {
+            String::new()
+        } else {
+            c.device.clone()
+        };
+        let mut topic = format!("command/inbox/{inbox}/{}", c.name);
+        let mut props = drover_mqtt::MessageProperties::default();
+        if c.expects_reply {
+            if self.v5 {
+                props.response_topic = Some(format!("command/reply/{}", c.id).into());
+                props.correlation_data = Some(Bytes::from(c.id.clone()));
+            } else {
+                // MQTT 3.1.1 has no properties: the request id is the topic's last level.
+                topic.push('/');
+                topic.push_str(&c.id);
+            }
+        }
+        props.content_type = c.content_type.clone().map(Into::into);
+        let qos = self
+            .session
+            .subscription_qos(&topic)
+            .ok_or(SinkRefusal::NotSubscribed)?;
+        let msg =
+            drover_mqtt::OutboundMessage::new(topic, c.payload.clone(), qos.min(QoS::AtLeastOnce))
+                .with_properties(props);
+        match self.session.try_publish(msg) {
+            Ok(_) => Ok(()),
+            Err(drover_mqtt::TryPublishError::Full(_)) => Err(SinkRefusal::Full),
+            Err(_) => Err(SinkRefusal::Gone),
+        }
+    }
 }
 
 /// The device endpoint's MQTT policy.
 pub struct DevicePolicy {
     auth: Arc<DeviceAuthenticator>,
     log: Arc<dyn EventLog>,
+    commands: Arc<CommandRouter>,
     instance: String,
 }
 
 impl DevicePolicy {
-    pub fn new(auth: Arc<DeviceAuthenticator>, log: Arc<dyn EventLog>, instance: String) -> Self {
+    pub fn new(
+        auth: Arc<DeviceAuthenticator>,
+        log: Arc<dyn EventLog>,
+        commands: Arc<CommandRouter>,
+        instance: String,
+    ) -> Self {
         Self {
             auth,
             log,
+            commands,
             instance,
         }
+    }
+
+    /// (Re-)registers the session with the command router, which hands it what is queued.
+    fn register_commands(&self, conn: &DeviceConnection, session: &SessionHandle) {
+        let sink = Arc::new(MqttSink {
+            session: session.clone(),
+            device: conn.device.device_name().to_string(),
+            v5: conn.v5,
+        });
+        let key = (
+            conn.device.app_uid().to_string(),
+            conn.device.device_name().to_string(),
+        );
+        let mut slot = conn.commands.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = None;
+        *slot = Some(self.commands.register(key, sink));
+    }
+
+    /// A reply to a command: `command/reply/<id>[/<status>]`.
+    async fn reply(
+        &self,
+        conn: &DeviceConnection,
+        rest: &str,
+        msg: Inbound,
+    ) -> Result<(), PublishRefusal> {
+        let (id, status) = match rest.split_once('/') {
+            Some((id, status)) => (id, status.parse::<u16>().ok()),
+            None => (rest, Some(200)),
+        };
+        let status = status
+            .or_else(|| {
+                msg.properties
+                    .user_properties
+                    .iter()
+                    .find(|(k, _)| &**k == "status")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .filter(|s| (100..600).contains(s))
+            .ok_or_else(|| {
+                tracing::info!(
+                    app = conn.device.app_name(),
+                    device = conn.device.device_name(),
+                    "reply refused: status must be 100..599 (command/reply/<id>/<status>)"
+                );
+                PublishRefusal::TopicNameInvalid
+            })?;
+        let reply = Reply {
+            status,
+            payload: msg.payload.clone(),
+            content_type: msg.properties.content_type.as_ref().map(|c| c.to_string()),
+        };
+        self.commands
+            .reply(conn.device.app_uid(), conn.device.device_name(), id, reply)
+            .map_err(|e| {
+                tracing::info!(
+                    app = conn.device.app_name(),
+                    device = conn.device.device_name(),
+                    "reply refused: {e}"
+                );
+                PublishRefusal::NotAuthorized
+            })?;
+        let mut event = telemetry(
+            &conn.device,
+            &conn.device.device,
+            Message {
+                channel: format!("reply/{id}"),
+                content_type: msg.properties.content_type.as_ref().map(|c| c.to_string()),
+                data: msg.payload,
+                extensions: vec![
+                    ("commandid".into(), id.to_string()),
+                    ("status".into(), status.to_string()),
+                ],
+                ..Message::default()
+            },
+            &self.instance,
+        );
+        event.ty = drover_model::event::COMMAND_REPLY_TYPE.to_string();
+        self.append(conn, event).await
     }
 
     async fn append(
@@ -261,13 +394,16 @@ impl Policy for DevicePolicy {
             dialect: dialect(&device),
             stream: StreamKey::new(device.app_name(), device.app_uid()),
             device,
+            v5: req.protocol.is_v5(),
+            commands: std::sync::Mutex::new(None),
         };
         Ok(Accepted::new(Arc::new(conn), key)
             .shared_subscriptions(false)
             .wildcard_subscriptions(true))
     }
 
-    async fn connected(&self, conn: &Self::Identity, _session: &SessionHandle, _present: bool) {
+    async fn connected(&self, conn: &Self::Identity, session: &SessionHandle, _present: bool) {
+        self.register_commands(conn, session);
         tracing::debug!(
             app = conn.device.app_name(),
             device = conn.device.device_name(),
@@ -277,6 +413,10 @@ impl Policy for DevicePolicy {
     }
 
     async fn publish(&self, conn: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
+        if let Some(rest) = msg.topic.strip_prefix("command/reply/") {
+            let rest = rest.to_string();
+            return self.reply(conn, &rest, msg).await;
+        }
         let event = self.event_for(conn, msg).await?;
         self.append(conn, event).await
     }
@@ -284,9 +424,39 @@ impl Policy for DevicePolicy {
     async fn subscribe(
         &self,
         conn: &Self::Identity,
-        _session: &SessionHandle,
+        session: &SessionHandle,
         req: &SubscribeRequest,
     ) -> Vec<Result<QoS, SubscribeRefusal>> {
+        if req.filters.iter().any(|f| is_command_inbox(&f.filter)) {
+            // Once the subscription is stored (right after this returns), hand over what waits.
+            let (router, conn, session) = (self.commands.clone(), conn.clone(), session.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    if session
+                        .subscriptions()
+                        .iter()
+                        .any(|s| is_command_inbox(&s.filter))
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let sink = Arc::new(MqttSink {
+                    session: session.clone(),
+                    device: conn.device.device_name().to_string(),
+                    v5: conn.v5,
+                });
+                let key = (
+                    conn.device.app_uid().to_string(),
+                    conn.device.device_name().to_string(),
+                );
+                let mut slot = conn.commands.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.is_some() {
+                    *slot = None;
+                    *slot = Some(router.register(key, sink));
+                }
+            });
+        }
         req.filters
             .iter()
             .map(|f| {
@@ -322,6 +492,7 @@ impl Policy for DevicePolicy {
             ?reason,
             "MQTT device disconnected"
         );
+        *conn.commands.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.connection_event(conn, false).await;
     }
 }

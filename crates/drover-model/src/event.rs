@@ -10,6 +10,13 @@ pub const EVENT_TYPE: &str = "io.drogue.event.v1";
 /// CloudEvent type of connection changes (`{"connected": bool}`).
 pub const CONNECTION_TYPE: &str = "io.drogue.connection.v1";
 
+/// CloudEvent type of a command sent to a device (recorded for audit).
+pub const COMMAND_TYPE: &str = "io.drogue.command.v1";
+/// CloudEvent type of a device's reply to a command.
+pub const COMMAND_REPLY_TYPE: &str = "io.drogue.command.response.v1";
+/// CloudEvent type of a queued command whose time to live ended undelivered.
+pub const COMMAND_EXPIRED_TYPE: &str = "io.drogue.command.expired.v1";
+
 /// One event of an application's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

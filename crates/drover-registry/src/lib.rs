@@ -185,6 +185,15 @@ pub trait Registry: Send + Sync + 'static {
         pre: Preconditions,
     ) -> Result<()>;
 
+    /// The application, if `who` may do `what` with it (NotFound when `who` may not read it,
+    /// Forbidden when reading is all `who` may do).
+    async fn authorize(
+        &self,
+        who: &Principal,
+        app: &str,
+        what: drover_model::Permission,
+    ) -> Result<Resource>;
+
     async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc>;
     async fn set_members(&self, who: &Principal, app: &str, doc: MembersDoc) -> Result<()>;
     async fn transfer_ownership(&self, who: &Principal, app: &str, new_owner: &str) -> Result<()>;

@@ -743,6 +743,12 @@ impl Registry for SqliteRegistry {
         w.commit(self).await
     }
 
+    async fn authorize(&self, who: &Principal, app: &str, what: Permission) -> Result<Resource> {
+        let (row, _, _) = self.readable_app(who, app).await?;
+        row.authorize(who, what)?;
+        Ok(row.doc)
+    }
+
     async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc> {
         let (row, _, _) = self.readable_app(who, app).await?;
         row.authorize(who, Permission::Admin)?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use drover_api::{ApiSettings, ApiState};
 use drover_auth::device::{DeviceAuthenticator, DeviceDirectory};
 use drover_auth::{OidcConfig, OidcValidator};
+use drover_bus::commands::{CommandRouter, RouterConfig};
 use drover_bus::embedded::{EmbeddedLog, LogConfig};
 use drover_bus::{EventLog, StreamKey};
 use drover_endpoints::http::HttpSettings;
@@ -230,6 +231,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .await
             .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
     );
+    let commands = CommandRouter::new(RouterConfig::default());
     let directory: Arc<dyn DeviceDirectory> = registry.clone();
     let authenticator = Arc::new(DeviceAuthenticator::new(directory));
 
@@ -257,6 +259,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let state = ApiState {
         registry: registry.clone(),
         log: Some(log.clone()),
+        commands: Some(commands.clone()),
         oidc,
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
@@ -306,6 +309,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let device_http = drover_endpoints::http::router(
         authenticator.clone(),
         log.clone(),
+        commands.clone(),
         HttpSettings {
             body_limit: config.http_body_limit,
             instance: config.instance.clone(),
@@ -321,7 +325,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         ));
     }
     let mqtt = MqttServer::new(
-        DevicePolicy::new(authenticator.clone(), log.clone(), config.instance.clone()),
+        DevicePolicy::new(
+            authenticator.clone(),
+            log.clone(),
+            commands.clone(),
+            config.instance.clone(),
+        ),
         MqttConfig::default(),
     );
     if let Some(listener) = mqtt_listener {
@@ -398,6 +407,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tokio::spawn(prune_changes(
             registry.clone(),
             config.change_retention_days,
+        )),
+        tokio::spawn(expire_commands(
+            commands.clone(),
+            log.clone(),
+            config.instance.clone(),
         )),
         tokio::spawn(follow_registry_changes(
             registry.clone(),
@@ -612,6 +626,40 @@ fn kick(mqtt: &MqttServer<DevicePolicy>, app: &str, device: &str, why: &str) {
     if let Some(session) = mqtt.session(&format!("{app}/{device}")) {
         if session.disconnect(drover_mqtt::ReasonCode::NOT_AUTHORIZED) {
             tracing::info!(app, device, "disconnected the device: {why}");
+        }
+    }
+}
+
+/// Reports queued commands whose time to live ended, as events in their application's stream.
+async fn expire_commands(commands: Arc<CommandRouter>, log: Arc<dyn EventLog>, instance: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for c in commands.expire(std::time::Instant::now()) {
+            tracing::info!(app = %c.app, device = %c.device, command = %c.name, "queued command expired undelivered");
+            let event = drover_model::Event {
+                id: uuid::Uuid::new_v4().to_string(),
+                ty: drover_model::event::COMMAND_EXPIRED_TYPE.to_string(),
+                channel: c.name.clone(),
+                time: chrono::Utc::now(),
+                content_type: c.content_type.clone(),
+                data_schema: None,
+                application: c.app.clone(),
+                application_uid: c.app_uid.clone(),
+                device: c.device.clone(),
+                device_uid: String::new(),
+                sender: c.device.clone(),
+                sender_uid: String::new(),
+                instance: instance.clone(),
+                extensions: vec![("commandid".into(), c.id.clone())],
+                data: c.payload.clone(),
+            };
+            if let Err(e) = log
+                .append(&StreamKey::new(c.app.clone(), c.app_uid.clone()), event)
+                .await
+            {
+                tracing::warn!("cannot record an expired command: {e}");
+            }
         }
     }
 }

@@ -1,0 +1,441 @@
+//! Command routing, cloud to device: who can take a command for a device right now (its own
+//! connection, a gateway's, an HTTP request waiting in `ct`), the bounded per-device queue of
+//! commands with a time to live, and the correlation of replies with waiting callers.
+//!
+//! In process, bounded, no I/O: endpoints register [`CommandSink`]s for the devices they serve;
+//! the API sends through [`CommandRouter::send`]. (A cluster-wide router is issue 6's.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// A command for a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Unique id; also the request id replies refer to.
+    pub id: String,
+    pub app: String,
+    pub app_uid: String,
+    pub device: String,
+    pub name: String,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    /// A caller waits for the device's reply.
+    pub expects_reply: bool,
+}
+
+/// A device's reply to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+}
+
+/// Identifies a device's commands: `(application uid, device name)`.
+pub type DeviceKey = (String, String);
+
+/// Why a sink could not take a command now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkRefusal {
+    /// The connection does not subscribe to the command's topic.
+    NotSubscribed,
+    /// The connection's queue is full.
+    Full,
+    /// The connection is gone.
+    Gone,
+}
+
+/// Something that hands commands to a device: an MQTT session, a waiting HTTP request.
+pub trait CommandSink: Send + Sync {
+    /// Takes the command, or says why not. `for_device` is the device the command is for (the
+    /// sink's own device, or one behind the gateway it serves).
+    fn deliver(&self, command: &Command) -> Result<(), SinkRefusal>;
+}
+
+/// What happened to a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handed to a connection of the device or of one of its gateways.
+    Delivered,
+    /// Queued until the device can be reached, at most until its time to live ends.
+    Queued,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("device '{0}' is not connected and no time to live was given: nothing can take the command now")]
+    Unreachable(String),
+    #[error("the command queue of device '{0}' is full ({1} commands wait): retry later")]
+    QueueFull(String, usize),
+    #[error("too many callers wait for replies ({0}): retry later")]
+    TooManyWaiting(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("no command '{0}' is waiting for a reply (unknown, answered or timed out)")]
+    Unknown(String),
+    #[error("command '{0}' was not sent to device '{1}'")]
+    NotYours(String, String),
+}
+
+/// Limits of the router.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    /// Commands waiting per device (beyond: [`CommandError::QueueFull`]).
+    pub max_queue_per_device: usize,
+    /// Callers waiting for replies at once.
+    pub max_waiting: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_per_device: 50,
+            max_waiting: 10_000,
+        }
+    }
+}
+
+struct Queued {
+    command: Command,
+    expires: Instant,
+}
+
+struct Waiting {
+    reply: oneshot::Sender<Reply>,
+    /// Devices allowed to reply: the device and the gateways it was sent through.
+    responders: Vec<String>,
+    app_uid: String,
+}
+
+/// A sink with its registration id.
+type RegisteredSink = (u64, Arc<dyn CommandSink>);
+
+#[derive(Default)]
+struct State {
+    next_sink: u64,
+    sinks: HashMap<DeviceKey, Vec<RegisteredSink>>,
+    queues: HashMap<DeviceKey, VecDeque<Queued>>,
+    waiting: HashMap<String, Waiting>,
+}
+
+/// Routes commands to the connections that can take them.
+pub struct CommandRouter {
+    config: RouterConfig,
+    state: Mutex<State>,
+}
+
+/// Keeps a sink registered; dropping it unregisters the sink.
+pub struct SinkRegistration {
+    router: Weak<CommandRouter>,
+    key: DeviceKey,
+    id: u64,
+}
+
+impl Drop for SinkRegistration {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            let mut s = router.lock();
+            if let Some(list) = s.sinks.get_mut(&self.key) {
+                list.retain(|(id, _)| *id != self.id);
+                if list.is_empty() {
+                    s.sinks.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+impl CommandRouter {
+    pub fn new(config: RouterConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a sink for `key` (a device, or a gateway — gateways are asked for the devices
+    /// behind them), and hands it the commands queued for that key, oldest first.
+    pub fn register(
+        self: &Arc<Self>,
+        key: DeviceKey,
+        sink: Arc<dyn CommandSink>,
+    ) -> SinkRegistration {
+        let mut s = self.lock();
+        s.next_sink += 1;
+        let id = s.next_sink;
+        s.sinks
+            .entry(key.clone())
+            .or_default()
+            .push((id, sink.clone()));
+        let now = Instant::now();
+        if let Some(queue) = s.queues.get_mut(&key) {
+            while let Some(q) = queue.front() {
+                if q.expires <= now {
+                    // Expired ones are reported by `expire`; leave them for it.
+                    break;
+                }
+                match sink.deliver(&q.command) {
+                    Ok(()) => {
+                        queue.pop_front();
+                    }
+                    Err(_) => break,
+                }
+            }
+            if queue.is_empty() {
+                s.queues.remove(&key);
+            }
+        }
+        SinkRegistration {
+            router: Arc::downgrade(self),
+            key,
+            id,
+        }
+    }
+
+    /// Starts waiting for the reply to `command` (call before [`send`](Self::send)).
+    /// `responders`: the device and the gateways the command may go through.
+    pub fn expect_reply(
+        &self,
+        command: &Command,
+        responders: Vec<String>,
+    ) -> Result<oneshot::Receiver<Reply>, CommandError> {
+        let mut s = self.lock();
+        if s.waiting.len() >= self.config.max_waiting {
+            return Err(CommandError::TooManyWaiting(s.waiting.len()));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiting.insert(
+            command.id.clone(),
+            Waiting {
+                reply: tx,
+                responders,
+                app_uid: command.app_uid.clone(),
+            },
+        );
+        Ok(rx)
+    }
+
+    /// Stops waiting for a reply (the caller gave up).
+    pub fn forget(&self, command_id: &str) {
+        self.lock().waiting.remove(command_id);
+    }
+
+    /// Sends `command`: to the first of `targets` (the device, then its gateways, as keys)
+    /// that has a sink taking it; else, with a `ttl`, queues it for the device; else fails.
+    pub fn send(
+        &self,
+        command: Command,
+        targets: &[DeviceKey],
+        ttl: Option<Duration>,
+    ) -> Result<Outcome, CommandError> {
+        let mut s = self.lock();
+        for key in targets {
+            if let Some(list) = s.sinks.get(key) {
+                // The newest connection first.
+                for (_, sink) in list.iter().rev() {
+                    if sink.deliver(&command).is_ok() {
+                        return Ok(Outcome::Delivered);
+                    }
+                }
+            }
+        }
+        let Some(ttl) = ttl else {
+            return Err(CommandError::Unreachable(command.device.clone()));
+        };
+        let key = (command.app_uid.clone(), command.device.clone());
+        let queue = s.queues.entry(key).or_default();
+        if queue.len() >= self.config.max_queue_per_device {
+            return Err(CommandError::QueueFull(command.device.clone(), queue.len()));
+        }
+        queue.push_back(Queued {
+            command,
+            expires: Instant::now() + ttl,
+        });
+        Ok(Outcome::Queued)
+    }
+
+    /// A device's reply to command `command_id`. `responder` is the device (or gateway) that
+    /// replied, of application `app_uid`.
+    pub fn reply(
+        &self,
+        app_uid: &str,
+        responder: &str,
+        command_id: &str,
+        reply: Reply,
+    ) -> Result<(), ReplyError> {
+        let mut s = self.lock();
+        let Some(w) = s.waiting.get(command_id) else {
+            return Err(ReplyError::Unknown(command_id.to_string()));
+        };
+        if w.app_uid != app_uid || !w.responders.iter().any(|r| r == responder) {
+            return Err(ReplyError::NotYours(
+                command_id.to_string(),
+                responder.to_string(),
+            ));
+        }
+        let w = s
+            .waiting
+            .remove(command_id)
+            .ok_or_else(|| ReplyError::Unknown(command_id.to_string()))?;
+        w.reply
+            .send(reply)
+            .map_err(|_| ReplyError::Unknown(command_id.to_string()))
+    }
+
+    /// Removes queued commands whose time to live ended; returns them (to report).
+    pub fn expire(&self, now: Instant) -> Vec<Command> {
+        let mut s = self.lock();
+        let mut expired = Vec::new();
+        s.queues.retain(|_, q| {
+            q.retain(|c| {
+                if c.expires <= now {
+                    expired.push(c.command.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            !q.is_empty()
+        });
+        expired
+    }
+
+    /// Commands queued for a device.
+    pub fn queued(&self, key: &DeviceKey) -> usize {
+        self.lock().queues.get(key).map_or(0, VecDeque::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    struct Collect(Mutex<Vec<Command>>, Option<SinkRefusal>);
+
+    impl CommandSink for Collect {
+        fn deliver(&self, c: &Command) -> Result<(), SinkRefusal> {
+            if let Some(r) = self.1 {
+                return Err(r);
+            }
+            self.0.lock().unwrap().push(c.clone());
+            Ok(())
+        }
+    }
+
+    fn cmd(id: &str, device: &str) -> Command {
+        Command {
+            id: id.into(),
+            app: "app".into(),
+            app_uid: "u".into(),
+            device: device.into(),
+            name: "set".into(),
+            payload: Bytes::from_static(b"{}"),
+            content_type: None,
+            expects_reply: false,
+        }
+    }
+
+    fn key(d: &str) -> DeviceKey {
+        ("u".into(), d.into())
+    }
+
+    #[test]
+    fn delivers_queues_and_expires() {
+        let r = CommandRouter::new(RouterConfig {
+            max_queue_per_device: 2,
+            max_waiting: 10,
+        });
+        assert_eq!(
+            r.send(cmd("1", "d"), &[key("d")], None),
+            Err(CommandError::Unreachable("d".into()))
+        );
+        assert_eq!(
+            r.send(cmd("1", "d"), &[key("d")], Some(Duration::from_secs(60))),
+            Ok(Outcome::Queued)
+        );
+        assert_eq!(
+            r.send(cmd("2", "d"), &[key("d")], Some(Duration::from_secs(60))),
+            Ok(Outcome::Queued)
+        );
+        assert!(matches!(
+            r.send(cmd("3", "d"), &[key("d")], Some(Duration::from_secs(60))),
+            Err(CommandError::QueueFull(..))
+        ));
+        let sink = Arc::new(Collect(Mutex::new(Vec::new()), None));
+        let reg = r.register(key("d"), sink.clone());
+        let ids: Vec<_> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(
+            ids,
+            ["1", "2"],
+            "queued commands delivered in order on connect"
+        );
+        assert_eq!(
+            r.send(cmd("4", "d"), &[key("d")], None),
+            Ok(Outcome::Delivered)
+        );
+        drop(reg);
+        assert!(
+            r.send(cmd("5", "d"), &[key("d")], None).is_err(),
+            "unregistered on drop"
+        );
+        r.send(cmd("6", "d"), &[key("d")], Some(Duration::from_millis(1)))
+            .unwrap();
+        let expired = r.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(r.queued(&key("d")), 0);
+    }
+
+    #[test]
+    fn gateways_and_replies() {
+        let r = CommandRouter::new(RouterConfig::default());
+        let refusing = Arc::new(Collect(
+            Mutex::new(Vec::new()),
+            Some(SinkRefusal::NotSubscribed),
+        ));
+        let _a = r.register(key("d"), refusing);
+        let gw = Arc::new(Collect(Mutex::new(Vec::new()), None));
+        let _b = r.register(key("gw"), gw.clone());
+        let c = Command {
+            expects_reply: true,
+            ..cmd("r1", "d")
+        };
+        let mut rx = r.expect_reply(&c, vec!["d".into(), "gw".into()]).unwrap();
+        assert_eq!(
+            r.send(c, &[key("d"), key("gw")], None),
+            Ok(Outcome::Delivered)
+        );
+        assert_eq!(gw.0.lock().unwrap().len(), 1, "the gateway took it");
+        let reply = Reply {
+            status: 200,
+            payload: Bytes::from_static(b"ok"),
+            content_type: None,
+        };
+        assert!(matches!(
+            r.reply("u", "other", "r1", reply.clone()),
+            Err(ReplyError::NotYours(..))
+        ));
+        r.reply("u", "gw", "r1", reply.clone()).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), reply);
+        assert!(matches!(
+            r.reply("u", "gw", "r1", reply),
+            Err(ReplyError::Unknown(_))
+        ));
+    }
+}
