@@ -6,9 +6,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use drover_bus::commands::{Command, CommandError, Outcome};
-use drover_bus::StreamKey;
-use drover_model::{Event, Permission};
+use drover_bus::commands::{CommandError, Outcome};
+use drover_integrations::commands::{CommandRequest, SendError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,11 +17,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorInformation};
 use crate::extract::{Path, Query};
 use crate::ApiState;
-
-/// Longest `timeout` (seconds) a caller may wait for a reply.
-pub const MAX_TIMEOUT: u64 = 300;
-/// Longest `ttl` (seconds) a command may wait for an offline device.
-pub const MAX_TTL: u64 = 7 * 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(send_command))
@@ -39,19 +33,6 @@ pub struct CommandQuery {
     /// Seconds the command may wait for a device that cannot be reached now. Without it, an
     /// unreachable device is an error (503). Extension of the Drogue contract.
     ttl: Option<u64>,
-}
-
-fn validate_name(name: &str) -> ApiResult<()> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains(['/', '+', '#'])
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "invalid command name '{name}': 1 to 255 characters without '/', '+', '#' or control characters"
-        )));
-    }
-    Ok(())
 }
 
 /// Send a command to a device: 202 once it was handed to a connection of the device (or of a
@@ -75,96 +56,44 @@ async fn send_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    validate_name(&q.command)?;
-    let timeout = match q.timeout {
-        Some(t) if t == 0 || t > MAX_TIMEOUT => {
-            return Err(ApiError::BadRequest(format!(
-                "timeout must be 1 to {MAX_TIMEOUT} seconds"
-            )))
-        }
-        t => t,
-    };
-    let ttl = match q.ttl {
-        Some(t) if t == 0 || t > MAX_TTL => {
-            return Err(ApiError::BadRequest(format!(
-                "ttl must be 1 to {MAX_TTL} seconds"
-            )))
-        }
-        t => t,
-    };
-    let application = s.registry.authorize(&who, &app, Permission::Write).await?;
-    let target = s.registry.get_device(&who, &app, &device).await?;
-    let (Some(router), Some(log)) = (&s.commands, &s.log) else {
+    let Some(service) = &s.commands else {
         return Err(ApiError::Unavailable(
             "commands are not available on this node".into(),
         ));
     };
-    if application.is_deleting() || drover_model::spec::disabled(&application.spec) {
-        return Err(ApiError::Conflict(format!(
-            "application '{app}' is disabled or being deleted"
-        )));
-    }
-    if target.is_deleting() || drover_model::spec::disabled(&target.spec) {
-        return Err(ApiError::Conflict(format!(
-            "device '{device}' is disabled or being deleted"
-        )));
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let command = Command {
-        id: uuid::Uuid::new_v4().to_string(),
-        app: app.clone(),
-        app_uid: application.metadata.uid.clone(),
-        device: target.metadata.name.clone(),
+    let request = CommandRequest {
+        app,
+        device,
         name: q.command.clone(),
-        payload: body.clone(),
-        content_type: content_type.clone(),
-        expects_reply: timeout.is_some(),
+        payload: body,
+        content_type,
+        timeout: q.timeout.map(Duration::from_secs),
+        ttl: q.ttl.map(Duration::from_secs),
     };
-    // The device itself first, then the gateways it names.
-    let gateways = drover_model::spec::gateways(&target.spec);
-    let targets: Vec<_> = std::iter::once(target.metadata.name.clone())
-        .chain(gateways.iter().cloned())
-        .map(|d| (application.metadata.uid.clone(), d))
-        .collect();
-    let reply = match timeout {
-        Some(_) => {
-            let responders = targets.iter().map(|(_, d)| d.clone()).collect();
-            Some(
-                router
-                    .expect_reply(&command, responders)
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?,
-            )
+    let timeout = request.timeout;
+    let sent = service.send(&who, request).await.map_err(|e| match e {
+        SendError::Invalid(m) => ApiError::BadRequest(m),
+        SendError::Registry(e) => e.into(),
+        SendError::Disabled(m) => ApiError::Conflict(m),
+        SendError::Routing(e @ CommandError::Unreachable(_)) => {
+            ApiError::DeviceUnreachable(e.to_string())
         }
-        None => None,
-    };
-    let event = command_event(&command, &target, &s.settings.version);
-    let outcome = router.send(command.clone(), &targets, ttl.map(Duration::from_secs));
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            router.forget(&command.id);
-            return Err(match e {
-                CommandError::Unreachable(_) => ApiError::DeviceUnreachable(e.to_string()),
-                CommandError::QueueFull(..) => ApiError::TooManyRequests(e.to_string()),
-                CommandError::TooManyWaiting(_) => ApiError::Unavailable(e.to_string()),
-            });
+        SendError::Routing(e @ CommandError::QueueFull(..)) => {
+            ApiError::TooManyRequests(e.to_string())
         }
-    };
-    // Audit: every command is in the application's stream.
-    let stream = StreamKey::new(app.clone(), application.metadata.uid.clone());
-    if let Err(e) = log.append(&stream, event).await {
-        tracing::warn!(app = %app, "cannot record the command in the event stream: {e}");
-    }
-    tracing::info!(app = %app, device = %device, command = %q.command, ?outcome, user = who.name(), "command sent");
-    let Some(reply) = reply else {
+        SendError::Routing(e) => ApiError::Unavailable(e.to_string()),
+        e @ SendError::External(_) => ApiError::BadGateway(e.to_string()),
+    })?;
+    let Some(timeout) = timeout else {
         return Ok(StatusCode::ACCEPTED.into_response());
     };
-    let waited = timeout.unwrap_or(1);
-    match tokio::time::timeout(Duration::from_secs(waited), reply).await {
-        Ok(Ok(r)) => {
+    let queued = sent.outcome == Outcome::Queued;
+    match service.wait(sent, timeout).await {
+        Some(r) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
             let mut resp = (status, r.payload).into_response();
             if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -172,39 +101,17 @@ async fn send_command(
             }
             Ok(resp)
         }
-        _ => {
-            router.forget(&command.id);
-            let how = if outcome == Outcome::Queued {
-                "queued, but no reply came"
+        None => {
+            let how = if queued {
+                "was queued, but no reply came"
             } else {
-                "delivered, but no reply came"
+                "was delivered, but no reply came"
             };
             Err(ApiError::Timeout(format!(
-                "command '{}' {how} within {waited} s",
-                q.command
+                "command '{}' {how} within {} s",
+                q.command,
+                timeout.as_secs()
             )))
         }
-    }
-}
-
-fn command_event(c: &Command, device: &drover_model::Resource, _version: &str) -> Event {
-    let mut extensions = vec![("commandid".to_string(), c.id.clone())];
-    extensions.push(("command".to_string(), c.name.clone()));
-    Event {
-        id: uuid::Uuid::new_v4().to_string(),
-        ty: drover_model::event::COMMAND_TYPE.to_string(),
-        channel: c.name.clone(),
-        time: chrono::Utc::now(),
-        content_type: c.content_type.clone(),
-        data_schema: None,
-        application: c.app.clone(),
-        application_uid: c.app_uid.clone(),
-        device: c.device.clone(),
-        device_uid: device.metadata.uid.clone(),
-        sender: c.device.clone(),
-        sender_uid: device.metadata.uid.clone(),
-        instance: "api".to_string(),
-        extensions,
-        data: c.payload.clone(),
     }
 }

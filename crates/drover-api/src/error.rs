@@ -42,6 +42,8 @@ pub enum ApiError {
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     NotImplemented(String),
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::DeviceUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::DeviceUnreachable(_) => "DeviceUnreachable",
             ApiError::TooManyRequests(_) => "TooManyRequests",
             ApiError::Timeout(_) => "Timeout",
+            ApiError::BadGateway(_) => "ExternalEndpointError",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::NotImplemented(_) => "NotImplemented",
             ApiError::Unavailable(_) => "ServiceUnavailable",

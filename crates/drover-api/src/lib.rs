@@ -74,8 +74,8 @@ pub struct ApiState {
     pub registry: Arc<dyn Registry>,
     /// The event log, for the WebSocket integration.
     pub log: Option<Arc<dyn drover_bus::EventLog>>,
-    /// The command router, for the command API.
-    pub commands: Option<Arc<drover_bus::commands::CommandRouter>>,
+    /// Sends commands (the command API).
+    pub commands: Option<Arc<drover_integrations::commands::CommandService>>,
     pub oidc: Option<OidcValidator>,
     pub settings: Arc<ApiSettings>,
     /// Turns true when the server shuts down: long-lived responses end.

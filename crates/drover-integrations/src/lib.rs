@@ -5,5 +5,6 @@
 //! Integrations know nothing of device protocols: they meet the endpoints only in the bus.
 
 pub mod cloudevent;
+pub mod commands;
 pub mod mqtt;
 pub mod websocket;

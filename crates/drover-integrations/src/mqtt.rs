@@ -29,9 +29,15 @@
 //! an alias); a session that subscribes twice with the same filter keeps one subscription (an
 //! unchanged re-subscription, as resuming clients send, changes nothing).
 //!
-//! A PUBLISH is refused (commands arrive with a later issue): QoS 1 gets PUBACK 0x87 (MQTT 5) or
-//! closes the connection (3.1.1, which has no negative acknowledgement); QoS 0 is dropped; each
-//! is logged.
+//! # Commands
+//!
+//! A PUBLISH to `command/<app>/<device>/<command>` sends a command (the user needs the manager
+//! role on the application); the PUBACK follows once it was handed to the device's connection
+//! or queued. MQTT 5 user properties `ttl` (seconds: queue for an offline device) and `timeout`
+//! (seconds, default 30) apply; with a Response Topic the device's reply is published there with
+//! the request's Correlation Data and a user property `status`. Refusals: 0x90 for other topics
+//! or bad names, 0x87 for applications/devices the user may not command, 0x97 for a full queue,
+//! 0x80 for a device that cannot be reached (3.1.1: the connection closes); each is logged.
 //!
 //! # Content modes
 //!
@@ -79,6 +85,9 @@
 //!
 //! Shared groups span only this node for now; sessions are in memory (a server restart ends
 //! them, clients subscribe again and resume from the committed offsets).
+
+use crate::commands::{CommandRequest, CommandService, SendError};
+use drover_bus::commands::CommandError;
 
 mod dispatch;
 mod message;
@@ -145,6 +154,8 @@ pub struct IntegrationClient {
     pub persistent: bool,
     /// Protocol version.
     pub protocol: ProtocolVersion,
+    /// The session, once connected (replies to commands are published to it).
+    session: std::sync::OnceLock<SessionHandle>,
 }
 
 /// A subscription, as a session holds it.
@@ -237,6 +248,7 @@ pub struct IntegrationPolicy {
     settings: IntegrationSettings,
     state: Mutex<State>,
     next_member: AtomicU64,
+    commands: Option<Arc<CommandService>>,
 }
 
 impl std::fmt::Debug for IntegrationPolicy {
@@ -264,7 +276,15 @@ impl IntegrationPolicy {
             settings,
             state: Mutex::new(State::default()),
             next_member: AtomicU64::new(1),
+            commands: None,
         }
+    }
+
+    /// Lets integration clients send commands: PUBLISH to `command/<app>/<device>/<command>`
+    /// (MQTT 5: with a response topic, the device's reply comes back there).
+    pub fn with_commands(mut self, service: Arc<CommandService>) -> Self {
+        self.commands = Some(service);
+        self
     }
 
     /// The settings.
@@ -563,6 +583,7 @@ impl Policy for IntegrationPolicy {
             session_key: session_key.clone(),
             persistent: !req.session_expiry.is_zero(),
             protocol: req.protocol,
+            session: std::sync::OnceLock::new(),
         };
         Ok(Accepted::new(Arc::new(client), session_key)
             .wildcard_subscriptions(false)
@@ -572,11 +593,96 @@ impl Policy for IntegrationPolicy {
     async fn connected(&self, client: &Self::Identity, session: &SessionHandle, present: bool) {
         tracing::debug!(user = client.principal.name(), client_id = %client.client_id, present, "MQTT integration: client connected");
         self.refresh_online(session.key());
+        let _ = client.session.set(session.clone());
     }
 
     async fn publish(&self, client: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
-        tracing::info!(user = client.principal.name(), client_id = %client.client_id, topic = %msg.topic, "MQTT integration: PUBLISH refused: integration clients cannot publish (commands arrive with a later release)");
-        Err(PublishRefusal::NotAuthorized)
+        let refuse = |why: &str, r: PublishRefusal| {
+            tracing::info!(user = client.principal.name(), client_id = %client.client_id, topic = %msg.topic, "MQTT integration: PUBLISH refused: {why}");
+            Err(r)
+        };
+        let Some(service) = &self.commands else {
+            return refuse("commands are not available", PublishRefusal::NotAuthorized);
+        };
+        let Some((app, rest)) = msg
+            .topic
+            .strip_prefix("command/")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return refuse(
+                "integration clients publish only commands, to command/<app>/<device>/<command>",
+                PublishRefusal::TopicNameInvalid,
+            );
+        };
+        let Some((device, name)) = rest.rsplit_once('/') else {
+            return refuse(
+                "expected command/<app>/<device>/<command>",
+                PublishRefusal::TopicNameInvalid,
+            );
+        };
+        let prop = |k: &str| {
+            msg.properties
+                .user_properties
+                .iter()
+                .find(|(n, _)| &**n == k)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        let response_topic = msg.properties.response_topic.clone();
+        let timeout = response_topic
+            .as_ref()
+            .map(|_| std::time::Duration::from_secs(prop("timeout").unwrap_or(30)));
+        let request = CommandRequest {
+            app: app.to_string(),
+            device: device.to_string(),
+            name: name.to_string(),
+            payload: msg.payload.clone(),
+            content_type: msg.properties.content_type.as_ref().map(|c| c.to_string()),
+            timeout,
+            ttl: prop("ttl").map(std::time::Duration::from_secs),
+        };
+        let sent = match service.send(&client.principal, request).await {
+            Ok(s) => s,
+            Err(e) => {
+                let code = match &e {
+                    SendError::Invalid(_) => PublishRefusal::TopicNameInvalid,
+                    SendError::Routing(CommandError::QueueFull(..)) => {
+                        PublishRefusal::QuotaExceeded
+                    }
+                    SendError::Routing(CommandError::Unreachable(_)) => PublishRefusal::Unspecified,
+                    _ => PublishRefusal::NotAuthorized,
+                };
+                return refuse(&format!("command not sent: {e}"), code);
+            }
+        };
+        // MQTT 5: the reply goes to the response topic, with the correlation data.
+        if let (Some(topic), Some(timeout), Some(session)) =
+            (response_topic, timeout, client.session.get().cloned())
+        {
+            let service = service.clone();
+            let correlation = msg.properties.correlation_data.clone();
+            tokio::spawn(async move {
+                let (status, payload, content_type) = match service.wait(sent, timeout).await {
+                    Some(r) => (r.status, r.payload, r.content_type),
+                    None => (
+                        504,
+                        bytes::Bytes::from_static(b"no reply from the device in time"),
+                        Some("text/plain".into()),
+                    ),
+                };
+                let props = drover_mqtt::MessageProperties {
+                    correlation_data: correlation,
+                    content_type: content_type.map(Into::into),
+                    user_properties: vec![("status".into(), status.to_string().into())],
+                    ..Default::default()
+                };
+                let reply = drover_mqtt::OutboundMessage::new(topic, payload, QoS::AtLeastOnce)
+                    .with_properties(props);
+                if let Err(e) = session.publish(reply).await {
+                    tracing::info!("cannot deliver a command reply to the integration client: {e}");
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn subscribe(

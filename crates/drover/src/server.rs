@@ -232,6 +232,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
     );
     let commands = CommandRouter::new(RouterConfig::default());
+    let command_service = Arc::new(drover_integrations::commands::CommandService::new(
+        registry.clone(),
+        commands.clone(),
+        log.clone(),
+        config.instance.clone(),
+    ));
     let directory: Arc<dyn DeviceDirectory> = registry.clone();
     let authenticator = Arc::new(DeviceAuthenticator::new(directory));
 
@@ -259,7 +265,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let state = ApiState {
         registry: registry.clone(),
         log: Some(log.clone()),
-        commands: Some(commands.clone()),
+        commands: Some(command_service.clone()),
         oidc,
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
@@ -366,6 +372,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             ..IntegrationSettings::default()
         },
     )
+    .with_commands(command_service.clone())
     .into_server(MqttConfig::default());
     if let Some(listener) = imqtt_listener {
         let (server, mut stop) = (integration.clone(), stop_rx.clone());

@@ -398,3 +398,151 @@ async fn queued_commands_wait_for_the_device_and_expire() {
         "{types:?}"
     );
 }
+
+#[tokio::test]
+async fn applications_send_commands_through_the_mqtt_integration() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let (d, mut del) = device(&t, "dev1", "command/inbox//#").await;
+    let port = t
+        .server
+        .as_ref()
+        .unwrap()
+        .integration_mqtt_addr
+        .unwrap()
+        .port();
+    let mut o = rumqttc::v5::MqttOptions::new("backend", "127.0.0.1", port);
+    o.set_credentials("admin", common::ADMIN_TOKEN);
+    let (app, mut ael) = rumqttc::v5::AsyncClient::new(o, 10);
+    let props = PublishProperties {
+        response_topic: Some("replies/backend".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
+        ..Default::default()
+    };
+    app.publish_with_properties(
+        "command/app/dev1/read",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "?",
+        props,
+    )
+    .await
+    .unwrap();
+    // The device gets it (3.1.1: request id as the last topic level) and answers.
+    let p = tokio::time::timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                e = del.poll() => if let Ok(Event::Incoming(Packet::Publish(p))) = e { return p },
+                _ = ael.poll() => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (prefix, id) = p.topic.rsplit_once('/').unwrap();
+    assert_eq!(prefix, "command/inbox//read");
+    d.publish(
+        format!("command/reply/{id}/200"),
+        QoS::AtLeastOnce,
+        false,
+        "42",
+    )
+    .await
+    .unwrap();
+    // The application gets the reply on its response topic, with its correlation data.
+    let reply = tokio::time::timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                e = ael.poll() => if let Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(p))) = e { return p },
+                _ = del.poll() => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.topic, "replies/backend");
+    assert_eq!(&reply.payload[..], b"42");
+    let props = reply.properties.unwrap();
+    assert_eq!(props.correlation_data.as_deref(), Some(&b"req-7"[..]));
+    assert!(props
+        .user_properties
+        .contains(&("status".to_string(), "200".to_string())));
+
+    // Other topics are refused (PUBACK 0x90), and so is a device the user cannot see.
+    for topic in ["app/app", "command/app/ghost/x"] {
+        app.publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        let reason = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(a))) = ael.poll().await {
+                    return a.reason;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_ne!(
+            reason,
+            rumqttc::v5::mqttbytes::v5::PubAckReason::Success,
+            "{topic}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gateways_with_external_endpoints_get_an_http_call() {
+    use std::sync::{Arc, Mutex};
+    // The external system (e.g. a LoRaWAN network server): fails once, then takes the command.
+    let calls: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let c2 = calls.clone();
+    let app = axum::Router::new().route(
+        "/downlink",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let calls = c2.clone();
+                async move {
+                    let mut calls = calls.lock().unwrap();
+                    let auth = headers
+                        .get("x-api-key")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    calls.push((auth, body.0));
+                    if calls.len() == 1 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::ACCEPTED
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/downlink", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let admin = t.admin();
+    admin
+        .create_device("app", json!({"metadata": {"name": "lns"}, "spec": {"commands": {"commands": [
+            {"external": {"type": null, "url": url, "method": "POST", "headers": {"x-api-key": "k1"}}}]}}}))
+        .await;
+    admin
+        .create_device("app", json!({"metadata": {"name": "lora-1"}, "spec": {"gatewaySelector": {"matchNames": ["lns"]}}}))
+        .await;
+    let r = command(&t, "lora-1", "command=open")
+        .body("\u{1}\u{2}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "retried once after a 503");
+    let (auth, body) = &calls[1];
+    assert_eq!(auth, "k1");
+    assert_eq!(
+        body,
+        &json!({"application": "app", "device": "lora-1", "command": "open", "payload": "AQI="})
+    );
+}

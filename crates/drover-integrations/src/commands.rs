@@ -1,0 +1,300 @@
+//! Sending commands on behalf of an application user — shared by the command API and the MQTT
+//! integration: authorization (manager role), the device's routing targets (itself, then its
+//! gateways), the audit event, the router, and waiting for the reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_bus::commands::{Command, CommandError, CommandRouter, Outcome, Reply};
+use drover_bus::{EventLog, StreamKey};
+use drover_model::{Event, Permission, Principal};
+use drover_registry::{Registry, RegistryError};
+use tokio::sync::oneshot;
+
+/// Longest time (seconds) a caller may wait for a reply.
+pub const MAX_TIMEOUT: u64 = 300;
+/// Longest time (seconds) a command may wait for an offline device.
+pub const MAX_TTL: u64 = 7 * 24 * 3600;
+
+/// A command as an application asks for it.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub app: String,
+    pub device: String,
+    pub name: String,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    /// Wait for the device's reply.
+    pub timeout: Option<Duration>,
+    /// Queue for a device that cannot be reached now.
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Disabled(String),
+    #[error(transparent)]
+    Routing(#[from] CommandError),
+    #[error("the external command endpoint failed: {0}")]
+    External(String),
+}
+
+/// A sent command; with a timeout, the reply to wait for.
+pub struct Sent {
+    pub command: Command,
+    pub outcome: Outcome,
+    pub reply: Option<oneshot::Receiver<Reply>>,
+}
+
+/// Sends commands for application users.
+pub struct CommandService {
+    registry: Arc<dyn Registry>,
+    router: Arc<CommandRouter>,
+    log: Arc<dyn EventLog>,
+    instance: String,
+    http: reqwest::Client,
+}
+
+/// Attempts of an external endpoint call.
+const EXTERNAL_ATTEMPTS: u32 = 3;
+/// Time limit of one external endpoint call.
+const EXTERNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn validate(req: &CommandRequest) -> Result<(), SendError> {
+    let n = &req.name;
+    if n.is_empty()
+        || n.len() > 255
+        || n.contains(['/', '+', '#'])
+        || n.chars().any(char::is_control)
+    {
+        return Err(SendError::Invalid(format!(
+            "invalid command name '{n}': 1 to 255 characters without '/', '+', '#' or control characters"
+        )));
+    }
+    if let Some(t) = req.timeout {
+        if t.is_zero() || t > Duration::from_secs(MAX_TIMEOUT) {
+            return Err(SendError::Invalid(format!(
+                "timeout must be 1 to {MAX_TIMEOUT} seconds"
+            )));
+        }
+    }
+    if let Some(t) = req.ttl {
+        if t.is_zero() || t > Duration::from_secs(MAX_TTL) {
+            return Err(SendError::Invalid(format!(
+                "ttl must be 1 to {MAX_TTL} seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl CommandService {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        router: Arc<CommandRouter>,
+        log: Arc<dyn EventLog>,
+        instance: String,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(EXTERNAL_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            registry,
+            router,
+            log,
+            instance,
+            http,
+        }
+    }
+
+    /// Calls an external endpoint (`spec.commands.commands[].external` of the device or of a
+    /// gateway): `{"application", "device", "command", "payload": base64}` by default method
+    /// POST, retried on connection errors and 5xx. Returns whether it took the command.
+    async fn call_external(
+        &self,
+        endpoint: &drover_model::spec::ExternalEndpoint,
+        command: &Command,
+    ) -> Result<(), String> {
+        use base64::Engine as _;
+        let method = endpoint
+            .method
+            .as_deref()
+            .unwrap_or("POST")
+            .parse::<reqwest::Method>()
+            .map_err(|e| format!("invalid method: {e}"))?;
+        let body = serde_json::json!({
+            "application": command.app,
+            "device": command.device,
+            "command": command.name,
+            "payload": base64::engine::general_purpose::STANDARD.encode(&command.payload),
+        });
+        let mut last = String::new();
+        for attempt in 1..=EXTERNAL_ATTEMPTS {
+            let mut req = self.http.request(method.clone(), &endpoint.url).json(&body);
+            for (k, v) in &endpoint.headers {
+                req = req.header(k, v);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(format!("{} answered {}", endpoint.url, r.status()))
+                }
+                Ok(r) => last = format!("{} answered {}", endpoint.url, r.status()),
+                Err(e) => last = format!("{}: {e}", endpoint.url),
+            }
+            if attempt < EXTERNAL_ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+        Err(last)
+    }
+
+    /// External endpoints that take commands for `device`: its own, then its gateways'.
+    async fn external_endpoints(
+        &self,
+        app: &str,
+        device: &drover_model::Resource,
+        gateways: &[String],
+    ) -> Vec<drover_model::spec::ExternalEndpoint> {
+        let system = Principal::SystemAdmin("drover".into());
+        let mut docs = vec![device.clone()];
+        for g in gateways {
+            if let Ok(gw) = self.registry.get_device(&system, app, g).await {
+                docs.push(gw);
+            }
+        }
+        docs.iter()
+            .filter_map(|d| d.spec.get("commands"))
+            .filter_map(|c| serde_json::from_value::<drover_model::spec::Commands>(c.clone()).ok())
+            .flat_map(|c| c.commands)
+            .map(|drover_model::spec::CommandEndpoint::External(e)| e)
+            .collect()
+    }
+
+    pub fn router(&self) -> &Arc<CommandRouter> {
+        &self.router
+    }
+
+    /// Sends a command as `who` (who needs the manager role on the application).
+    pub async fn send(&self, who: &Principal, req: CommandRequest) -> Result<Sent, SendError> {
+        validate(&req)?;
+        let application = self
+            .registry
+            .authorize(who, &req.app, Permission::Write)
+            .await?;
+        let target = self.registry.get_device(who, &req.app, &req.device).await?;
+        if application.is_deleting() || drover_model::spec::disabled(&application.spec) {
+            return Err(SendError::Disabled(format!(
+                "application '{}' is disabled or being deleted",
+                req.app
+            )));
+        }
+        if target.is_deleting() || drover_model::spec::disabled(&target.spec) {
+            return Err(SendError::Disabled(format!(
+                "device '{}' is disabled or being deleted",
+                req.device
+            )));
+        }
+        let command = Command {
+            id: uuid::Uuid::new_v4().to_string(),
+            app: req.app.clone(),
+            app_uid: application.metadata.uid.clone(),
+            device: target.metadata.name.clone(),
+            name: req.name.clone(),
+            payload: req.payload.clone(),
+            content_type: req.content_type.clone(),
+            expects_reply: req.timeout.is_some(),
+        };
+        // The device itself first, then the gateways it names.
+        let responders: Vec<String> = std::iter::once(target.metadata.name.clone())
+            .chain(drover_model::spec::gateways(&target.spec))
+            .collect();
+        let targets: Vec<_> = responders
+            .iter()
+            .map(|d| (command.app_uid.clone(), d.clone()))
+            .collect();
+        let reply = match req.timeout {
+            Some(_) => Some(self.router.expect_reply(&command, responders.clone())?),
+            None => None,
+        };
+        // Devices whose last mile belongs to another system (e.g. a LoRaWAN network server):
+        // the command goes there, as an HTTP call.
+        let gateways: Vec<String> = responders[1..].to_vec();
+        let external = self.external_endpoints(&req.app, &target, &gateways).await;
+        let outcome = if !external.is_empty() {
+            let mut result = Err(String::new());
+            for endpoint in &external {
+                result = self.call_external(endpoint, &command).await;
+                if result.is_ok() {
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => {
+                    self.router.forget(&command.id);
+                    tracing::warn!(app = %command.app, device = %command.device, "external command endpoint failed: {e}");
+                    return Err(SendError::External(e));
+                }
+            }
+        } else {
+            match self.router.send(command.clone(), &targets, req.ttl) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.router.forget(&command.id);
+                    return Err(e.into());
+                }
+            }
+        };
+        // Audit: every command is in the application's stream.
+        let event = Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            ty: drover_model::event::COMMAND_TYPE.to_string(),
+            channel: command.name.clone(),
+            time: chrono::Utc::now(),
+            content_type: command.content_type.clone(),
+            data_schema: None,
+            application: command.app.clone(),
+            application_uid: command.app_uid.clone(),
+            device: command.device.clone(),
+            device_uid: target.metadata.uid.clone(),
+            sender: who.name().to_string(),
+            sender_uid: String::new(),
+            instance: self.instance.clone(),
+            extensions: vec![
+                ("commandid".into(), command.id.clone()),
+                ("command".into(), command.name.clone()),
+            ],
+            data: command.payload.clone(),
+        };
+        let stream = StreamKey::new(command.app.clone(), command.app_uid.clone());
+        if let Err(e) = self.log.append(&stream, event).await {
+            tracing::warn!(app = %command.app, "cannot record the command in the event stream: {e}");
+        }
+        tracing::info!(app = %command.app, device = %command.device, command = %command.name, ?outcome, user = who.name(), "command sent");
+        Ok(Sent {
+            command,
+            outcome,
+            reply,
+        })
+    }
+
+    /// Waits for the reply of a sent command (`None`: none in time; the wait is then forgotten).
+    pub async fn wait(&self, sent: Sent, timeout: Duration) -> Option<Reply> {
+        let rx = sent.reply?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Some(r),
+            _ => {
+                self.router.forget(&sent.command.id);
+                None
+            }
+        }
+    }
+}
