@@ -104,6 +104,8 @@ impl Default for RouterConfig {
 struct Queued {
     command: Command,
     expires: Instant,
+    /// Keys whose sinks may take it: the device and its gateways.
+    targets: Vec<DeviceKey>,
 }
 
 struct Waiting {
@@ -177,10 +179,21 @@ impl CommandRouter {
             .entry(key.clone())
             .or_default()
             .push((id, sink.clone()));
+        // Hand over what waits for this key: the device's own queue, and the queues of devices
+        // this key (a gateway) may take commands for.
         let now = Instant::now();
-        if let Some(queue) = s.queues.get_mut(&key) {
+        let keys: Vec<DeviceKey> = s
+            .queues
+            .iter()
+            .filter(|(_, q)| q.front().is_some_and(|c| c.targets.contains(&key)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let Some(queue) = s.queues.get_mut(&k) else {
+                continue;
+            };
             while let Some(q) = queue.front() {
-                if q.expires <= now {
+                if q.expires <= now || !q.targets.contains(&key) {
                     // Expired ones are reported by `expire`; leave them for it.
                     break;
                 }
@@ -192,7 +205,7 @@ impl CommandRouter {
                 }
             }
             if queue.is_empty() {
-                s.queues.remove(&key);
+                s.queues.remove(&k);
             }
         }
         SinkRegistration {
@@ -260,6 +273,7 @@ impl CommandRouter {
         queue.push_back(Queued {
             command,
             expires: Instant::now() + ttl,
+            targets: targets.to_vec(),
         });
         Ok(Outcome::Queued)
     }
@@ -399,6 +413,24 @@ mod tests {
             .unwrap();
         let expired = r.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(expired.len(), 1);
+        assert_eq!(r.queued(&key("d")), 0);
+    }
+
+    #[test]
+    fn a_gateway_connecting_takes_the_queued_commands_of_its_devices() {
+        let r = CommandRouter::new(RouterConfig::default());
+        let targets = [key("d"), key("gw")];
+        r.send(cmd("1", "d"), &targets, Some(Duration::from_secs(60)))
+            .unwrap();
+        r.send(cmd("2", "d"), &targets, Some(Duration::from_secs(60)))
+            .unwrap();
+        let other = Arc::new(Collect(Mutex::new(Vec::new()), None));
+        let _o = r.register(key("stranger"), other.clone());
+        assert!(other.0.lock().unwrap().is_empty());
+        let gw = Arc::new(Collect(Mutex::new(Vec::new()), None));
+        let _g = r.register(key("gw"), gw.clone());
+        let ids: Vec<_> = gw.0.lock().unwrap().iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids, ["1", "2"]);
         assert_eq!(r.queued(&key("d")), 0);
     }
 
