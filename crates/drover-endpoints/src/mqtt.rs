@@ -42,6 +42,24 @@ pub struct DeviceConnection {
     v5: bool,
     /// Registered with the command router while connected.
     commands: std::sync::Mutex<Option<SinkRegistration>>,
+    /// Devices this gateway was authorized to publish for, with when.
+    targets:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<Resource>)>>,
+    /// Serializes gateway lookups so publishes keep their order (see `gateway_target`).
+    lookup: tokio::sync::Mutex<()>,
+}
+
+/// How long a gateway's authorization for a device is reused.
+const TARGET_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl DeviceConnection {
+    fn cached_target(&self, target: &str) -> Option<Arc<Resource>> {
+        let cache = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(target)
+            .filter(|(at, _)| at.elapsed() < TARGET_CACHE)
+            .map(|(_, d)| d.clone())
+    }
 }
 
 /// Hands commands to a device's MQTT session (its own, or a gateway's for devices behind it).
@@ -263,6 +281,51 @@ impl DevicePolicy {
         })
     }
 
+    /// The device a gateway publishes for, authorized through the registry and cached for a few
+    /// seconds. Publishes are processed concurrently but must reach the log in packet order: a
+    /// lookup happens under a per-connection lock, and the append is enqueued before the next
+    /// publish can take it, so a later message for the same device never overtakes an earlier
+    /// one.
+    async fn gateway_target(
+        &self,
+        conn: &DeviceConnection,
+        target: &str,
+    ) -> Result<Arc<Resource>, PublishRefusal> {
+        if let Some(d) = conn.cached_target(target) {
+            return Ok(d);
+        }
+        let _order = conn.lookup.lock().await;
+        if let Some(d) = conn.cached_target(target) {
+            return Ok(d);
+        }
+        let device = self
+            .auth
+            .authorize_as(&conn.device, target)
+            .await
+            .map_err(|e| {
+                tracing::info!(
+                    app = conn.device.app_name(),
+                    gateway = conn.device.device_name(),
+                    target,
+                    "publish refused: {e}"
+                );
+                if e.is_unavailable() {
+                    PublishRefusal::ImplementationSpecific
+                } else {
+                    PublishRefusal::NotAuthorized
+                }
+            })?;
+        let mut cache = conn.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(
+            target.to_string(),
+            (std::time::Instant::now(), device.clone()),
+        );
+        Ok(device)
+    }
+
     async fn event_for(
         &self,
         conn: &DeviceConnection,
@@ -272,19 +335,7 @@ impl DevicePolicy {
         let device: Arc<Resource> = match target {
             None => conn.device.device.clone(),
             Some(t) if t == conn.device.device_name() => conn.device.device.clone(),
-            Some(t) => self.auth.authorize_as(&conn.device, t).await.map_err(|e| {
-                tracing::info!(
-                    app = conn.device.app_name(),
-                    gateway = conn.device.device_name(),
-                    target = t,
-                    "publish refused: {e}"
-                );
-                if e.is_unavailable() {
-                    PublishRefusal::ImplementationSpecific
-                } else {
-                    PublishRefusal::NotAuthorized
-                }
-            })?,
+            Some(t) => self.gateway_target(conn, t).await?,
         };
         let declared = msg.properties.content_type.as_ref().map(|c| c.to_string());
         if let Some(ct) = declared.as_deref().filter(|c| is_json(c)) {
@@ -396,6 +447,8 @@ impl Policy for DevicePolicy {
             device,
             v5: req.protocol.is_v5(),
             commands: std::sync::Mutex::new(None),
+            targets: std::sync::Mutex::new(std::collections::HashMap::new()),
+            lookup: tokio::sync::Mutex::new(()),
         };
         Ok(Accepted::new(Arc::new(conn), key)
             .shared_subscriptions(false)

@@ -337,7 +337,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             commands.clone(),
             config.instance.clone(),
         ),
-        MqttConfig::default(),
+        // Publishes of one connection are processed concurrently (PUBACKs stay in order and
+        // the device policy keeps the log order), so a device's throughput is not bound by
+        // the latency of one fsync.
+        MqttConfig {
+            inbound_concurrency: 64,
+            ..MqttConfig::default()
+        },
     );
     if let Some(listener) = mqtt_listener {
         let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
