@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use drover::{AdminToken, Config, ServeArgs, StartError};
 
@@ -21,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the platform: registry, management API (and, as they arrive, device endpoints and integrations).
     Serve {
@@ -30,12 +33,15 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { args, print_config } => serve(args, print_config),
+        Command::Client(cmd) => cli::run(cmd),
     }
 }
 
