@@ -128,22 +128,6 @@ impl DevicePolicy {
         }
     }
 
-    /// (Re-)registers the session with the command router, which hands it what is queued.
-    fn register_commands(&self, conn: &DeviceConnection, session: &SessionHandle) {
-        let sink = Arc::new(MqttSink {
-            session: session.clone(),
-            device: conn.device.device_name().to_string(),
-            v5: conn.v5,
-        });
-        let key = (
-            conn.device.app_uid().to_string(),
-            conn.device.device_name().to_string(),
-        );
-        let mut slot = conn.commands.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = None;
-        *slot = Some(self.commands.register(key, sink));
-    }
-
     /// A reply to a command: `command/reply/<id>[/<status>]`.
     async fn reply(
         &self,
@@ -364,6 +348,31 @@ impl DevicePolicy {
     }
 }
 
+/// (Re-)registers a session with the command router, which hands it what is queued for it.
+/// With `only_if_registered`, nothing happens once the connection ended.
+fn register_commands(
+    router: &Arc<CommandRouter>,
+    conn: &DeviceConnection,
+    session: &SessionHandle,
+    only_if_registered: bool,
+) {
+    let mut slot = conn.commands.lock().unwrap_or_else(|e| e.into_inner());
+    if only_if_registered && slot.is_none() {
+        return;
+    }
+    let sink = Arc::new(MqttSink {
+        session: session.clone(),
+        device: conn.device.device_name().to_string(),
+        v5: conn.v5,
+    });
+    let key = (
+        conn.device.app_uid().to_string(),
+        conn.device.device_name().to_string(),
+    );
+    *slot = None;
+    *slot = Some(router.register(key, sink));
+}
+
 fn credentials(req: &ConnectRequest) -> Option<DeviceCredentials> {
     let username = req.username.as_ref().map(|u| u.to_string());
     let password = req
@@ -456,7 +465,7 @@ impl Policy for DevicePolicy {
     }
 
     async fn connected(&self, conn: &Self::Identity, session: &SessionHandle, _present: bool) {
-        self.register_commands(conn, session);
+        register_commands(&self.commands, conn, session, false);
         tracing::debug!(
             app = conn.device.app_name(),
             device = conn.device.device_name(),
@@ -494,20 +503,8 @@ impl Policy for DevicePolicy {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                let sink = Arc::new(MqttSink {
-                    session: session.clone(),
-                    device: conn.device.device_name().to_string(),
-                    v5: conn.v5,
-                });
-                let key = (
-                    conn.device.app_uid().to_string(),
-                    conn.device.device_name().to_string(),
-                );
-                let mut slot = conn.commands.lock().unwrap_or_else(|e| e.into_inner());
-                if slot.is_some() {
-                    *slot = None;
-                    *slot = Some(router.register(key, sink));
-                }
+                // Only while still connected (`disconnected` clears the registration).
+                register_commands(&router, &conn, &session, true);
             });
         }
         req.filters
