@@ -212,10 +212,14 @@ raise_nofile() {
     ulimit -n
 }
 
+# Machine, and which Drover: DROVER_COMMIT names the commit a given DROVER binary was built from
+# (default: the checkout's HEAD, which is what build_all builds).
 machine_line() {
+    local commit=${DROVER_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD)$(
+        git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo '+uncommitted')}
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
-        "$(free -g | awk '/Mem:/ {print $2}') GiB; commit $(git -C "$ROOT" rev-parse --short HEAD)$(
-        git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+        "$(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r); drover $commit"\
+        "($DROVER, sha256 $(sha256sum "$DROVER" | cut -c1-12)); mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')"
 }
 
 # Records a RESULT line (from stdin) in the results file and echoes it.

@@ -4,7 +4,9 @@
 # Writes bench/results/profile-<time>-qos<q>.{data,self.txt,children.txt}: self time per function
 # and inclusive time per function. Needs `perf`; falls back to valgrind --tool=callgrind
 # (much slower, a smaller load) when perf cannot record.
-# Environment: QOS="0 1" PUBLISHERS=10 MESSAGES=100000 SIZE=64 FREQ=499
+# With HTTP=1 (default) also the HTTP telemetry endpoint under 16 keep-alive clients
+# (profile-<time>-http.*).
+# Environment: QOS="0 1" PUBLISHERS=10 MESSAGES=100000 SIZE=64 FREQ=499 HTTP=1
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PUBLISHERS=${PUBLISHERS:-10}
@@ -48,6 +50,24 @@ if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
             head -12 "$out-qos$qos.strace.txt" || true
         fi
     done
+    if [[ ${HTTP:-1} == 1 ]]; then
+        start_drover
+        provision 16
+        log "profiling Drover, HTTP telemetry with 16 clients"
+        perf record -e cpu-clock -F "$FREQ" --call-graph dwarf,16384 -p "$BROKER_PID" \
+            -o "$out-http.data" 2>"$out-http.perf.log" &
+        perf_pid=$!
+        sleep 1
+        lg http --label drover --addr "$HTTP_ADDR" --pid "$BROKER_PID" --clients 16 --duration 10 \
+            --warmup 1 | tee -a "$out.txt" || true
+        kill -INT "$perf_pid"; wait "$perf_pid" || true
+        stop_broker
+        perf report -i "$out-http.data" --no-children --sort symbol --stdio \
+            --percent-limit 0.3 2>/dev/null | grep -v '^$' | head -400 >"$out-http.self.txt" || true
+        perf report -i "$out-http.data" --children --sort symbol --stdio -g none \
+            --percent-limit 2 2>/dev/null | grep -v '^$' | head -200 >"$out-http.children.txt" || true
+        log "HTTP: $out-http.self.txt (self), $out-http.children.txt (inclusive)"
+    fi
 else
     log "perf cannot record here: using valgrind --tool=callgrind with a small load"
     for qos in $QOS; do

@@ -17,7 +17,7 @@ for s in $SCENARIOS; do
     if [[ $first == 0 ]]; then export SKIP_BUILD=1; fi
     first=0
     echo "=== $s ===" >&2
-    out=$("$BENCH_DIR/$s.sh" | tee /dev/stderr | awk '/^## /{p=1} p') || echo "($s failed)" >&2
+    out=$("$BENCH_DIR/$s.sh" | tee -a /dev/stderr | awk '/^## /{p=1} p') || echo "($s failed)" >&2
     printf '%s\n\n' "$out" >>"$SUMMARY"
 done
 echo "summary: $SUMMARY" >&2

@@ -119,6 +119,7 @@ pub async fn idle(args: &Args) -> Result<(), String> {
         ("bytes_per_conn", f1(per_conn)),
         ("connect_cpu_s", f2(procfs::delta(cpu0, cpu1))),
         ("idle_cpu_pct", f2(procfs::delta(cpu1, cpu2) * 100.0 / hold)),
+        ("first_error", m.first_error.clone().unwrap_or_else(|| "-".into())),
     ]);
     drop(m);
     Ok(())
@@ -136,6 +137,7 @@ pub async fn storm(args: &Args) -> Result<(), String> {
         ("scenario".into(), "storm".into()),
         ("label".into(), args.str("label", "target")),
         ("connections".into(), n.to_string()),
+        ("concurrency".into(), args.str("concurrency", &n.to_string())),
         ("connected".into(), held.to_string()),
         ("failed".into(), m.failed.to_string()),
         ("all_connected_s".into(), f2(m.elapsed_s)),
@@ -149,6 +151,10 @@ pub async fn storm(args: &Args) -> Result<(), String> {
     for (name, p) in [("connack_p50_ms", 50.0), ("connack_p99_ms", 99.0)] {
         f.push((name.into(), f1(stats::pct(&lat, p) / 1e6)));
     }
+    f.push((
+        "first_error".into(),
+        m.first_error.clone().unwrap_or_else(|| "-".into()),
+    ));
     let refs: Vec<(&str, String)> = f.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     result(&refs);
     drop(m);

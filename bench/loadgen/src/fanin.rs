@@ -248,6 +248,8 @@ struct Run {
     wall_end: u64,
     /// Other load on the broker's core, and steal, in percent (see procfs::core_noise).
     noise: (f64, f64),
+    /// The load generator's own CPU seconds over the run (it must not be the bottleneck).
+    gen_cpu_s: f64,
 }
 
 /// Connects the subscriber and publishers, runs them, waits for the subscriber to have
@@ -270,6 +272,7 @@ async fn drive(
     tokio::time::sleep(settle).await;
     let cpu0 = procfs::cpu_secs(c.pid);
     let core0 = procfs::core_ticks(c.broker_cpu);
+    let gen0 = procfs::self_cpu_secs();
     let t0 = now_ns();
     let template = mqtt::publish_template(&c.topic, c.qos, c.size);
     let mut tasks = Vec::new();
@@ -337,6 +340,7 @@ async fn drive(
         cpu_s,
         wall_end,
         noise: procfs::core_noise(core0, core1, cpu_s),
+        gen_cpu_s: procfs::self_cpu_secs() - gen0,
     })
 }
 
@@ -377,6 +381,10 @@ fn common_fields(c: &Common, args: &Args, run: &Run, sent: u64) -> Vec<(String, 
     f.push((
         "wall_s".into(),
         f2((run.wall_end - run.t0) as f64 / 1e9),
+    ));
+    f.push((
+        "gen_cpu_pct".into(),
+        f1(run.gen_cpu_s * 100.0 / ((run.wall_end - run.t0) as f64 / 1e9)),
     ));
     f.push(("core_other_pct".into(), f1(run.noise.0)));
     f.push(("core_steal_pct".into(), f1(run.noise.1)));

@@ -96,3 +96,8 @@ pub fn core_noise(
         _ => (f64::NAN, f64::NAN),
     }
 }
+
+/// CPU seconds (user + system) used by this process so far.
+pub fn self_cpu_secs() -> f64 {
+    cpu_ticks(std::process::id()).map_or(f64::NAN, |t| t as f64 / clk_tck() as f64)
+}
