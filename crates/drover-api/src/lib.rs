@@ -11,6 +11,7 @@ mod commands;
 mod discovery;
 pub mod error;
 mod extract;
+pub mod health;
 mod registry;
 mod tokens;
 mod watch;
@@ -37,6 +38,10 @@ pub use ws::WS_PATH;
 /// the client used.
 pub type EndpointsFn = Arc<dyn Fn(&str) -> Vec<(String, Value)> + Send + Sync>;
 
+/// Probes the node's backends for `/health/ready`.
+pub type ReadinessFn =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<health::Check>> + Send + Sync>;
+
 /// Settings of the API.
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -52,6 +57,8 @@ pub struct ApiSettings {
     pub endpoints: EndpointsFn,
     /// WebSocket integration: disconnect consumers this many events behind.
     pub ws_max_lag: u64,
+    /// Readiness probe of the backends (`None`: ready while running).
+    pub readiness: Option<ReadinessFn>,
 }
 
 impl Default for ApiSettings {
@@ -64,6 +71,7 @@ impl Default for ApiSettings {
             version: env!("CARGO_PKG_VERSION").into(),
             endpoints: Arc::new(|_| Vec::new()),
             ws_max_lag: 10_000,
+            readiness: None,
         }
     }
 }
@@ -118,6 +126,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(ws::routes())
         .merge(commands::routes())
         .merge(discovery::routes())
+        .merge(health::routes())
 }
 
 /// The OpenAPI document of exactly the routes [`router`] serves.

@@ -3,12 +3,16 @@
 //! commands with a time to live, and the correlation of replies with waiting callers.
 //!
 //! In process, bounded, no I/O: endpoints register [`CommandSink`]s for the devices they serve;
-//! the API sends through [`CommandRouter::send`]. (A cluster-wide router is issue 6's.)
+//! the API sends through [`CommandRouter::route`]. On a cluster the router is given [`Peers`]
+//! (the NATS implementation is [`crate::cluster`]): what no local sink takes is offered to the
+//! other nodes, queues are shared, replies travel back to the node whose caller waits, and a
+//! device connecting here closes its connections on other nodes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -73,6 +77,8 @@ pub enum CommandError {
     QueueFull(String, usize),
     #[error("too many callers wait for replies ({0}): retry later")]
     TooManyWaiting(usize),
+    #[error("command routing between nodes is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,18 +124,56 @@ struct Waiting {
 /// A sink with its registration id.
 type RegisteredSink = (u64, Arc<dyn CommandSink>);
 
+/// A command delivered here for a caller on another node, whose reply goes back there.
+struct RemoteWaiting {
+    node: String,
+    responders: Vec<String>,
+    app_uid: String,
+    since: Instant,
+}
+
+/// How long a reply to a command from another node is accepted (longer than any API timeout).
+const REMOTE_REPLY_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Default)]
 struct State {
     next_sink: u64,
     sinks: HashMap<DeviceKey, Vec<RegisteredSink>>,
     queues: HashMap<DeviceKey, VecDeque<Queued>>,
     waiting: HashMap<String, Waiting>,
+    remote_waiting: HashMap<String, RemoteWaiting>,
+    /// Commands of shared queues whose time to live ended (found by [`Peers`]), to report.
+    expired: Vec<Command>,
+}
+
+/// The other nodes of a cluster, as the router sees them.
+#[async_trait]
+pub trait Peers: Send + Sync + 'static {
+    /// This node now has (`true`) or no longer has (`false`) a sink for `key`. Called under the
+    /// router's lock (so in the order the changes happened): must not block nor call the router.
+    fn interest(&self, key: &DeviceKey, present: bool);
+    /// A device connected here: the other nodes close their connections of it.
+    fn claim(&self, app: &str, key: &DeviceKey);
+    /// Offers a command no local sink took to the other nodes; with a `ttl` and no taker,
+    /// queues it where every node finds it.
+    async fn send(
+        &self,
+        command: &Command,
+        targets: &[DeviceKey],
+        ttl: Option<Duration>,
+        reply_to: Option<&str>,
+    ) -> Result<Outcome, CommandError>;
+    /// Hands a device's reply to `node`, where a caller waits for it.
+    fn reply(&self, node: &str, app_uid: &str, responder: &str, command_id: &str, reply: Reply);
+    /// This node's name among its peers.
+    fn node(&self) -> &str;
 }
 
 /// Routes commands to the connections that can take them.
 pub struct CommandRouter {
     config: RouterConfig,
     state: Mutex<State>,
+    peers: OnceLock<Arc<dyn Peers>>,
 }
 
 /// Keeps a sink registered; dropping it unregisters the sink.
@@ -143,10 +187,18 @@ impl Drop for SinkRegistration {
     fn drop(&mut self) {
         if let Some(router) = self.router.upgrade() {
             let mut s = router.lock();
+            let mut gone = false;
             if let Some(list) = s.sinks.get_mut(&self.key) {
                 list.retain(|(id, _)| *id != self.id);
                 if list.is_empty() {
                     s.sinks.remove(&self.key);
+                    gone = true;
+                }
+            }
+            // Told under the lock, so interest changes of one key reach the peers in order.
+            if gone {
+                if let Some(p) = router.peers.get() {
+                    p.interest(&self.key, false);
                 }
             }
         }
@@ -158,7 +210,22 @@ impl CommandRouter {
         Arc::new(Self {
             config,
             state: Mutex::new(State::default()),
+            peers: OnceLock::new(),
         })
+    }
+
+    /// Makes this router one node of a cluster (once, before devices connect).
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("the command router already has peers");
+        }
+    }
+
+    /// A device connected to this node: on a cluster, its connections on other nodes close.
+    pub fn session_started(&self, app: &str, key: &DeviceKey) {
+        if let Some(p) = self.peers.get() {
+            p.claim(app, key);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -175,10 +242,13 @@ impl CommandRouter {
         let mut s = self.lock();
         s.next_sink += 1;
         let id = s.next_sink;
-        s.sinks
-            .entry(key.clone())
-            .or_default()
-            .push((id, sink.clone()));
+        let list = s.sinks.entry(key.clone()).or_default();
+        list.push((id, sink.clone()));
+        if list.len() == 1 {
+            if let Some(p) = self.peers.get() {
+                p.interest(&key, true);
+            }
+        }
         // Hand over what waits for this key: the device's own queue, and the queues of devices
         // this key (a gateway) may take commands for.
         let now = Instant::now();
@@ -278,6 +348,79 @@ impl CommandRouter {
         Ok(Outcome::Queued)
     }
 
+    /// Sends `command` wherever the device can be reached: a sink on this node (the device,
+    /// then its gateways), else — on a cluster — a sink on another node or the shared queue,
+    /// else this node's queue (with a `ttl`), else fails.
+    pub async fn route(
+        &self,
+        command: Command,
+        targets: &[DeviceKey],
+        ttl: Option<Duration>,
+    ) -> Result<Outcome, CommandError> {
+        let Some(peers) = self.peers.get() else {
+            return self.send(command, targets, ttl);
+        };
+        if self.deliver_local(&command, targets) {
+            return Ok(Outcome::Delivered);
+        }
+        let reply_to = command.expects_reply.then(|| peers.node().to_string());
+        peers
+            .send(&command, targets, ttl, reply_to.as_deref())
+            .await
+    }
+
+    /// Hands `command` to a sink on this node for one of `targets`; true if one took it.
+    fn deliver_local(&self, command: &Command, targets: &[DeviceKey]) -> bool {
+        let s = self.lock();
+        targets.iter().any(|key| {
+            s.sinks.get(key).is_some_and(|list| {
+                list.iter()
+                    .rev()
+                    .any(|(_, sink)| sink.deliver(command).is_ok())
+            })
+        })
+    }
+
+    /// A command from another node (or a shared queue) for `key`: delivered to a sink here, or
+    /// refused. When a caller on `reply_to` waits, the device's reply is forwarded there.
+    pub fn accept_remote(
+        &self,
+        command: &Command,
+        key: &DeviceKey,
+        responders: Vec<String>,
+        reply_to: Option<&str>,
+    ) -> bool {
+        if !self.deliver_local(command, std::slice::from_ref(key)) {
+            return false;
+        }
+        if let (true, Some(node)) = (command.expects_reply, reply_to) {
+            let mut s = self.lock();
+            let now = Instant::now();
+            s.remote_waiting
+                .retain(|_, w| now.duration_since(w.since) < REMOTE_REPLY_WINDOW);
+            if s.remote_waiting.len() < self.config.max_waiting {
+                s.remote_waiting.insert(
+                    command.id.clone(),
+                    RemoteWaiting {
+                        node: node.to_string(),
+                        responders,
+                        app_uid: command.app_uid.clone(),
+                        since: now,
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    /// Records commands of a shared queue that expired undelivered, for [`expire`](Self::expire).
+    pub fn report_expired(&self, command: Command) {
+        let mut s = self.lock();
+        if s.expired.len() < self.config.max_waiting {
+            s.expired.push(command);
+        }
+    }
+
     /// A device's reply to command `command_id`. `responder` is the device (or gateway) that
     /// replied, of application `app_uid`.
     pub fn reply(
@@ -288,6 +431,25 @@ impl CommandRouter {
         reply: Reply,
     ) -> Result<(), ReplyError> {
         let mut s = self.lock();
+        if !s.waiting.contains_key(command_id) {
+            let Some(w) = s.remote_waiting.get(command_id) else {
+                return Err(ReplyError::Unknown(command_id.to_string()));
+            };
+            if w.app_uid != app_uid || !w.responders.iter().any(|r| r == responder) {
+                return Err(ReplyError::NotYours(
+                    command_id.to_string(),
+                    responder.to_string(),
+                ));
+            }
+            let Some(w) = s.remote_waiting.remove(command_id) else {
+                return Err(ReplyError::Unknown(command_id.to_string()));
+            };
+            drop(s);
+            if let Some(p) = self.peers.get() {
+                p.reply(&w.node, app_uid, responder, command_id, reply);
+            }
+            return Ok(());
+        }
         let Some(w) = s.waiting.get(command_id) else {
             return Err(ReplyError::Unknown(command_id.to_string()));
         };
@@ -309,7 +471,7 @@ impl CommandRouter {
     /// Removes queued commands whose time to live ended; returns them (to report).
     pub fn expire(&self, now: Instant) -> Vec<Command> {
         let mut s = self.lock();
-        let mut expired = Vec::new();
+        let mut expired = std::mem::take(&mut s.expired);
         s.queues.retain(|_, q| {
             q.retain(|c| {
                 if c.expires <= now {

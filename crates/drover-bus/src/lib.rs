@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use drover_model::Event;
 
+pub mod cluster;
 pub mod commands;
 pub mod embedded;
 

@@ -465,6 +465,14 @@ impl Policy for DevicePolicy {
     }
 
     async fn connected(&self, conn: &Self::Identity, session: &SessionHandle, _present: bool) {
+        // On a cluster, the device's connections on other nodes close.
+        self.commands.session_started(
+            conn.device.app_name(),
+            &(
+                conn.device.app_uid().to_string(),
+                conn.device.device_name().to_string(),
+            ),
+        );
         register_commands(&self.commands, conn, session, false);
         tracing::debug!(
             app = conn.device.app_name(),

@@ -245,7 +245,7 @@ impl CommandService {
                 }
             }
         } else {
-            match self.router.send(command.clone(), &targets, req.ttl) {
+            match self.router.route(command.clone(), &targets, req.ttl).await {
                 Ok(o) => o,
                 Err(e) => {
                     self.router.forget(&command.id);

@@ -649,6 +649,9 @@ impl Policy for IntegrationPolicy {
                         PublishRefusal::QuotaExceeded
                     }
                     SendError::Routing(CommandError::Unreachable(_)) => PublishRefusal::Unspecified,
+                    SendError::Routing(_) | SendError::External(_) => {
+                        PublishRefusal::ImplementationSpecific
+                    }
                     _ => PublishRefusal::NotAuthorized,
                 };
                 return refuse(&format!("command not sent: {e}"), code);

@@ -99,6 +99,36 @@ pub struct ServeArgs {
     /// Seconds to wait for requests to finish on shutdown [default: 10].
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// PostgreSQL registry shared by all nodes, `postgres://user:pass@host/db`
+    /// [default: none, the embedded SQLite registry in the data directory].
+    #[arg(
+        long,
+        env = "DROVER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema of the registry tables [default: public].
+    #[arg(long, env = "DROVER_DATABASE_SCHEMA", value_name = "NAME")]
+    pub database_schema: Option<String>,
+    /// Most PostgreSQL connections of this node [default: 16].
+    #[arg(long, env = "DROVER_DATABASE_MAX_CONNECTIONS", value_name = "N")]
+    pub database_max_connections: Option<u32>,
+    /// NATS server with JetStream for event streams and command routing between nodes,
+    /// `nats://host:4222` [default: none, the embedded event log].
+    #[arg(
+        long,
+        env = "DROVER_NATS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub nats_url: Option<String>,
+    /// Prefix of Drover's NATS subjects, streams and buckets (one per cluster) [default: drover].
+    #[arg(long, env = "DROVER_NATS_PREFIX", value_name = "PREFIX")]
+    pub nats_prefix: Option<String>,
+    /// JetStream replicas of Drover's streams [default: 1].
+    #[arg(long, env = "DROVER_NATS_REPLICAS", value_name = "N")]
+    pub nats_replicas: Option<usize>,
 }
 
 /// The configuration file; every key is optional.
@@ -126,6 +156,12 @@ struct FileConfig {
     api_body_limit: Option<usize>,
     shutdown_grace: Option<u64>,
     change_retention_days: Option<u32>,
+    database_url: Option<String>,
+    database_schema: Option<String>,
+    database_max_connections: Option<u32>,
+    nats_url: Option<String>,
+    nats_prefix: Option<String>,
+    nats_replicas: Option<usize>,
     oidc: Option<FileOidc>,
 }
 
@@ -184,8 +220,38 @@ pub struct Config {
     pub api_body_limit: usize,
     pub shutdown_grace: u64,
     pub change_retention_days: u32,
+    /// The PostgreSQL registry (`None`: embedded SQLite).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redact_url")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_schema: Option<String>,
+    pub database_max_connections: u32,
+    /// The NATS JetStream event log and command routing (`None`: embedded log, one node).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redact_url")]
+    pub nats_url: Option<String>,
+    pub nats_prefix: String,
+    pub nats_replicas: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSettings>,
+}
+
+/// A URL with its password (if any) replaced.
+pub fn redacted_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<redacted>"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+fn redact_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_str(&redacted_url(u)),
+        None => s.serialize_none(),
+    }
 }
 
 fn listener<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
@@ -214,6 +280,12 @@ impl std::fmt::Debug for Config {
             )
             .field("public_url", &self.public_url)
             .field("api_body_limit", &self.api_body_limit)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redacted_url),
+            )
+            .field("nats_url", &self.nats_url.as_deref().map(redacted_url))
+            .field("nats_prefix", &self.nats_prefix)
             .field("oidc", &self.oidc)
             .finish()
     }
@@ -243,6 +315,12 @@ impl Default for Config {
             api_body_limit: 1024 * 1024,
             shutdown_grace: 10,
             change_retention_days: 7,
+            database_url: None,
+            database_schema: None,
+            database_max_connections: 16,
+            nats_url: None,
+            nats_prefix: "drover".into(),
+            nats_replicas: 1,
             oidc: None,
         }
     }
@@ -437,6 +515,82 @@ impl Config {
                 "change_retention_days must be at least 1 (set --change-retention-days / DROVER_CHANGE_RETENTION_DAYS)".into(),
             ));
         }
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &database_url {
+            let ok = url::Url::parse(u)
+                .map(|p| matches!(p.scheme(), "postgres" | "postgresql"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError(format!(
+                    "invalid database_url '{}': expected postgres://user[:password]@host[:port]/database (set --database-url / DROVER_DATABASE_URL)",
+                    redacted_url(u)
+                )));
+            }
+        }
+        let database_schema = args.database_schema.or(file.database_schema);
+        if let Some(s) = &database_schema {
+            let ok = !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !s.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err(ConfigError(format!(
+                    "invalid database_schema '{s}': 1 to 63 characters of a-z, 0-9 and _, not starting with a digit (set --database-schema / DROVER_DATABASE_SCHEMA)"
+                )));
+            }
+        }
+        let database_max_connections = args
+            .database_max_connections
+            .or(file.database_max_connections)
+            .unwrap_or(d.database_max_connections);
+        if database_max_connections < 2 {
+            return Err(ConfigError(
+                "database_max_connections must be at least 2 (set --database-max-connections / DROVER_DATABASE_MAX_CONNECTIONS)".into(),
+            ));
+        }
+        let nats_url = args.nats_url.or(file.nats_url).filter(|u| !u.is_empty());
+        if let Some(u) = &nats_url {
+            let ok = u.split(',').all(|one| {
+                url::Url::parse(one.trim())
+                    .map(|p| {
+                        matches!(p.scheme(), "nats" | "tls" | "ws" | "wss") && p.host().is_some()
+                    })
+                    .unwrap_or(false)
+            });
+            if !ok {
+                return Err(ConfigError(format!(
+                    "invalid nats_url '{}': expected nats://host:port (several separated by commas) (set --nats-url / DROVER_NATS_URL)",
+                    redacted_url(u)
+                )));
+            }
+        }
+        let nats_prefix = args
+            .nats_prefix
+            .or(file.nats_prefix)
+            .unwrap_or(d.nats_prefix);
+        let ok = !nats_prefix.is_empty()
+            && nats_prefix.len() <= 32
+            && nats_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(ConfigError(format!(
+                "invalid nats_prefix '{nats_prefix}': 1 to 32 characters of a-z, 0-9 and _ (set --nats-prefix / DROVER_NATS_PREFIX)"
+            )));
+        }
+        let nats_replicas = args
+            .nats_replicas
+            .or(file.nats_replicas)
+            .unwrap_or(d.nats_replicas);
+        if !(1..=5).contains(&nats_replicas) {
+            return Err(ConfigError(
+                "nats_replicas must be 1 to 5 (set --nats-replicas / DROVER_NATS_REPLICAS)".into(),
+            ));
+        }
         let fo = file.oidc.unwrap_or_default();
         let oidc = match args.oidc_issuer_url.or(fo.issuer_url) {
             Some(issuer) => Some(OidcSettings {
@@ -488,6 +642,12 @@ impl Config {
             api_body_limit,
             shutdown_grace,
             change_retention_days,
+            database_url,
+            database_schema,
+            database_max_connections,
+            nats_url,
+            nats_prefix,
+            nats_replicas,
             oidc,
         })
     }
@@ -552,5 +712,48 @@ mod tests {
         assert!(t.contains("admin_token = \"<redacted>\""), "{t}");
         assert!(!t.contains("supersecret"));
         assert!(!format!("{c:?}").contains("supersecret"));
+        let c = Config {
+            database_url: Some("postgres://drover:hunter2hunter2@db:5432/drover".into()),
+            nats_url: Some("nats://user:natspassword@nats:4222".into()),
+            ..Default::default()
+        };
+        let t = c.to_toml();
+        assert!(
+            t.contains("postgres://drover:%3Credacted%3E@db:5432/drover"),
+            "{t}"
+        );
+        assert!(!t.contains("hunter2") && !t.contains("natspassword"), "{t}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let e = Config::load(ServeArgs {
+            database_url: Some("mysql://x@y/z".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("--database-url / DROVER_DATABASE_URL"), "{e}");
+        let e = Config::load(ServeArgs {
+            nats_url: Some("http://nats:4222".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("--nats-url / DROVER_NATS_URL"), "{e}");
+        let e = Config::load(ServeArgs {
+            nats_prefix: Some("Bad.Prefix".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("nats_prefix"), "{e}");
+        let c = Config::load(ServeArgs {
+            database_url: Some("postgres://postgres@127.0.0.1/test".into()),
+            database_schema: Some("drover_a".into()),
+            nats_url: Some("nats://127.0.0.1:4222".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.nats_prefix, "drover");
+        assert_eq!(c.database_schema.as_deref(), Some("drover_a"));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use drover_api::{ApiSettings, ApiState};
 use drover_auth::device::{DeviceAuthenticator, DeviceDirectory};
 use drover_auth::{OidcConfig, OidcValidator};
+use drover_bus::cluster::{ClusterConfig, NatsPeers, TakeoverHandler};
 use drover_bus::commands::{CommandRouter, RouterConfig};
 use drover_bus::embedded::{EmbeddedLog, LogConfig};
 use drover_bus::{EventLog, StreamKey};
@@ -231,7 +232,54 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .await
             .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
     );
+    let nats = match &config.nats_url {
+        Some(url) => Some(connect_nats(url, &config.instance).await?),
+        None => None,
+    };
     let commands = CommandRouter::new(RouterConfig::default());
+    // On a cluster, the device's other connections are closed when it connects here; the MQTT
+    // server that holds them exists only further down.
+    let mqtt_slot: Arc<std::sync::OnceLock<std::sync::Weak<MqttServer<DevicePolicy>>>> =
+        Arc::default();
+    let _peers = match &nats {
+        Some(client) => {
+            let slot = mqtt_slot.clone();
+            let takeover: TakeoverHandler = Arc::new(move |app: &str, device: &str| {
+                if let Some(mqtt) = slot.get().and_then(std::sync::Weak::upgrade) {
+                    if let Some(session) = mqtt.session(&format!("{app}/{device}")) {
+                        if session.disconnect(drover_mqtt::ReasonCode::SESSION_TAKEN_OVER) {
+                            tracing::info!(
+                                app,
+                                device,
+                                "the device connected to another node: closed its connection here"
+                            );
+                        }
+                    }
+                }
+            });
+            let node = format!(
+                "{}-{}",
+                config.instance,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            Some(
+                NatsPeers::start(
+                    client.clone(),
+                    ClusterConfig {
+                        prefix: config.nats_prefix.clone(),
+                        node,
+                        replicas: config.nats_replicas,
+                        ..ClusterConfig::default()
+                    },
+                    &commands,
+                    takeover,
+                )
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let command_service = Arc::new(drover_integrations::commands::CommandService::new(
         registry.clone(),
         commands.clone(),
@@ -301,6 +349,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 v
             }),
             ws_max_lag: config.ws_max_lag,
+            readiness: Some(readiness(registry.clone(), nats.clone())),
         }),
         shutdown: stop_rx.clone(),
     };
@@ -345,6 +394,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             ..MqttConfig::default()
         },
     );
+    let _ = mqtt_slot.set(Arc::downgrade(&mqtt));
     if let Some(listener) = mqtt_listener {
         let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
         servers.spawn(async move {
@@ -689,6 +739,59 @@ async fn prune_changes(registry: Arc<SqliteRegistry>, days: u32) {
             Err(e) => tracing::warn!("cannot prune registry change events: {e}"),
         }
     }
+}
+
+/// Connects to NATS (the event log and command routing of a cluster). Unreachable at start is
+/// an error; later outages are ridden out by the client's reconnects.
+async fn connect_nats(url: &str, instance: &str) -> Result<async_nats::Client, StartError> {
+    let shown = crate::config::redacted_url(url);
+    async_nats::ConnectOptions::new()
+        .name(format!("drover {instance}"))
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("NATS connection lost; reconnecting")
+                }
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                other => tracing::info!("NATS: {other}"),
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|e| {
+            StartError::Runtime(format!(
+                "cannot connect to NATS at {shown} (--nats-url / DROVER_NATS_URL): {e}"
+            ))
+        })
+}
+
+/// `/health/ready`: the registry answers a query, and NATS (when used) is connected.
+fn readiness(
+    registry: Arc<dyn Registry>,
+    nats: Option<async_nats::Client>,
+) -> drover_api::ReadinessFn {
+    use drover_api::health::Check;
+    Arc::new(move || {
+        let (registry, nats) = (registry.clone(), nats.clone());
+        Box::pin(async move {
+            let mut checks = Vec::new();
+            checks.push(
+                match tokio::time::timeout(Duration::from_secs(2), registry.ping()).await {
+                    Ok(Ok(())) => Check::ok("registry"),
+                    Ok(Err(e)) => Check::failed("registry", e.to_string()),
+                    Err(_) => Check::failed("registry", "no answer within 2 s"),
+                },
+            );
+            if let Some(client) = nats {
+                checks.push(match client.connection_state() {
+                    async_nats::connection::State::Connected => Check::ok("nats"),
+                    state => Check::failed("nats", format!("not connected ({state})")),
+                });
+            }
+            checks
+        })
+    })
 }
 
 fn reqwest_client() -> Result<reqwest::Client, StartError> {
