@@ -315,9 +315,10 @@ impl Inner {
         )
     }
 
-    /// Applies wanted subscription changes, one task per subscribed device.
+    /// Applies wanted subscription changes, one task per subscribed device; a new sink for a
+    /// device already subscribed gets the queue handed over again.
     async fn reconcile(self: Arc<Self>) {
-        let mut subscribed: HashMap<DeviceKey, AbortHandle> = HashMap::new();
+        let mut subscribed: HashMap<DeviceKey, (AbortHandle, Arc<Notify>)> = HashMap::new();
         loop {
             let batch =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -325,26 +326,29 @@ impl Inner {
                 self.changed.notified().await;
                 continue;
             }
+            subscribed.retain(|_, (t, _)| !t.is_finished());
             for (key, present) in batch {
-                match (present, subscribed.contains_key(&key)) {
-                    (true, false) => {
-                        let task = tokio::spawn(self.clone().serve(key.clone()));
-                        subscribed.insert(key, task.abort_handle());
+                match (present, subscribed.get(&key)) {
+                    (true, None) => {
+                        let drain = Arc::new(Notify::new());
+                        let task = tokio::spawn(self.clone().serve(key.clone(), drain.clone()));
+                        subscribed.insert(key, (task.abort_handle(), drain));
                     }
-                    (false, true) => {
-                        if let Some(t) = subscribed.remove(&key) {
+                    (true, Some((_, drain))) => drain.notify_one(),
+                    (false, Some(_)) => {
+                        if let Some((t, _)) = subscribed.remove(&key) {
                             t.abort();
                         }
                     }
-                    _ => {}
+                    (false, None) => {}
                 }
             }
-            subscribed.retain(|_, t| !t.is_finished());
         }
     }
 
-    /// Serves one device's subject: commands from other nodes and pokes to read its queue.
-    async fn serve(self: Arc<Self>, key: DeviceKey) {
+    /// Serves one device's subject: commands from other nodes, and pokes (from the subject or
+    /// from a new local sink) to read its queue.
+    async fn serve(self: Arc<Self>, key: DeviceKey, drain: Arc<Notify>) {
         let subject = self.dev_subject(&key);
         let mut sub = loop {
             match self.client.subscribe(subject.clone()).await {
@@ -359,7 +363,17 @@ impl Inner {
         // announced by a poke this subscription receives.
         let _ = self.client.flush().await;
         self.drain(&key).await;
-        while let Some(msg) = sub.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = drain.notified() => {
+                    self.drain(&key).await;
+                    continue;
+                }
+            };
             let drain = msg
                 .headers
                 .as_ref()

@@ -149,8 +149,9 @@ struct State {
 /// The other nodes of a cluster, as the router sees them.
 #[async_trait]
 pub trait Peers: Send + Sync + 'static {
-    /// This node now has (`true`) or no longer has (`false`) a sink for `key`. Called under the
-    /// router's lock (so in the order the changes happened): must not block nor call the router.
+    /// A sink for `key` was registered here (`true`: its queue should be handed over), or the
+    /// last one went away (`false`). Called under the router's lock (so in the order the
+    /// changes happened): must not block nor call the router.
     fn interest(&self, key: &DeviceKey, present: bool);
     /// A device connected here: the other nodes close their connections of it.
     fn claim(&self, app: &str, key: &DeviceKey);
@@ -242,12 +243,14 @@ impl CommandRouter {
         let mut s = self.lock();
         s.next_sink += 1;
         let id = s.next_sink;
-        let list = s.sinks.entry(key.clone()).or_default();
-        list.push((id, sink.clone()));
-        if list.len() == 1 {
-            if let Some(p) = self.peers.get() {
-                p.interest(&key, true);
-            }
+        s.sinks
+            .entry(key.clone())
+            .or_default()
+            .push((id, sink.clone()));
+        // Every new sink: the peers subscribe for the key if needed and hand over the shared
+        // queue (a sink that refused before — not yet subscribed — may take it now).
+        if let Some(p) = self.peers.get() {
+            p.interest(&key, true);
         }
         // Hand over what waits for this key: the device's own queue, and the queues of devices
         // this key (a gateway) may take commands for.

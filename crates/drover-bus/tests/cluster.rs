@@ -288,3 +288,48 @@ async fn an_undelivered_command_expires_once() {
     assert!(a.router.expire(Instant::now()).is_empty());
     cluster.cleanup().await;
 }
+
+/// Refuses everything: an MQTT session not (yet) subscribed to its command inbox.
+struct Refusing;
+
+impl CommandSink for Refusing {
+    fn deliver(&self, _: &Command) -> Result<(), SinkRefusal> {
+        Err(SinkRefusal::NotSubscribed)
+    }
+}
+
+#[tokio::test]
+async fn a_queued_command_waits_for_a_sink_that_takes_it() {
+    let Some(url) = nats_url() else { return };
+    let cluster = Cluster::new(&url).await;
+    let a = cluster.node(&url, "a", 50).await;
+    let b = cluster.node(&url, "b", 50).await;
+    assert_eq!(
+        b.router
+            .route(
+                cmd("w1", "d5", false),
+                &[key("d5")],
+                Some(Duration::from_secs(60))
+            )
+            .await,
+        Ok(Outcome::Queued)
+    );
+    // Connected but not subscribed: the command stays queued...
+    let refusing = a.router.register(key("d5"), Arc::new(Refusing));
+    // ...and a command without ttl is refused by it...
+    assert_eq!(
+        b.router
+            .route(cmd("x", "d5", false), &[key("d5")], None)
+            .await,
+        Err(CommandError::Unreachable("d5".into()))
+    );
+    // ...until the session subscribes (registers again, as the device policy does).
+    let sink = Arc::new(Collect::default());
+    let _taking = a.router.register(key("d5"), sink.clone());
+    drop(refusing);
+    eventually("the queued command after subscribing", || {
+        sink.ids() == ["w1"]
+    })
+    .await;
+    cluster.cleanup().await;
+}
