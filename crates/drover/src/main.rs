@@ -15,7 +15,8 @@ const EXIT_CONFIG: u8 = 64;
     name = "drover",
     version,
     about = "Drover: an IoT cloud platform in one binary",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:\n  drover serve                                   # run the platform\n  drover login http://localhost:8011 --token admin:drg_...\n  drover app create app1\n  drover device create dev1 --app app1 --password s3cret\n  drover stream app1\n\nEvery command has examples in its --help. Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +26,10 @@ struct Cli {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
-    /// Run the platform: registry, management API (and, as they arrive, device endpoints and integrations).
+    /// Run the platform: registry, management API, device endpoints and integrations.
+    #[command(
+        after_help = "Examples:\n  drover serve\n  drover serve --data-dir /var/lib/drover --api-addr 0.0.0.0:8011\n  drover serve --print-config"
+    )]
     Serve {
         #[command(flatten)]
         args: ServeArgs,
@@ -35,6 +39,15 @@ enum Command {
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  drover completions bash > ~/.local/share/bash-completion/completions/drover\n  drover completions zsh > \"${fpath[1]}/_drover\"\n  drover completions fish > ~/.config/fish/completions/drover.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +55,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { args, print_config } => serve(args, print_config),
         Command::Client(cmd) => cli::run(cmd),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "drover", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -1,9 +1,14 @@
-//! The `drover` command-line client: contexts, registry, users, tokens and commands over the REST
-//! API. Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict.
+//! The `drover` command-line client: contexts, registry (with `edit`, members, ownership transfer
+//! and certificates), users, tokens, commands and the live event stream, over the REST API and
+//! the WebSocket integration. Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict.
 
+pub mod certs;
 pub mod client;
 pub mod config;
+pub mod edit;
+pub mod members;
 pub mod output;
+pub mod stream;
 
 use std::process::ExitCode;
 
@@ -85,14 +90,21 @@ pub enum ClientCommand {
         g: Global,
     },
     /// Manage contexts: list, switch, delete.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover context list\n  drover context use prod\n  drover context delete old"
+    )]
     Context(ContextCmd),
     /// Show who you are logged in as.
+    #[command(after_help = "Examples:\n  drover whoami\n  drover whoami --context prod -o json")]
     Whoami {
         #[command(flatten)]
         g: Global,
     },
     /// Manage applications.
+    #[command(
+        after_help = "Examples:\n  drover app create app1 --label env=prod\n  drover app list -o json\n  drover app edit app1\n  drover app set trust-anchor app1 --file ca.pem"
+    )]
     App {
         #[command(flatten)]
         g: Global,
@@ -100,6 +112,9 @@ pub enum ClientCommand {
         cmd: AppCmd,
     },
     /// Manage devices of an application.
+    #[command(
+        after_help = "Examples:\n  drover device create dev1 --app app1 --password s3cret\n  drover device list --app app1\n  drover device edit dev1 --app app1\n  drover device set cert dev1 --app app1 --file dev1.pem"
+    )]
     Device {
         #[command(flatten)]
         g: Global,
@@ -110,6 +125,9 @@ pub enum ClientCommand {
         cmd: DeviceCmd,
     },
     /// Manage your access tokens.
+    #[command(
+        after_help = "Examples:\n  drover token create --description ci\n  drover token list\n  drover token delete drg_Ab12Cd"
+    )]
     Token {
         #[command(flatten)]
         g: Global,
@@ -117,11 +135,63 @@ pub enum ClientCommand {
         cmd: TokenCmd,
     },
     /// Manage users (system administrators).
+    #[command(
+        after_help = "Examples:\n  drover user create alice\n  drover user list\n  drover user delete alice"
+    )]
     User {
         #[command(flatten)]
         g: Global,
         #[command(subcommand)]
         cmd: UserCmd,
+    },
+    /// Manage an application's members and their roles.
+    #[command(
+        after_help = "Examples:\n  drover member list app1\n  drover member add app1 --user bob --role manager\n  drover member remove app1 --user bob"
+    )]
+    Member {
+        #[command(flatten)]
+        g: Global,
+        #[command(subcommand)]
+        cmd: members::MemberCmd,
+    },
+    /// Hand an application over to another user.
+    #[command(
+        after_help = "Examples:\n  drover transfer start app1 --to bob\n  drover transfer accept app1 --context bob\n  drover transfer cancel app1"
+    )]
+    Transfer {
+        #[command(flatten)]
+        g: Global,
+        #[command(subcommand)]
+        cmd: members::TransferCmd,
+    },
+    /// Follow an application's events live (from the WebSocket integration).
+    #[command(
+        long_about = "Follow an application's events live, from the WebSocket integration.\n\nBy default one line per event: time, device, channel, payload. `--raw` (or `-o json`) prints each event as the JSON CloudEvent the server sent, one per line. Status messages go to stderr.",
+        after_help = "Examples:\n  drover stream app1\n  drover stream app1 --channel telemetry --device dev1\n  drover stream app1 --count 1 --raw | jq .data\n  drover stream app1 --group backend      # resume where the group stopped"
+    )]
+    Stream {
+        #[command(flatten)]
+        g: Global,
+        /// The application.
+        app: String,
+        /// Only events of this channel (e.g. telemetry).
+        #[arg(long, short = 'c')]
+        channel: Option<String>,
+        /// Only events of this device.
+        #[arg(long, short = 'd')]
+        device: Option<String>,
+        /// Exit after this many events.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// Consumer group: resume from the group's committed position (a new group starts live).
+        #[arg(long)]
+        group: Option<String>,
+        /// Start with the oldest retained event (when the group has no position yet).
+        #[arg(long)]
+        earliest: bool,
+        /// Print each event as a raw JSON line (the CloudEvent as sent).
+        #[arg(long)]
+        raw: bool,
     },
     /// Send a command to a device.
     #[command(
@@ -158,13 +228,16 @@ pub enum ClientCommand {
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
     /// List contexts (`*` marks the current one).
+    #[command(after_help = "Examples:\n  drover context list\n  drover context list -o json")]
     List {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
     /// Make a context the current one.
+    #[command(after_help = "Example:\n  drover context use prod")]
     Use { name: String },
     /// Delete a context (and its stored token).
+    #[command(after_help = "Example:\n  drover context delete old")]
     Delete { name: String },
 }
 
@@ -182,6 +255,7 @@ pub enum AppCmd {
         spec: Option<String>,
     },
     /// Show an application.
+    #[command(after_help = "Examples:\n  drover app get app1\n  drover app get app1 -o yaml")]
     Get { name: String },
     /// List applications.
     #[command(after_help = "Example:\n  drover app list --selector env=prod -o json")]
@@ -190,7 +264,8 @@ pub enum AppCmd {
         #[arg(long, short = 'l')]
         selector: Option<String>,
     },
-    /// Delete an application.
+    /// Delete an application (and its devices).
+    #[command(after_help = "Example:\n  drover app delete app1")]
     Delete { name: String },
     /// Set (`k=v`) or remove (`k-`) labels.
     #[command(after_help = "Example:\n  drover app label app1 env=prod tier-")]
@@ -198,6 +273,45 @@ pub enum AppCmd {
         name: String,
         #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
         labels: Vec<String>,
+    },
+    /// Edit the application as YAML in $EDITOR (then $VISUAL, else vi).
+    #[command(
+        long_about = "Edit the application as YAML in $EDITOR (then $VISUAL, else vi).\n\nOn save the document is sent back with the resourceVersion it was read at. An unchanged (or emptied) file sends nothing. If someone else changed the application meanwhile, nothing is applied and the command exits with 4; invalid YAML or a document the server refuses exits with 1. In both cases your edits are kept in the temporary file, whose path is printed.",
+        after_help = "Examples:\n  drover app edit app1\n  EDITOR=nano drover app edit app1"
+    )]
+    Edit { name: String },
+    /// Change one part of an application's spec.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover app set trust-anchor app1 --file device-ca.pem\n  drover app set trust-anchor app1 --clear"
+    )]
+    Set(AppSetCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppSetCmd {
+    /// Set the CA certificates the application trusts for devices' X.509 client certificates.
+    #[command(
+        long_about = "Set the CA certificates the application trusts for devices' X.509 client certificates (spec.trustAnchors).\n\nEach certificate in the PEM files becomes one trust anchor; the anchors are replaced unless --add is given. A file holding a private key is refused. A device certificate issued by one of these CAs authenticates as the device its subject DN names (see `drover device set cert`), else as the device named by its common name.",
+        after_help = "Examples:\n  drover app set trust-anchor app1 --file device-ca.pem\n  drover app set trust-anchor app1 --file new-ca.pem --add\n  drover app set trust-anchor app1 --clear"
+    )]
+    TrustAnchor {
+        /// The application.
+        app: String,
+        /// A PEM file with one or more CA certificates (repeatable).
+        #[arg(
+            long = "file",
+            short = 'f',
+            value_name = "PEM",
+            required_unless_present = "clear"
+        )]
+        files: Vec<std::path::PathBuf>,
+        /// Keep the existing trust anchors and add these.
+        #[arg(long, conflicts_with = "clear")]
+        add: bool,
+        /// Remove all trust anchors.
+        #[arg(long, conflicts_with = "files")]
+        clear: bool,
     },
 }
 
@@ -218,23 +332,40 @@ pub enum DeviceCmd {
         spec: Option<String>,
     },
     /// Show a device.
+    #[command(
+        after_help = "Examples:\n  drover device get dev1 --app app1\n  drover device get dev1 --app app1 -o yaml"
+    )]
     Get { name: String },
     /// List the application's devices.
+    #[command(
+        after_help = "Examples:\n  drover device list --app app1\n  drover device list --app app1 --selector floor=2 -o json"
+    )]
     List {
         /// Label selector (`k=v`, `k!=v`, `k in (a,b)`, `k`, `!k`; comma = AND).
         #[arg(long, short = 'l')]
         selector: Option<String>,
     },
     /// Delete a device.
+    #[command(after_help = "Example:\n  drover device delete dev1 --app app1")]
     Delete { name: String },
     /// Set (`k=v`) or remove (`k-`) labels.
+    #[command(after_help = "Example:\n  drover device label dev1 floor=2 room- --app app1")]
     Label {
         name: String,
         #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
         labels: Vec<String>,
     },
+    /// Edit the device as YAML in $EDITOR (then $VISUAL, else vi).
+    #[command(
+        long_about = "Edit the device as YAML in $EDITOR (then $VISUAL, else vi).\n\nOn save the document is sent back with the resourceVersion it was read at. An unchanged (or emptied) file sends nothing. If someone else changed the device meanwhile, nothing is applied and the command exits with 4; invalid YAML or a document the server refuses exits with 1. In both cases your edits are kept in the temporary file, whose path is printed.",
+        after_help = "Examples:\n  drover device edit dev1 --app app1\n  EDITOR=nano drover device edit dev1 --app app1"
+    )]
+    Edit { name: String },
     /// Change one part of a device's spec.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover device set password dev1 s3cret --app app1\n  drover device set alias dev1 serial-0042 --app app1\n  drover device set cert dev1 --app app1 --file dev1.pem\n  drover device set disabled dev1 --app app1"
+    )]
     Set(SetCmd),
 }
 
@@ -250,39 +381,71 @@ pub enum SetCmd {
         username: Option<String>,
     },
     /// Set the gateways allowed to act for the device (none: clear).
+    #[command(
+        after_help = "Examples:\n  drover device set gateway dev1 gw1 gw2 --app app1\n  drover device set gateway dev1 --app app1      # no gateway"
+    )]
     Gateway {
         device: String,
         gateways: Vec<String>,
     },
     /// Set the device's aliases (none: clear).
+    #[command(
+        after_help = "Examples:\n  drover device set alias dev1 serial-0042 --app app1\n  drover device set alias dev1 --app app1        # no alias"
+    )]
     Alias {
         device: String,
         aliases: Vec<String>,
     },
     /// Disable (default) or enable the device.
+    #[command(
+        after_help = "Examples:\n  drover device set disabled dev1 --app app1\n  drover device set disabled dev1 false --app app1"
+    )]
     Disabled {
         device: String,
         #[arg(default_value_t = true, action = clap::ArgAction::Set)]
         disabled: bool,
+    },
+    /// Let the device authenticate with X.509 client certificates of these subjects.
+    #[command(
+        long_about = "Let the device authenticate with X.509 client certificates of these subjects.\n\nThe server finds a certificate's device by its subject DN, which must be the device's name or one of its aliases (else by its common name). This command makes the subject DNs of the given certificates (or --subject DNs) the device's certificate aliases: aliases containing `=` are replaced, other aliases are kept. Only the subject is sent; a private key in the same file never leaves your machine. The certificates' CA must be a trust anchor of the application (`drover app set trust-anchor`); the command notes when it is not.",
+        after_help = "Examples:\n  drover device set cert dev1 --app app1 --file dev1.pem\n  drover device set cert dev1 --app app1 --subject 'CN=dev1, O=Example'\n  drover device set cert dev1 --app app1 --clear"
+    )]
+    Cert {
+        device: String,
+        /// The device's certificate (PEM; the first certificate in the file is used). Repeatable.
+        #[arg(long = "file", short = 'f', value_name = "PEM", required_unless_present_any = ["subjects", "clear"])]
+        files: Vec<std::path::PathBuf>,
+        /// A subject DN as the server prints it, e.g. "CN=dev1, O=Example". Repeatable.
+        #[arg(long = "subject", value_name = "DN")]
+        subjects: Vec<String>,
+        /// Remove the device's certificate subjects.
+        #[arg(long, conflicts_with_all = ["files", "subjects"])]
+        clear: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create an access token (shown only once).
+    #[command(after_help = "Example:\n  drover token create --description ci -o json")]
     Create {
         #[arg(long)]
         description: Option<String>,
     },
     /// List your tokens (prefixes only).
+    #[command(after_help = "Example:\n  drover token list")]
     List,
     /// Delete a token by its prefix.
+    #[command(after_help = "Example:\n  drover token delete drg_Ab12Cd")]
     Delete { prefix: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Create a user and its first access token (shown only once).
+    #[command(
+        after_help = "Examples:\n  drover user create alice\n  drover user create ops --admin -o json"
+    )]
     Create {
         name: String,
         /// Make the user a system administrator.
@@ -290,8 +453,10 @@ pub enum UserCmd {
         admin: bool,
     },
     /// List users.
+    #[command(after_help = "Example:\n  drover user list")]
     List,
     /// Delete a user.
+    #[command(after_help = "Example:\n  drover user delete alice")]
     Delete { name: String },
 }
 
@@ -343,6 +508,33 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Token { g, cmd } => token(&api(&g)?, g.output, cmd).await,
         ClientCommand::User { g, cmd } => user(&api(&g)?, g.output, cmd).await,
+        ClientCommand::Member { g, cmd } => members::member(&api(&g)?, g.output, cmd).await,
+        ClientCommand::Transfer { g, cmd } => members::transfer(&api(&g)?, g.output, cmd).await,
+        ClientCommand::Stream {
+            g,
+            app,
+            channel,
+            device,
+            count,
+            group,
+            earliest,
+            raw,
+        } => {
+            stream::stream(
+                &api(&g)?,
+                g.output,
+                stream::StreamArgs {
+                    app,
+                    channel,
+                    device,
+                    count,
+                    group,
+                    earliest,
+                    raw,
+                },
+            )
+            .await
+        }
         ClientCommand::Cmd {
             g,
             device,
@@ -559,9 +751,19 @@ fn new_resource(name: &str, labels: &[String], spec: Option<Value>) -> Result<Va
     Ok(body)
 }
 
-/// PUT with the resourceVersion read; a 409 explained.
+/// PUT, then the stored resource (the API answers 204, so it is read again).
+async fn put_and_read(api: &Api, path: &str, res: &Value) -> Result<Value> {
+    let body = api.put(path, res).await?;
+    if body.is_null() {
+        api.get(path).await
+    } else {
+        Ok(body)
+    }
+}
+
+/// PUT with the resourceVersion read; a 409 explained. Returns the stored resource.
 async fn update(api: &Api, path: &str, what: &str, res: &Value) -> Result<Value> {
-    api.put(path, res).await.map_err(|e| match e {
+    put_and_read(api, path, res).await.map_err(|e| match e {
         CliError::Conflict(m) => CliError::Conflict(format!(
             "{what} was changed by someone else since you read it; run the command again ({m})"
         )),
@@ -660,6 +862,28 @@ async fn app(api: &Api, format: Format, cmd: AppCmd) -> Result<()> {
             let res = update(api, &path(&name), &format!("app {name}"), &res).await?;
             done(format, &res, &format!("app {name} labeled"));
         }
+        AppCmd::Edit { name } => {
+            let p = path(&name);
+            edit::edit(
+                api,
+                format,
+                edit::Target {
+                    path: &p,
+                    what: format!("app {name}"),
+                    again: format!("drover app edit {name}"),
+                    file_stem: format!("app-{name}"),
+                },
+            )
+            .await?;
+        }
+        AppCmd::Set(AppSetCmd::TrustAnchor {
+            app,
+            files,
+            add,
+            clear,
+        }) => {
+            certs::set_trust_anchors(api, format, &app, &path(&app), &files, add, clear).await?;
+        }
     }
     Ok(())
 }
@@ -710,12 +934,47 @@ async fn device(api: &Api, format: Format, app: &str, cmd: DeviceCmd) -> Result<
             let res = update(api, &path(&name), &format!("device {name}"), &res).await?;
             done(format, &res, &format!("device {name} labeled"));
         }
+        DeviceCmd::Edit { name } => {
+            let p = path(&name);
+            edit::edit(
+                api,
+                format,
+                edit::Target {
+                    path: &p,
+                    what: format!("device {name}"),
+                    again: format!("drover device edit {name} --app {app}"),
+                    file_stem: format!("device-{app}-{name}"),
+                },
+            )
+            .await?;
+        }
+        DeviceCmd::Set(SetCmd::Cert {
+            device,
+            files,
+            subjects,
+            clear,
+        }) => {
+            certs::set_device_cert(
+                api,
+                format,
+                app,
+                &format!("{REGISTRY}/apps/{}", seg(app)),
+                &device,
+                &path(&device),
+                &files,
+                &subjects,
+                clear,
+            )
+            .await?;
+        }
         DeviceCmd::Set(set) => {
             let (name, what) = match &set {
                 SetCmd::Password { device, .. } => (device.clone(), "password"),
                 SetCmd::Gateway { device, .. } => (device.clone(), "gateways"),
                 SetCmd::Alias { device, .. } => (device.clone(), "aliases"),
                 SetCmd::Disabled { device, .. } => (device.clone(), "disabled"),
+                // Handled above, with the application's trust anchors.
+                SetCmd::Cert { device, .. } => (device.clone(), "certificates"),
             };
             let mut res = api.get(&path(&name)).await?;
             if !res["spec"].is_object() {
@@ -767,6 +1026,7 @@ async fn device(api: &Api, format: Format, app: &str, cmd: DeviceCmd) -> Result<
                     }
                     core["disabled"] = Value::Bool(disabled);
                 }
+                SetCmd::Cert { .. } => {}
             }
             let res = update(api, &path(&name), &format!("device {name}"), &res).await?;
             done(format, &res, &format!("device {name}: {what} set"));
