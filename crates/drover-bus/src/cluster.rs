@@ -673,3 +673,268 @@ impl Peers for NatsPeers {
         &self.inner.config.node
     }
 }
+
+/// How often a node taking part in a group says so.
+const GROUP_HEARTBEAT: Duration = Duration::from_millis(250);
+/// A node not heard of for this long has left the group.
+const GROUP_EXPIRY: Duration = Duration::from_millis(1500);
+
+/// Consumer groups across nodes over NATS (see [`crate::groups`]): a node with online members of
+/// a group publishes a heartbeat on `<prefix>.grp.<app uid>.<group>` with its view and its
+/// acknowledged prefix; every participant derives the view from the heartbeats it hears.
+pub struct NatsGroups {
+    client: Client,
+    prefix: String,
+    node: String,
+    log: Arc<dyn crate::EventLog>,
+}
+
+impl NatsGroups {
+    pub fn new(
+        client: Client,
+        prefix: impl Into<String>,
+        node: impl Into<String>,
+        log: Arc<dyn crate::EventLog>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            prefix: prefix.into(),
+            node: node.into(),
+            log,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Heartbeat {
+    node: String,
+    active: bool,
+    epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    point: Option<u64>,
+}
+
+struct Peer {
+    seen: std::time::Instant,
+    epoch: u64,
+    point: Option<u64>,
+}
+
+struct GroupState {
+    client: Client,
+    subject: String,
+    me: String,
+    stream: crate::StreamKey,
+    group: String,
+    log: Arc<dyn crate::EventLog>,
+    active: std::sync::atomic::AtomicBool,
+    view: tokio::sync::watch::Sender<crate::groups::View>,
+    /// This node's last report: (epoch, point).
+    mine: Mutex<Option<(u64, u64)>>,
+    peers: Mutex<HashMap<String, Peer>>,
+    /// The last offset this node committed (commits are serialized).
+    committed: tokio::sync::Mutex<u64>,
+    changed: Notify,
+}
+
+impl GroupState {
+    fn heartbeat(&self) -> Heartbeat {
+        let epoch = self.view.borrow().epoch;
+        let mine = *self.mine.lock().unwrap_or_else(|e| e.into_inner());
+        Heartbeat {
+            node: self.me.clone(),
+            active: self.active.load(std::sync::atomic::Ordering::Relaxed),
+            epoch,
+            point: mine.filter(|(e, _)| *e == epoch).map(|(_, p)| p),
+        }
+    }
+
+    /// Recomputes the view from the live peers; true if it changed.
+    fn recompute(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut nodes: Vec<String> = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.retain(|_, p| now.duration_since(p.seen) < GROUP_EXPIRY);
+            peers.keys().cloned().collect()
+        };
+        if self.active.load(std::sync::atomic::Ordering::Relaxed) {
+            nodes.push(self.me.clone());
+        }
+        let view = crate::groups::View::of(self.me.clone(), nodes);
+        self.view.send_if_modified(|v| {
+            if v.nodes != view.nodes {
+                *v = view;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Commits the group's offset if this node leads the view and every node reported under it.
+    async fn maybe_commit(&self) -> crate::Result<()> {
+        let view = self.view.borrow().clone();
+        if view.leader() != Some(self.me.as_str()) {
+            return Ok(());
+        }
+        let Some((epoch, mut point)) = *self.mine.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Ok(());
+        };
+        if epoch != view.epoch {
+            return Ok(());
+        }
+        {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            for n in view.nodes.iter().filter(|n| **n != self.me) {
+                match peers.get(n) {
+                    Some(Peer {
+                        epoch,
+                        point: Some(p),
+                        ..
+                    }) if *epoch == view.epoch => point = point.min(*p),
+                    _ => return Ok(()),
+                }
+            }
+        }
+        let mut committed = self.committed.lock().await;
+        if point > *committed {
+            self.log.commit(&self.stream, &self.group, point).await?;
+            *committed = point;
+        }
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut sub = loop {
+            match self.client.subscribe(self.subject.clone()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!("cannot subscribe to {}: {e}; retrying", self.subject);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(GROUP_HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = sub.next() => {
+                    let Some(msg) = msg else { return };
+                    let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) else {
+                        continue;
+                    };
+                    if hb.node == self.me {
+                        continue;
+                    }
+                    {
+                        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                        if hb.active {
+                            peers.insert(hb.node, Peer {
+                                seen: std::time::Instant::now(),
+                                epoch: hb.epoch,
+                                point: hb.point,
+                            });
+                        } else {
+                            peers.remove(&hb.node);
+                        }
+                    }
+                    // A node appeared or left: answer at once, so that views converge within
+                    // a round trip rather than a heartbeat period.
+                    if self.recompute() && self.active.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.publish().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.recompute();
+                    if self.active.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.publish().await;
+                    }
+                }
+                _ = self.changed.notified() => {
+                    // Activity changed: tell the others at once.
+                    self.recompute();
+                    self.publish().await;
+                }
+            }
+            if let Err(e) = self.maybe_commit().await {
+                tracing::warn!(group = %self.group, "cannot commit the group's offset: {e}");
+            }
+        }
+    }
+
+    async fn publish(&self) {
+        let hb = self.heartbeat();
+        let payload = Bytes::from(serde_json::to_vec(&hb).unwrap_or_default());
+        if let Err(e) = self.client.publish(self.subject.clone(), payload).await {
+            tracing::debug!("cannot publish a group heartbeat: {e}");
+        }
+    }
+}
+
+struct NatsGroupLink {
+    state: Arc<GroupState>,
+    task: AbortHandle,
+}
+
+impl Drop for NatsGroupLink {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Leave at once rather than by expiry.
+        let s = self.state.clone();
+        s.active.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { s.publish().await });
+        }
+    }
+}
+
+#[async_trait]
+impl crate::groups::GroupLink for NatsGroupLink {
+    fn view(&self) -> tokio::sync::watch::Receiver<crate::groups::View> {
+        self.state.view.subscribe()
+    }
+
+    fn set_active(&self, active: bool) {
+        let was = self
+            .state
+            .active
+            .swap(active, std::sync::atomic::Ordering::Relaxed);
+        if was != active {
+            self.state.changed.notify_one();
+        }
+    }
+
+    async fn report(&self, epoch: u64, point: crate::Offset) -> crate::Result<()> {
+        *self.state.mine.lock().unwrap_or_else(|e| e.into_inner()) = Some((epoch, point));
+        self.state.maybe_commit().await
+    }
+}
+
+impl crate::groups::GroupPeers for NatsGroups {
+    fn join(&self, stream: &crate::StreamKey, group: &str) -> Box<dyn crate::groups::GroupLink> {
+        let subject = format!(
+            "{}.grp.{}.{}",
+            self.prefix,
+            token(&stream.app_uid),
+            token(group)
+        );
+        let (view, _) =
+            tokio::sync::watch::channel(crate::groups::View::of(self.node.clone(), Vec::new()));
+        let state = Arc::new(GroupState {
+            client: self.client.clone(),
+            subject,
+            me: self.node.clone(),
+            stream: stream.clone(),
+            group: group.to_string(),
+            log: self.log.clone(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            view,
+            mine: Mutex::new(None),
+            peers: Mutex::new(HashMap::new()),
+            committed: tokio::sync::Mutex::new(0),
+            changed: Notify::new(),
+        });
+        let task = tokio::spawn(state.clone().run()).abort_handle();
+        Box::new(NatsGroupLink { state, task })
+    }
+}

@@ -13,6 +13,7 @@ use drover_model::Event;
 
 pub mod cluster;
 pub mod commands;
+pub mod groups;
 pub mod embedded;
 
 pub use embedded::{EmbeddedLog, LogConfig};

@@ -249,6 +249,7 @@ pub struct IntegrationPolicy {
     state: Mutex<State>,
     next_member: AtomicU64,
     commands: Option<Arc<CommandService>>,
+    group_peers: Option<Arc<dyn drover_bus::groups::GroupPeers>>,
 }
 
 impl std::fmt::Debug for IntegrationPolicy {
@@ -277,7 +278,15 @@ impl IntegrationPolicy {
             state: Mutex::new(State::default()),
             next_member: AtomicU64::new(1),
             commands: None,
+            group_peers: None,
         }
+    }
+
+    /// On a cluster: durable groups (shared groups, persistent sessions' subscriptions) split
+    /// their work with the other nodes that run them (see [`drover_bus::groups`]).
+    pub fn with_group_peers(mut self, peers: Arc<dyn drover_bus::groups::GroupPeers>) -> Self {
+        self.group_peers = Some(peers);
+        self
     }
 
     /// Lets integration clients send commands: PUBLISH to `command/<app>/<device>/<command>`
@@ -481,6 +490,10 @@ impl IntegrationPolicy {
                     format!("{} {}", session.key(), f.filter),
                 ),
             };
+            let link = match (&self.group_peers, &durable) {
+                (Some(peers), Some(name)) => Some(peers.join(&stream, name)),
+                _ => None,
+            };
             match dispatch::open(
                 self.log.clone(),
                 stream.clone(),
@@ -488,6 +501,7 @@ impl IntegrationPolicy {
                 target.channel.clone(),
                 self.tuning(),
                 label,
+                link,
             )
             .await
             {

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use drover_bus::groups::{GroupLink, View};
 use drover_bus::{BusError, Consumer, EventLog, Offset, Record, StartFrom, StreamKey};
 use drover_mqtt::{
     ByteString, Delivery, DeliveryError, OutboundMessage, PublishError, QoS, ReasonCode,
@@ -169,6 +170,10 @@ impl Opened {
 /// Opens a group's consumer: a durable group resumes after its committed offset (or starts live
 /// and commits its starting point, so that it is durable from its first subscription on); a
 /// group without a name starts live and never commits.
+///
+/// With a `link` (a durable group on a cluster), the group's work is split with the other nodes
+/// that run it: this node hands out only the events of the devices its view gives it, rewinds
+/// to the committed offset when the view changes, and commits through the link.
 pub(crate) async fn open(
     log: Arc<dyn EventLog>,
     stream: StreamKey,
@@ -176,6 +181,7 @@ pub(crate) async fn open(
     channel: Option<String>,
     tuning: Tuning,
     label: String,
+    link: Option<Box<dyn GroupLink>>,
 ) -> Result<Opened, BusError> {
     // Never read: it tells where the stream ends (for the lag), and where "live" starts.
     let probe = log.consume(&stream, StartFrom::Latest).await?;
@@ -191,6 +197,7 @@ pub(crate) async fn open(
         None => end,
     };
     let consumer = log.consume(&stream, StartFrom::After(start)).await?;
+    let views = link.as_ref().map(|l| l.view());
     tracing::debug!(app = %stream.app, consumer = %label, group = ?durable, after = start, "MQTT integration consumer opened");
     let group = Arc::new(Group {
         label,
@@ -227,6 +234,9 @@ pub(crate) async fn open(
             blocked: None,
             last_lag: None,
             stale: false,
+            view: views.as_ref().map(|rx| rx.borrow().clone()),
+            views,
+            link,
         },
     })
 }
@@ -309,6 +319,22 @@ struct Dispatcher {
     /// A delivery failed or a member was found offline: [`Dispatcher::rebuild`] before the next
     /// hand-out (once, however many failed).
     stale: bool,
+    /// On a cluster: this node's part in the group, and the view it works under.
+    link: Option<Box<dyn GroupLink>>,
+    views: Option<tokio::sync::watch::Receiver<View>>,
+    view: Option<View>,
+}
+
+/// Waits for the group's view to change (forever without a link).
+async fn view_changed(views: &mut Option<tokio::sync::watch::Receiver<View>>) {
+    match views {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The member that gets `device`'s events: highest hash of member key and device.
@@ -398,6 +424,7 @@ impl Dispatcher {
                     }
                 }
                 _ = tick.tick(), if self.tuning.max_lag > 0 => self.check_lag(),
+                _ = view_changed(&mut self.views) => self.rewind().await,
             }
         }
         self.commit().await;
@@ -466,6 +493,10 @@ impl Dispatcher {
             })
             .map(|(id, _)| *id)
             .collect();
+        if let Some(link) = &self.link {
+            // Only a node with online members takes part in the group's view.
+            link.set_active(!self.online.is_empty());
+        }
         for (offset, held) in &self.outstanding {
             let owner = owner(&self.online, &self.members, &held.record.event.device);
             if owner.is_none() {
@@ -498,10 +529,15 @@ impl Dispatcher {
             }
         }
         while let Some(front) = self.buffer.front() {
-            if self
-                .channel
+            let other_node = self
+                .view
                 .as_ref()
-                .is_some_and(|c| *c != front.event.channel)
+                .is_some_and(|v| !v.owns(&front.event.device));
+            if other_node
+                || self
+                    .channel
+                    .as_ref()
+                    .is_some_and(|c| *c != front.event.channel)
             {
                 self.handled = front.offset;
                 self.buffer.pop_front();
@@ -656,7 +692,13 @@ impl Dispatcher {
         if point <= self.committed {
             return;
         }
-        match self.log.commit(&self.group.stream, name, point).await {
+        let result = match (&self.link, &self.view) {
+            (Some(link), Some(view)) => link.report(view.epoch, point).await,
+            // On a cluster, nothing is committed before the first view.
+            (Some(_), None) => return,
+            (None, _) => self.log.commit(&self.group.stream, name, point).await,
+        };
+        match result {
             Ok(()) => {
                 self.committed = point;
                 self.commit_failing = false;
@@ -668,6 +710,55 @@ impl Dispatcher {
                 self.commit_failing = true;
             }
         }
+    }
+
+    /// The group's view changed (nodes came or went): start over from the committed offset
+    /// under the new view. Events after it may reach members twice; none is skipped.
+    async fn rewind(&mut self) {
+        let Some(view) = self.views.as_mut().map(|rx| rx.borrow_and_update().clone()) else {
+            return;
+        };
+        let name = self.durable.clone().unwrap_or_default();
+        let from = match self.log.committed(&self.group.stream, &name).await {
+            Ok(c) => c.unwrap_or(self.committed),
+            Err(e) => {
+                tracing::warn!("MQTT integration: cannot read the group's offset after a change of nodes: {e}; keeping the position");
+                self.view = Some(view);
+                return;
+            }
+        };
+        match self
+            .log
+            .consume(&self.group.stream, StartFrom::After(from))
+            .await
+        {
+            Ok(consumer) => {
+                self.read = None;
+                self.reader = Some(consumer);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "MQTT integration: cannot reopen the stream after a change of nodes: {e}"
+                );
+                self.view = Some(view);
+                return;
+            }
+        }
+        tracing::info!(
+            nodes = ?view.nodes,
+            from,
+            "MQTT integration: the nodes of the group changed; delivering again from the committed offset"
+        );
+        self.resume = StartFrom::After(from);
+        self.buffer.clear();
+        self.blocked = None;
+        // Unacknowledged events of devices now another node's are that node's to deliver.
+        self.outstanding
+            .retain(|_, h| view.owns(&h.record.event.device));
+        self.redispatch.retain(|o| self.outstanding.contains_key(o));
+        self.handled = from;
+        self.committed = from;
+        self.view = Some(view);
     }
 
     /// Disconnects the member that holds delivery up when the group is more than `max_lag`
