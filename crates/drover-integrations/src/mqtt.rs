@@ -83,8 +83,10 @@
 //! A consumer that was disconnected for lag and comes back is not disconnected again as long
 //! as it catches up (its lag shrinks from one check to the next), however far behind it is.
 //!
-//! Shared groups span only this node for now; sessions are in memory (a server restart ends
-//! them, clients subscribe again and resume from the committed offsets).
+//! On a cluster ([`IntegrationPolicy::with_group_peers`]) durable groups span the nodes that
+//! have online members: the devices are split between the nodes, and a change of nodes
+//! rewinds to the committed offset (see [`drover_bus::groups`]). Sessions are in memory (a
+//! server restart ends them, clients subscribe again and resume from the committed offsets).
 
 use crate::commands::{CommandRequest, CommandService, SendError};
 use drover_bus::commands::CommandError;

@@ -172,6 +172,28 @@ fn banner(config: &Config, server: &drover::Server) {
     println!("  WebSocket        {ws}{}<app>", drover_api::WS_PATH);
     println!("  Change watch     {url}/api/registry/v1alpha1/watch");
     println!("  Data directory   {}", config.data_dir.display());
+    match &config.database_url {
+        Some(u) => println!(
+            "  Registry         PostgreSQL {} (schema {})",
+            drover::config::redacted_url(u),
+            config.database_schema.as_deref().unwrap_or("public")
+        ),
+        None => println!(
+            "  Registry         SQLite {}",
+            config.data_dir.join("registry.db").display()
+        ),
+    }
+    match &config.nats_url {
+        Some(u) => println!(
+            "  Event log        NATS JetStream {} (prefix {}); commands routed between nodes",
+            drover::config::redacted_url(u),
+            config.nats_prefix
+        ),
+        None => println!(
+            "  Event log        embedded {}",
+            config.data_dir.join("events").display()
+        ),
+    }
     match &server.admin_token {
         AdminToken::Generated { token, file } => {
             println!();
@@ -187,13 +209,18 @@ fn banner(config: &Config, server: &drover::Server) {
                 file.display()
             );
         }
-        AdminToken::Existing { file } => {
+        AdminToken::Existing { file } if file.exists() => {
             println!();
             println!("Log in with drg:");
             println!(
                 "  drg login {url} --access-token admin:$(cat {})",
                 file.display()
             );
+        }
+        AdminToken::Existing { .. } => {
+            println!();
+            println!("The administrator already exists (another node created it): log in with its token,");
+            println!("  drg login {url} --access-token admin:<token>");
         }
         AdminToken::Configured => {
             println!();
