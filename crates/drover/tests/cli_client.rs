@@ -1251,3 +1251,42 @@ async fn completions_and_examples_in_every_help() {
     }
     assert!(seen > 40, "only {seen} commands");
 }
+
+#[tokio::test]
+async fn watch_prints_registry_changes() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    login_admin(&t, dir.path()).await;
+    ok(dir.path(), &["app", "create", "w1"]).await;
+    ok(dir.path(), &["app", "create", "w2"]).await;
+    ok(
+        dir.path(),
+        &["device", "create", "d1", "--app", "w1", "--password", "pw"],
+    )
+    .await;
+    // From the start of the feed, only w1's changes: its creation, then the device's.
+    let o = ok(
+        dir.path(),
+        &[
+            "watch", "--since", "0", "--app", "w1", "--count", "2", "-o", "json",
+        ],
+    )
+    .await;
+    let events: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{}", o.stdout);
+    assert_eq!(events[0]["type"], "io.drogue.registry.change.application");
+    assert_eq!(events[0]["application"], "w1");
+    assert_eq!(events[1]["type"], "io.drogue.registry.change.device");
+    assert_eq!(events[1]["device"], "d1");
+    let o = ok(dir.path(), &["watch", "--since", "0", "--count", "1"]).await;
+    assert!(
+        o.stdout.contains("app") && o.stdout.contains("w1"),
+        "{}",
+        o.stdout
+    );
+    fails(dir.path(), &["watch", "--app", "nope", "--count", "1"], 3).await;
+}

@@ -9,6 +9,7 @@ pub mod edit;
 pub mod members;
 pub mod output;
 pub mod stream;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -192,6 +193,24 @@ pub enum ClientCommand {
         /// Print each event as a raw JSON line (the CloudEvent as sent).
         #[arg(long)]
         raw: bool,
+    },
+    /// Follow the registry's changes (applications and devices created, changed, deleted).
+    #[command(
+        after_help = "Examples:\n  drover watch\n  drover watch --app app1 --since 120\n  drover watch -o json --count 10"
+    )]
+    Watch {
+        #[command(flatten)]
+        g: Global,
+        /// Only changes of this application.
+        #[arg(long, short = 'a')]
+        app: Option<String>,
+        /// Start after this revision (the first column, or a list's `drover-revision` header);
+        /// default: from now on.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Exit after this many changes.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
     },
     /// Send a command to a device.
     #[command(
@@ -535,6 +554,12 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             )
             .await
         }
+        ClientCommand::Watch {
+            g,
+            app,
+            since,
+            count,
+        } => watch::watch(&api(&g)?, g.output, watch::WatchArgs { app, since, count }).await,
         ClientCommand::Cmd {
             g,
             device,
