@@ -1,15 +1,35 @@
 //! Drover's device registry: applications, devices, users and access tokens, behind the
-//! [`Registry`] trait, with the embedded SQLite store ([`SqliteRegistry`]).
+//! [`Registry`] trait (and the device-authentication lookups of
+//! [`drover_auth::device::DeviceDirectory`]), with two stores:
+//!
+//! - [`SqliteRegistry`]: one SQLite file, embedded, for one process
+//!   (`SqliteRegistry::open(path)`);
+//! - [`PostgresRegistry`]: PostgreSQL, shared by any number of `drover` nodes
+//!   (`PostgresRegistry::connect(url, PgOptions { .. })`).
 //!
 //! Every write runs in one transaction that also appends its change events (the outbox), so
 //! controllers can follow the [change feed](Registry::changes_since) from any revision without gaps
-//! or duplicates. Authorization of application access (owner, members, roles) is decided here, inside
-//! the same transaction as the read or write it guards.
+//! or duplicates. Writers are serialized (within a process by a lock, across PostgreSQL nodes by the
+//! lock on the revision counter row), so revisions become visible strictly in commit order;
+//! [`Registry::subscribe`] sees every commit, on PostgreSQL also those of other nodes (by
+//! `LISTEN`/`NOTIFY`, with polling as a fallback). Authorization of application access (owner,
+//! members, roles) is decided here, inside the same transaction as the read or write it guards.
 //!
-//! This crate knows nothing of protocols: no HTTP, no MQTT.
+//! Both stores are one [`SqlRegistry`]: the rules live once, in `store` (transactions, revisions,
+//! change events, authorization, deletion with finalizers, name reservations) and `logic` (what
+//! needs no store: validation, updates, computed status, password hashing); every statement is in
+//! `store::tables`, written once for both databases; a store only says how to open transactions,
+//! how writers are serialized and how other nodes hear of a commit. The same conformance suite
+//! (`tests/conformance`) runs against both.
+//!
+//! This crate knows nothing of protocols: no HTTP, no MQTT; and it reads no configuration: the
+//! binary hands in the database path or URL.
 
 mod logic;
+mod postgres;
+mod sql;
 mod sqlite;
+mod store;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +38,9 @@ use chrono::{DateTime, Utc};
 use drover_model::{Kind, Members, Principal, Resource, ResourceInput, Selector};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::{PgOptions, PostgresRegistry};
 pub use sqlite::SqliteRegistry;
+pub use store::SqlRegistry;
 
 /// The finalizer the registry puts on an application while devices it deletes still exist.
 pub const FINALIZER_HAS_DEVICES: &str = "has-devices";

@@ -1,0 +1,202 @@
+//! Behaviour every registry store must show: each check runs against the embedded SQLite store
+//! and against PostgreSQL. The PostgreSQL runs need `DROVER_TEST_DATABASE_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432/test`); without it they pass without running, and say so
+//! once. Each PostgreSQL run gets a schema of its own (`drover_t_<pid>_<n>`), dropped at the end.
+//!
+//! `conformance!(check, …)` in a module makes the tests `<module>::sqlite::<check>` and
+//! `<module>::postgres::<check>`; a check is an `async fn(Subject)`.
+#![allow(clippy::unwrap_used)]
+
+/// Asserts that a result is the registry error of this kind.
+macro_rules! assert_err {
+    ($res:expr, $kind:ident) => {{
+        let res = &$res;
+        assert!(
+            matches!(res, Err(drover_registry::RegistryError::$kind(_))),
+            "expected {}, got {:?}",
+            stringify!($kind),
+            res.as_ref().map(|_| "a success")
+        );
+    }};
+}
+
+/// Makes a SQLite and a PostgreSQL test of each check.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let (subject, _dir) = $crate::sqlite().await;
+                    super::$check(subject).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let Some(pg) = $crate::Postgres::start().await else {
+                        return;
+                    };
+                    super::$check(pg.subject()).await;
+                    pg.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+mod access;
+mod accounts;
+mod cluster;
+mod directory;
+mod feed;
+mod resources;
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use drover_auth::device::DeviceDirectory;
+use drover_model::{Principal, Resource, ResourceInput};
+use drover_registry::{PgOptions, PostgresRegistry, Registry, SqliteRegistry};
+use sqlx::Connection;
+
+/// What a check gets: a registry that is also a device directory.
+pub type Subject = Arc<dyn Store>;
+
+pub trait Store: Registry + DeviceDirectory {}
+impl<T: Registry + DeviceDirectory> Store for T {}
+
+/// Creates an application with nothing but a name, as the system administrator.
+pub async fn new_app(reg: &Subject, name: &str) -> Resource {
+    reg.create_app(
+        &admin(),
+        input(serde_json::json!({"metadata": {"name": name}})),
+    )
+    .await
+    .unwrap()
+}
+
+pub fn input(v: serde_json::Value) -> ResourceInput {
+    serde_json::from_value(v).unwrap()
+}
+
+pub fn admin() -> Principal {
+    Principal::SystemAdmin("admin".into())
+}
+
+pub fn user(name: &str) -> Principal {
+    Principal::User(name.into())
+}
+
+/// Waits for `check` to hold, at most five seconds.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn sqlite() -> (Subject, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = SqliteRegistry::open(&dir.path().join("r.db"))
+        .await
+        .unwrap();
+    (Arc::new(reg), dir)
+}
+
+/// A schema of its own on the test database, and the registries (nodes) on it.
+pub struct Postgres {
+    pub url: String,
+    pub schema: String,
+    pub nodes: Vec<Arc<PostgresRegistry>>,
+}
+
+impl Postgres {
+    /// A fresh schema with one node, or `None` when no test database is configured.
+    pub async fn start() -> Option<Self> {
+        Self::with(PgOptions::default()).await
+    }
+
+    /// A fresh schema with one node made with `options` (its schema and pool size are the
+    /// test's).
+    pub async fn with(options: PgOptions) -> Option<Self> {
+        let mut pg = Self::fresh().await?;
+        let node = pg.node(options).await;
+        pg.nodes.push(node);
+        Some(pg)
+    }
+
+    /// A fresh schema and no node yet.
+    pub async fn fresh() -> Option<Self> {
+        let Ok(url) = std::env::var("DROVER_TEST_DATABASE_URL") else {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                // Straight to stderr: the test harness captures print!, and this is for the
+                // person running `cargo test`.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL registry tests not run: set DROVER_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
+            });
+            return None;
+        };
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let schema = format!(
+            "drover_t_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Some(Postgres {
+            url,
+            schema,
+            nodes: Vec::new(),
+        })
+    }
+
+    /// Another node on the same schema.
+    pub async fn node(&self, options: PgOptions) -> Arc<PostgresRegistry> {
+        let options = PgOptions {
+            schema: Some(self.schema.clone()),
+            max_connections: 4,
+            ..options
+        };
+        Arc::new(PostgresRegistry::connect(&self.url, options).await.unwrap())
+    }
+
+    pub fn subject(&self) -> Subject {
+        self.nodes[0].clone()
+    }
+
+    /// Runs SQL on a connection of its own, in the test's schema.
+    pub async fn sql(&self, sql: &str) {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::raw_sql(&format!("SET search_path TO {}; {sql}", self.schema))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    /// The number a query answers, on a connection of its own.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        n
+    }
+
+    /// Closes the nodes and drops the schema.
+    pub async fn finish(self) {
+        for node in &self.nodes {
+            node.close().await;
+        }
+        self.sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await;
+    }
+}
