@@ -3,10 +3,13 @@
 //! how writers are serialized and how other nodes learn of a commit; the statements are in
 //! [`tables`], the rules that need no store in [`crate::logic`].
 //!
-//! Every write runs in one transaction that starts by reading the revision counter under the
-//! writer lock (an in-process mutex for SQLite, the counter row's lock for PostgreSQL), allocates
-//! one revision per change event, appends the events to the outbox and moves the counter at the
-//! end. Writers are thus serialized, and revisions become visible strictly in commit order.
+//! Every write takes the process's writer lock, then runs in one transaction that starts by
+//! reading the revision counter (on PostgreSQL also locking its row until the commit, which
+//! orders the writers of all nodes), allocates one revision per change event, appends the events
+//! to the outbox and moves the counter at the end. Writers are thus serialized, and revisions
+//! become visible strictly in commit order. A write the database aborts (serialization failure,
+//! deadlock) runs again, a few times. Reads that report the revision they saw (lists) run in one
+//! snapshot; other reads run on the pool.
 
 mod tables;
 
@@ -129,6 +132,15 @@ impl AppRow {
         }
         Ok(())
     }
+}
+
+/// The application, if `who` may read it.
+async fn readable_app(db: &mut impl Sql, who: &Principal, app: &str) -> Fallible<AppRow> {
+    let row = tables::load_app(db, app)
+        .await?
+        .ok_or_else(|| not_found_app(app))?;
+    row.authorize(who, Permission::Read)?;
+    Ok(row)
 }
 
 /// A write transaction: holds the writer lock, allocates revisions and collects change events.
@@ -298,15 +310,6 @@ impl<B: Backend> SqlRegistry<B> {
         Ok((tx, revision))
     }
 
-    async fn readable_app(&self, who: &Principal, app: &str) -> Fallible<(AppRow, B::Tx, u64)> {
-        let (mut tx, revision) = self.read().await?;
-        let row = tables::load_app(&mut tx, app)
-            .await?
-            .ok_or_else(|| not_found_app(app))?;
-        row.authorize(who, Permission::Read)?;
-        Ok((row, tx, revision))
-    }
-
     /// Runs a write operation, again when the database aborted its transaction.
     async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
@@ -361,7 +364,7 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     }
 
     async fn get_app(&self, who: &Principal, app: &str) -> Result<Resource> {
-        Ok(self.readable_app(who, app).await?.0.doc)
+        Ok(readable_app(&mut self.backend.pool(), who, app).await?.doc)
     }
 
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>> {
@@ -494,8 +497,9 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     }
 
     async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource> {
-        let (_, mut tx, _) = self.readable_app(who, app).await?;
-        Ok(tables::load_device(&mut tx, app, device)
+        let mut db = self.backend.pool();
+        readable_app(&mut db, who, app).await?;
+        Ok(tables::load_device(&mut db, app, device)
             .await?
             .ok_or_else(|| not_found_device(app, device))?)
     }
@@ -506,7 +510,8 @@ impl<B: Backend> Registry for SqlRegistry<B> {
         app: &str,
         opts: &ListOptions,
     ) -> Result<Listing<Resource>> {
-        let (_, mut tx, revision) = self.readable_app(who, app).await?;
+        let (mut tx, revision) = self.read().await?;
+        readable_app(&mut tx, who, app).await?;
         let mut items = tables::all_devices(&mut tx, app).await?;
         items.retain(|d| opts.selector.matches(&d.metadata.labels));
         Ok(Listing {
@@ -524,12 +529,8 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     ) -> Result<Resource> {
         logic::validate_input(Kind::Device, &input, Some(device), Some(app))?;
         // Hash outside the write lock; the previous spec only serves to reuse matching hashes.
-        let old_spec = {
-            let (mut tx, _) = self.read().await?;
-            tables::load_device(&mut tx, app, device)
-                .await?
-                .map(|d| d.spec)
-        };
+        let old = tables::load_device(&mut self.backend.pool(), app, device).await?;
+        let old_spec = old.map(|d| d.spec);
         let mut input = input;
         input.spec = logic::hash_passwords(std::mem::take(&mut input.spec), old_spec).await?;
         let input = &input;
@@ -583,13 +584,13 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     }
 
     async fn authorize(&self, who: &Principal, app: &str, what: Permission) -> Result<Resource> {
-        let (row, _, _) = self.readable_app(who, app).await?;
+        let row = readable_app(&mut self.backend.pool(), who, app).await?;
         row.authorize(who, what)?;
         Ok(row.doc)
     }
 
     async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc> {
-        let (row, _, _) = self.readable_app(who, app).await?;
+        let row = readable_app(&mut self.backend.pool(), who, app).await?;
         row.authorize(who, Permission::Admin)?;
         Ok(MembersDoc {
             resource_version: Some(row.members_version),
@@ -674,7 +675,7 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     }
 
     async fn pending_transfer(&self, who: &Principal, app: &str) -> Result<Option<String>> {
-        let (row, _, _) = self.readable_app(who, app).await?;
+        let row = readable_app(&mut self.backend.pool(), who, app).await?;
         if row.transfer_to.as_deref() == Some(who.name()) {
             return Ok(row.transfer_to);
         }

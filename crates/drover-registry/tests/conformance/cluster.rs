@@ -135,6 +135,23 @@ async fn polling_catches_what_no_notification_told() {
     pg.finish().await;
 }
 
+/// Another client of the database, in the test's schema.
+struct Client(sqlx::PgConnection);
+
+impl Client {
+    async fn connect(pg: &Postgres) -> Self {
+        let mut client = Client(sqlx::PgConnection::connect(&pg.url).await.unwrap());
+        client
+            .run(&format!("SET search_path TO {}", pg.schema))
+            .await;
+        client
+    }
+
+    async fn run(&mut self, sql: &str) {
+        sqlx::raw_sql(sql).execute(&mut self.0).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_write_gives_up_waiting_for_another_writer() {
     let options = PgOptions {
@@ -145,14 +162,10 @@ async fn a_write_gives_up_waiting_for_another_writer() {
         return;
     };
     // Another node's write transaction that does not end.
-    let mut other = sqlx::PgConnection::connect(&pg.url).await.unwrap();
-    sqlx::raw_sql(&format!(
-        "BEGIN; SELECT revision FROM {}.meta WHERE id = 1 FOR UPDATE",
-        pg.schema
-    ))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    let mut other = Client::connect(&pg).await;
+    other
+        .run("BEGIN; SELECT revision FROM meta WHERE id = 1 FOR UPDATE")
+        .await;
     let reg = &pg.nodes[0];
     let started = Instant::now();
     let res = reg
@@ -162,7 +175,7 @@ async fn a_write_gives_up_waiting_for_another_writer() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // Reads do not wait for writers.
     reg.list_apps(&admin(), &Default::default()).await.unwrap();
-    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    other.run("ROLLBACK").await;
     assert_eq!(create_app(reg, "free").await, 1);
     pg.finish().await;
 }
@@ -177,14 +190,10 @@ async fn a_deadlocked_write_runs_again() {
     create_app(&reg, "x").await;
     // Someone else locks the application's row (and is slow to see the deadlock, so that the
     // registry's transaction is the one the database aborts)...
-    let mut other = sqlx::PgConnection::connect(&pg.url).await.unwrap();
-    sqlx::raw_sql(&format!(
-        "BEGIN; SET LOCAL deadlock_timeout = '30s'; SELECT name FROM {}.apps WHERE name = 'x' FOR UPDATE",
-        pg.schema
-    ))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    let mut other = Client::connect(&pg).await;
+    other
+        .run("BEGIN; SET LOCAL deadlock_timeout = '30s'; SELECT name FROM apps WHERE name = 'x' FOR UPDATE")
+        .await;
     // ...while the registry, holding the revision counter, waits for that row...
     let update = tokio::spawn(async move {
         let labelled = input(json!({"metadata": {"name": "x", "labels": {"a": "b"}}}));
@@ -199,14 +208,9 @@ async fn a_deadlocked_write_runs_again() {
     })
     .await;
     // ...and the other one then waits for the counter: a deadlock.
-    sqlx::raw_sql(&format!(
-        "SELECT revision FROM {}.meta WHERE id = 1 FOR UPDATE",
-        pg.schema
-    ))
-    .execute(&mut other)
-    .await
-    .unwrap();
-    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    other
+        .run("SELECT revision FROM meta WHERE id = 1 FOR UPDATE; COMMIT")
+        .await;
     let updated = update.await.unwrap().unwrap();
     assert_eq!(updated.metadata.labels["a"], "b");
     assert_eq!(updated.metadata.resource_version, "2");

@@ -176,10 +176,8 @@ impl Postgres {
     /// Runs SQL on a connection of its own, in the test's schema.
     pub async fn sql(&self, sql: &str) {
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        sqlx::raw_sql(&format!("SET search_path TO {}; {sql}", self.schema))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let sql = format!("SET search_path TO {}; {sql}", self.schema);
+        sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
     }
 
