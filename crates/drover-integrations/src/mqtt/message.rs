@@ -61,7 +61,7 @@ pub(crate) fn encode(
 ) -> OutboundMessage {
     match mode {
         ContentMode::Structured => {
-            let payload = cloudevent::to_json(event).to_string();
+            let payload = cloudevent::to_json_bytes(event);
             OutboundMessage::new(topic.clone(), Bytes::from(payload), qos).with_properties(
                 MessageProperties {
                     payload_format_utf8: true,
