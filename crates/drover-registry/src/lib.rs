@@ -258,6 +258,8 @@ pub trait Registry: Send + Sync + 'static {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
+    /// Stops background work and closes the store's connections; calls after it fail.
+    async fn close(&self) {}
 }
 
 /// Labels as stored, for helpers.

@@ -283,7 +283,8 @@ impl<B: Backend> SqlRegistry<B> {
         }
     }
 
-    /// Stops background work and closes the database connections.
+    /// Stops background work and closes the database connections (SQLite: flushes the WAL).
+    /// The same as [`Registry::close`], callable without the trait.
     pub async fn close(&self) {
         self.backend.close().await;
     }
@@ -934,6 +935,10 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     async fn ping(&self) -> Result<()> {
         committed_revision(&mut self.backend.pool()).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.backend.close().await;
     }
 }
 
