@@ -66,7 +66,7 @@
 //!
 //! One process at a time may open a directory (nothing locks it).
 
-mod codec;
+pub(crate) mod codec;
 mod consumer;
 mod segment;
 mod stream;

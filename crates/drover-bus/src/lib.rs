@@ -2,9 +2,10 @@
 //! consumers that either follow live or belong to a named group whose committed offset survives
 //! restarts.
 //!
-//! The [`EventLog`] trait is shaped so that NATS JetStream can implement it (streams, durable
-//! consumers, acks as commits); [`embedded::EmbeddedLog`] is the built-in backend: segment files
-//! per stream, fsync with group commit before an append is acknowledged.
+//! The [`EventLog`] trait has two backends that pass one conformance suite:
+//! [`embedded::EmbeddedLog`], the built-in one (segment files per stream, fsync with group
+//! commit before an append is acknowledged), and [`nats::JetStreamLog`] for a cluster of nodes
+//! (a NATS JetStream stream per application, group offsets in a key-value bucket).
 //!
 //! This crate knows nothing of device or application protocols, nor of how resources are stored.
 
@@ -13,10 +14,12 @@ use drover_model::Event;
 
 pub mod cluster;
 pub mod commands;
-pub mod groups;
 pub mod embedded;
+pub mod groups;
+pub mod nats;
 
 pub use embedded::{EmbeddedLog, LogConfig};
+pub use nats::{JetStreamConfig, JetStreamLog};
 
 /// A position in a stream. The first event of a stream has offset 1; 0 means "before the first".
 pub type Offset = u64;

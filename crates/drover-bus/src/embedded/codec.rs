@@ -97,7 +97,13 @@ fn sender_is_device(event: &Event) -> bool {
 
 /// The length of the frame [`encode`] produces.
 pub(crate) fn frame_len(event: &Event, stream: &StreamKey) -> usize {
-    let mut n = HEADER_LEN + FIXED_BODY;
+    HEADER_LEN + 1 + 16 + event_len(event, stream)
+}
+
+/// The length of the event's encoding (what [`encode_event`] produces): the body after its
+/// format, offset and append time.
+pub(crate) fn event_len(event: &Event, stream: &StreamKey) -> usize {
+    let mut n = FIXED_BODY - 1 - 16;
     n += str_len(&event.id) + str_len(&event.ty) + str_len(&event.channel);
     n += event.content_type.as_deref().map_or(0, str_len);
     n += event.data_schema.as_deref().map_or(0, str_len);
@@ -124,6 +130,15 @@ pub(crate) fn encode(event: &Event, stream: &StreamKey, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; HEADER_LEN]);
     out.push(FORMAT);
     out.extend_from_slice(&[0; 16]); // offset, appended
+    encode_event(event, stream, out);
+    let body_len = (out.len() - start - HEADER_LEN) as u32;
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+}
+
+/// Appends the encoding of `event` alone to `out`: the part of a body from `event_secs` to the
+/// end of the data. The NATS JetStream backend stores exactly this as a message's payload (its
+/// offset and append time are the message's sequence and timestamp).
+pub(crate) fn encode_event(event: &Event, stream: &StreamKey, out: &mut Vec<u8>) {
     out.extend_from_slice(&event.time.timestamp().to_le_bytes());
     out.extend_from_slice(&event.time.timestamp_subsec_nanos().to_le_bytes());
     let elide = elides_app(event, stream);
@@ -168,8 +183,6 @@ pub(crate) fn encode(event: &Event, stream: &StreamKey, out: &mut Vec<u8>) {
         put_str(out, v);
     }
     out.extend_from_slice(&event.data);
-    let body_len = (out.len() - start - HEADER_LEN) as u32;
-    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
 }
 
 /// Fills in offset and append time of an encoded frame and computes its CRC.
@@ -248,9 +261,12 @@ impl<'a> Reader<'a> {
 /// time come from [`peek`]).
 pub(crate) fn decode(body: &[u8], stream: &StreamKey) -> Result<Event, CodecError> {
     peek(body)?;
-    let mut r = Reader {
-        buf: &body[1 + 16..],
-    };
+    decode_event(&body[1 + 16..], stream)
+}
+
+/// Decodes what [`encode_event`] produced for an event of `stream`.
+pub(crate) fn decode_event(encoded: &[u8], stream: &StreamKey) -> Result<Event, CodecError> {
+    let mut r = Reader { buf: encoded };
     let secs = i64::from_le_bytes(r.array()?);
     let nanos = u32::from_le_bytes(r.array()?);
     let time = DateTime::from_timestamp(secs, nanos).ok_or(CodecError::Time)?;
@@ -376,6 +392,12 @@ mod tests {
         assert_eq!(crc, crc32fast::hash(body));
         assert_eq!(peek(body), Ok((offset, appended)));
         assert_eq!(&decode(body, stream).expect("decodes"), event);
+        // The event's part alone (what the JetStream log stores) is the body's tail.
+        let mut alone = Vec::new();
+        encode_event(event, stream, &mut alone);
+        assert_eq!(alone.len(), event_len(event, stream));
+        assert_eq!(&body[1 + 16..], &alone[..]);
+        assert_eq!(&decode_event(&alone, stream).expect("decodes"), event);
     }
 
     proptest! {

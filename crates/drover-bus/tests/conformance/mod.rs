@@ -277,6 +277,120 @@ pub async fn delete_and_recreate(log: &dyn EventLog) {
     assert_eq!(ids(&take(&mut *c, 1).await), ["fresh"]);
 }
 
+/// A consumer that starts after the end waits for that offset; a pruned-or-not start never
+/// hands out what came before it.
+pub async fn start_beyond_the_end(log: &dyn EventLog) {
+    let s = key("beyond");
+    append_n(log, &s, "e", 3).await;
+    let mut c = log.consume(&s, StartFrom::After(5)).await.expect("consume");
+    assert_eq!(c.end(), 3);
+    append_n(log, &s, "f", 4).await;
+    let r = take(&mut *c, 1).await;
+    assert_eq!((r[0].offset, r[0].event.id.as_str()), (6, "f2"));
+    let batch = within("batch", c.next_batch(10)).await.expect("batch");
+    assert_eq!(ids(&batch), ["f3"]);
+}
+
+/// Group names are opaque strings: any printable name (up to 200 bytes) is its own group.
+pub async fn group_names_are_opaque(log: &dyn EventLog) {
+    let s = key("group-names");
+    append_n(log, &s, "e", 3).await;
+    let names = [
+        "g",
+        "G",
+        "g.1",
+        "g_1",
+        "g/1",
+        "with spaces",
+        "ünïcødé ☃",
+        "*>",
+        "$KV.x",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        log.commit(&s, name, (i % 4) as Offset)
+            .await
+            .expect("commit");
+    }
+    let long = "l".repeat(200);
+    log.commit(&s, &long, 3).await.expect("commit");
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            log.committed(&s, name).await.expect("committed"),
+            Some((i % 4) as Offset),
+            "{name:?}"
+        );
+    }
+    assert_eq!(log.committed(&s, &long).await.expect("committed"), Some(3));
+    assert!(matches!(
+        log.commit(&s, &"l".repeat(201), 1).await,
+        Err(BusError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.commit(&s, "a\nb", 1).await,
+        Err(BusError::Invalid(_))
+    ));
+    // A commit overwrites: a group may move back.
+    log.commit(&s, "g", 3).await.expect("commit");
+    log.commit(&s, "g", 1).await.expect("commit");
+    assert_eq!(log.committed(&s, "g").await.expect("committed"), Some(1));
+}
+
+/// Appends racing a deletion are either stored (and deleted with the stream) or refused; none
+/// brings the stream back. Deleting twice is fine.
+pub async fn deletion_races_appends(log: &dyn EventLog) {
+    let s = key("racing");
+    append_n(log, &s, "e", 3).await;
+    let racing =
+        futures::future::join_all((0..20).map(|i| log.append(&s, event(&s, format!("r{i}")))));
+    let (results, deleted) = futures::future::join(racing, log.delete_stream(&s)).await;
+    deleted.expect("delete");
+    for r in results {
+        assert!(matches!(r, Ok(_) | Err(BusError::Invalid(_))), "{r:?}");
+    }
+    assert!(matches!(
+        log.append(&s, event(&s, "zombie")).await,
+        Err(BusError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.commit(&s, "g", 0).await,
+        Err(BusError::Invalid(_))
+    ));
+    log.delete_stream(&s).await.expect("deleting twice is fine");
+    let mut c = log.consume(&s, StartFrom::Earliest).await.expect("consume");
+    assert!(within("consumer of deleted stream", c.next_batch(10))
+        .await
+        .expect("batch")
+        .is_empty());
+    // Deleting a stream that never existed is fine too, and it stays deleted.
+    let never = key("never");
+    log.delete_stream(&never).await.expect("delete");
+    assert!(matches!(
+        log.append(&never, event(&never, "zombie")).await,
+        Err(BusError::Invalid(_))
+    ));
+}
+
+/// Uids that cannot name a stream are refused.
+pub async fn invalid_uids_are_refused(log: &dyn EventLog) {
+    for uid in ["", "..", "a/b", ".hidden", "a b", "a*", "a>"] {
+        let s = StreamKey::new("app", uid);
+        assert!(
+            matches!(
+                log.append(&s, event(&s, "x")).await,
+                Err(BusError::Invalid(_))
+            ),
+            "{uid:?}"
+        );
+        assert!(
+            matches!(
+                log.consume(&s, StartFrom::Earliest).await,
+                Err(BusError::Invalid(_))
+            ),
+            "{uid:?}"
+        );
+    }
+}
+
 /// Runs every check above against one log.
 pub async fn all(log: &dyn EventLog) {
     offsets_and_start_positions(log).await;
@@ -285,6 +399,10 @@ pub async fn all(log: &dyn EventLog) {
     concurrent_appenders_keep_their_order(log).await;
     groups_commit(log).await;
     delete_and_recreate(log).await;
+    start_beyond_the_end(log).await;
+    group_names_are_opaque(log).await;
+    deletion_races_appends(log).await;
+    invalid_uids_are_refused(log).await;
 }
 
 pub trait WithTime {
