@@ -533,13 +533,13 @@ impl Config {
         let database_schema = args.database_schema.or(file.database_schema);
         if let Some(s) = &database_schema {
             let ok = !s.is_empty()
-                && s.len() <= 63
+                && s.len() <= 48
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 && !s.as_bytes()[0].is_ascii_digit();
             if !ok {
                 return Err(ConfigError(format!(
-                    "invalid database_schema '{s}': 1 to 63 characters of a-z, 0-9 and _, not starting with a digit (set --database-schema / DROVER_DATABASE_SCHEMA)"
+                    "invalid database_schema '{s}': 1 to 48 characters of a-z, 0-9 and _, not starting with a digit (set --database-schema / DROVER_DATABASE_SCHEMA)"
                 )));
             }
         }

@@ -12,13 +12,14 @@ use drover_auth::{OidcConfig, OidcValidator};
 use drover_bus::cluster::{ClusterConfig, NatsPeers, TakeoverHandler};
 use drover_bus::commands::{CommandRouter, RouterConfig};
 use drover_bus::embedded::{EmbeddedLog, LogConfig};
+use drover_bus::nats::{JetStreamConfig, JetStreamLog};
 use drover_bus::{EventLog, StreamKey};
 use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
 use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
 use drover_model::Kind;
 use drover_mqtt::{MqttConfig, MqttServer};
-use drover_registry::{AdminBootstrap, Registry, SqliteRegistry};
+use drover_registry::{AdminBootstrap, PgOptions, PostgresRegistry, Registry, SqliteRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -198,13 +199,41 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None
     };
     let dev_ca = tls.as_ref().and_then(|t| t.dev_ca.clone());
+    if dev_ca.is_some() && config.nats_url.is_some() {
+        tracing::warn!("this node serves TLS with a development CA of its own: devices that trust it cannot connect to other nodes; give every node the same --tls-cert / --tls-key");
+    }
 
-    let db = config.data_dir.join("registry.db");
-    let registry = Arc::new(
-        SqliteRegistry::open(&db)
-            .await
-            .map_err(|e| StartError::Runtime(e.to_string()))?,
-    );
+    let (registry, directory): (Arc<dyn Registry>, Arc<dyn DeviceDirectory>) = match &config
+        .database_url
+    {
+        Some(url) => {
+            let pg = Arc::new(
+                    PostgresRegistry::connect(
+                        url,
+                        PgOptions {
+                            schema: config.database_schema.clone(),
+                            max_connections: config.database_max_connections,
+                            ..PgOptions::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| {
+                        StartError::Runtime(format!(
+                            "cannot open the PostgreSQL registry (--database-url / DROVER_DATABASE_URL): {e}"
+                        ))
+                    })?,
+                );
+            (pg.clone(), pg)
+        }
+        None => {
+            let sqlite = Arc::new(
+                SqliteRegistry::open(&config.data_dir.join("registry.db"))
+                    .await
+                    .map_err(|e| StartError::Runtime(e.to_string()))?,
+            );
+            (sqlite.clone(), sqlite)
+        }
+    };
     let token_file = config.data_dir.join("admin-token");
     let admin_token = match registry
         .bootstrap_admin(config.admin_token.as_deref())
@@ -227,16 +256,48 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         max_stream_bytes: config.event_retention_bytes,
         ..LogConfig::default()
     };
-    let log: Arc<dyn EventLog> = Arc::new(
-        EmbeddedLog::open(&config.data_dir.join("events"), log_config)
-            .await
-            .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
-    );
+    let (log, jetstream): (Arc<dyn EventLog>, Option<Arc<JetStreamLog>>) = match &config.nats_url {
+        Some(url) => {
+            let js = Arc::new(
+                JetStreamLog::connect(JetStreamConfig {
+                    url: url.clone(),
+                    prefix: config.nats_prefix.clone(),
+                    max_age: log_config.max_age,
+                    max_bytes_per_stream: log_config.max_stream_bytes,
+                    replicas: config.nats_replicas,
+                    connection_name: Some(format!("drover {} (events)", config.instance)),
+                    ..JetStreamConfig::default()
+                })
+                .await
+                .map_err(|e| {
+                    StartError::Runtime(format!(
+                        "cannot open the JetStream event log at {} (--nats-url / DROVER_NATS_URL): {e}",
+                        crate::config::redacted_url(url)
+                    ))
+                })?,
+            );
+            (js.clone(), Some(js))
+        }
+        None => (
+            Arc::new(
+                EmbeddedLog::open(&config.data_dir.join("events"), log_config)
+                    .await
+                    .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
+            ),
+            None,
+        ),
+    };
     let nats = match &config.nats_url {
         Some(url) => Some(connect_nats(url, &config.instance).await?),
         None => None,
     };
     let commands = CommandRouter::new(RouterConfig::default());
+    // This node's name among its peers: unique even if instances share a name, new per start.
+    let node = format!(
+        "{}-{}",
+        config.instance,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     // On a cluster, the device's other connections are closed when it connects here; the MQTT
     // server that holds them exists only further down.
     let mqtt_slot: Arc<std::sync::OnceLock<std::sync::Weak<MqttServer<DevicePolicy>>>> =
@@ -257,17 +318,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     }
                 }
             });
-            let node = format!(
-                "{}-{}",
-                config.instance,
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
             Some(
                 NatsPeers::start(
                     client.clone(),
                     ClusterConfig {
                         prefix: config.nats_prefix.clone(),
-                        node,
+                        node: node.clone(),
                         replicas: config.nats_replicas,
                         ..ClusterConfig::default()
                     },
@@ -286,8 +342,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         log.clone(),
         config.instance.clone(),
     ));
-    let directory: Arc<dyn DeviceDirectory> = registry.clone();
-    let authenticator = Arc::new(DeviceAuthenticator::new(directory));
+    let authenticator = Arc::new(DeviceAuthenticator::new(directory.clone()));
 
     let http = reqwest_client()?;
     let oidc = config.oidc.as_ref().map(|o| {
@@ -349,7 +404,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 v
             }),
             ws_max_lag: config.ws_max_lag,
-            readiness: Some(readiness(registry.clone(), nats.clone())),
+            readiness: Some(readiness(registry.clone(), nats.clone(), jetstream.clone())),
         }),
         shutdown: stop_rx.clone(),
     };
@@ -419,7 +474,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             Ok(())
         });
     }
-    let integration = IntegrationPolicy::new(
+    let mut integration = IntegrationPolicy::new(
         registry.clone(),
         oidc_validator.clone(),
         log.clone(),
@@ -428,8 +483,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             ..IntegrationSettings::default()
         },
     )
-    .with_commands(command_service.clone())
-    .into_server(MqttConfig::default());
+    .with_commands(command_service.clone());
+    if let Some(client) = &nats {
+        integration = integration.with_group_peers(drover_bus::cluster::NatsGroups::new(
+            client.clone(),
+            config.nats_prefix.clone(),
+            node.clone(),
+            log.clone(),
+        ));
+    }
+    let integration = integration.into_server(MqttConfig::default());
     if let Some(listener) = imqtt_listener {
         let (server, mut stop) = (integration.clone(), stop_rx.clone());
         servers.spawn(async move {
@@ -478,6 +541,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         )),
         tokio::spawn(follow_registry_changes(
             registry.clone(),
+            directory.clone(),
             log.clone(),
             mqtt.clone(),
         )),
@@ -582,7 +646,8 @@ async fn serve_http(
 ///   authenticate again, with what the registry says now);
 /// - every device of an application that is disabled or being deleted is disconnected.
 async fn follow_registry_changes(
-    registry: Arc<SqliteRegistry>,
+    registry: Arc<dyn Registry>,
+    directory: Arc<dyn DeviceDirectory>,
     log: Arc<dyn EventLog>,
     mqtt: Arc<MqttServer<DevicePolicy>>,
 ) {
@@ -606,7 +671,9 @@ async fn follow_registry_changes(
         for c in batch {
             since = c.revision;
             match (c.kind, &c.device) {
-                (Kind::Application, _) => application_changed(&registry, &log, &mqtt, &c).await,
+                (Kind::Application, _) => {
+                    application_changed(&registry, &directory, &log, &mqtt, &c).await
+                }
                 (Kind::Device, Some(device)) => {
                     let relevant = matches!(
                         c.path.as_str(),
@@ -618,7 +685,7 @@ async fn follow_registry_changes(
                     if !relevant {
                         continue;
                     }
-                    let live = match registry.device(&c.application, device).await {
+                    let live = match directory.device(&c.application, device).await {
                         Ok(Some(d)) => {
                             d.metadata.uid == c.uid
                                 && !d.is_deleting()
@@ -645,12 +712,13 @@ async fn follow_registry_changes(
 }
 
 async fn application_changed(
-    registry: &Arc<SqliteRegistry>,
+    registry: &Arc<dyn Registry>,
+    directory: &Arc<dyn DeviceDirectory>,
     log: &Arc<dyn EventLog>,
     mqtt: &Arc<MqttServer<DevicePolicy>>,
     c: &drover_registry::Change,
 ) {
-    let app = match registry.application(&c.application).await {
+    let app = match directory.application(&c.application).await {
         Ok(app) => app.filter(|a| a.metadata.uid == c.uid),
         Err(_) => return,
     };
@@ -728,7 +796,7 @@ async fn expire_commands(commands: Arc<CommandRouter>, log: Arc<dyn EventLog>, i
 }
 
 /// Prunes registry change events past their retention, at start and then hourly.
-async fn prune_changes(registry: Arc<SqliteRegistry>, days: u32) {
+async fn prune_changes(registry: Arc<dyn Registry>, days: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
@@ -770,10 +838,11 @@ async fn connect_nats(url: &str, instance: &str) -> Result<async_nats::Client, S
 fn readiness(
     registry: Arc<dyn Registry>,
     nats: Option<async_nats::Client>,
+    jetstream: Option<Arc<JetStreamLog>>,
 ) -> drover_api::ReadinessFn {
     use drover_api::health::Check;
     Arc::new(move || {
-        let (registry, nats) = (registry.clone(), nats.clone());
+        let (registry, nats, jetstream) = (registry.clone(), nats.clone(), jetstream.clone());
         Box::pin(async move {
             let mut checks = Vec::new();
             checks.push(
@@ -785,8 +854,17 @@ fn readiness(
             );
             if let Some(client) = nats {
                 checks.push(match client.connection_state() {
-                    async_nats::connection::State::Connected => Check::ok("nats"),
-                    state => Check::failed("nats", format!("not connected ({state})")),
+                    async_nats::connection::State::Connected => Check::ok("commandRouting"),
+                    state => {
+                        Check::failed("commandRouting", format!("NATS not connected ({state})"))
+                    }
+                });
+            }
+            if let Some(js) = jetstream {
+                checks.push(if js.is_connected() {
+                    Check::ok("eventLog")
+                } else {
+                    Check::failed("eventLog", "NATS JetStream not connected")
                 });
             }
             checks

@@ -1,0 +1,698 @@
+//! Two `drover serve` processes on one PostgreSQL registry and one NATS JetStream server
+//! (`DROVER_TEST_DATABASE_URL`, `DROVER_TEST_NATS_URL`; CI sets both): telemetry into node A is
+//! consumed from node B, commands sent through B reach a device on A and its reply comes back,
+//! a credential change made through A is enforced on B, a device connecting to B closes its
+//! connection on A. Each test has its own PostgreSQL schema and NATS prefix.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rumqttc::{Event, Packet, QoS};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "drg_012345_01234567890123456789012345678920BetF";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn backends() -> Option<(String, String)> {
+    match (
+        std::env::var("DROVER_TEST_DATABASE_URL"),
+        std::env::var("DROVER_TEST_NATS_URL"),
+    ) {
+        (Ok(db), Ok(nats)) => Some((db, nats)),
+        _ => {
+            eprintln!("DROVER_TEST_DATABASE_URL and DROVER_TEST_NATS_URL are not both set: the multi-node tests did not run");
+            None
+        }
+    }
+}
+
+/// A name no other test run uses (schema, subject prefix).
+fn unique(what: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{what}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_millis() % 1_000_000
+    )
+}
+
+/// One running node.
+struct Node {
+    child: Child,
+    api: String,
+    http: String,
+    mqtt_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// Starts `drover serve` on ephemeral ports and reads the bound addresses from its banner.
+    fn start(name: &str, db: &str, schema: &str, nats: &str, prefix: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args([
+                "serve",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
+            .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
+            .args(["--integration-mqtts-addr", "off"])
+            .args(["--instance", name])
+            .args(["--database-url", db, "--database-schema", schema])
+            .args(["--nats-url", nats, "--nats-prefix", prefix])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--admin-token", TOKEN])
+            .env_remove("DROVER_CONFIG")
+            .env("DROVER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut api, mut http, mut mqtt) = (None, None, None);
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            let bound = || {
+                line.rsplit_once("listening on ")
+                    .map(|(_, a)| a.trim_end_matches(')').to_string())
+            };
+            if line.contains("Management API") {
+                api = bound();
+            } else if line.contains("HTTP devices") {
+                http = bound();
+            } else if line.contains("MQTT devices") {
+                mqtt = bound();
+            } else if line.contains("Press Ctrl+C") {
+                break;
+            }
+        }
+        Node {
+            child,
+            api: format!("http://{}", api.expect("node did not start")),
+            http: format!("http://{}", http.unwrap()),
+            mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.api))
+            .basic_auth("admin", Some(TOKEN))
+    }
+}
+
+/// A v3.1.1 device connection; `filter` subscribed when given. Returns the CONNACK's code.
+async fn mqtt_device(
+    node: &Node,
+    client_id: &str,
+    password: &str,
+    filter: Option<&str>,
+) -> (
+    rumqttc::AsyncClient,
+    rumqttc::EventLoop,
+    rumqttc::ConnectReturnCode,
+) {
+    let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", node.mqtt_port);
+    o.set_credentials("dev1@app", password);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code,
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return code,
+                Err(e) => panic!("MQTT connect failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("CONNACK within the deadline");
+    if let (Some(f), rumqttc::ConnectReturnCode::Success) = (filter, code) {
+        c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+        next(&mut el, |e| {
+            matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
+        })
+        .await;
+    }
+    (c, el, code)
+}
+
+async fn next<T>(el: &mut rumqttc::EventLoop, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(e) => {
+                    if let Some(t) = f(&e) {
+                        return t;
+                    }
+                }
+                Err(e) => panic!("MQTT connection failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("MQTT event within the deadline")
+}
+
+/// Waits until the connection is closed by the server.
+async fn closed(el: &mut rumqttc::EventLoop) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if el.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the connection to be closed within the deadline")
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_registry_events_and_commands() {
+    let Some((db, nats)) = backends() else { return };
+    let (schema, prefix) = (unique("drover_e2e"), unique("e2e"));
+    let a = Node::start("a", &db, &schema, &nats, &prefix);
+    let b = Node::start("b", &db, &schema, &nats, &prefix);
+
+    for n in [&a, &b] {
+        let r = reqwest::get(format!("{}/health/ready", n.api))
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["checks"]["registry"], "ok", "{body}");
+        assert_eq!(body["checks"]["eventLog"], "ok", "{body}");
+        assert_eq!(body["checks"]["commandRouting"], "ok", "{body}");
+    }
+
+    // The registry is shared: created through A, read through B.
+    let r = a
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
+        .json(&json!({"metadata": {"name": "app"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = a
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
+        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw1"}]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = b
+        .admin(
+            reqwest::Method::GET,
+            "/api/registry/v1alpha1/apps/app/devices/dev1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Telemetry into A, consumed from B's WebSocket integration.
+    let mut req = format!(
+        "{}{}app",
+        b.api.replacen("http", "ws", 1),
+        drover_api::WS_PATH
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", basic("admin", TOKEN).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/temperature", a.http))
+        .basic_auth("dev1@app", Some("pw1"))
+        .header("content-type", "application/json")
+        .body(r#"{"temp":21.5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let event: Value = loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an event on B within the deadline")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            break serde_json::from_str(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(event["device"], "dev1");
+    assert_eq!(event["subject"], "temperature");
+    assert_eq!(event["instance"], "a", "{event}");
+    assert_eq!(event["data"], json!({"temp": 21.5}));
+
+    // A command through B reaches the device on A; the reply returns to the caller on B.
+    let (d, mut del, code) = mqtt_device(&a, "dev1-a", "pw1", Some("command/inbox//#")).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::Success);
+    let deadline = Instant::now() + WAIT;
+    let call = loop {
+        // Until A's interest in the device has reached NATS: 503 DeviceUnreachable.
+        let call = tokio::spawn(
+            b.admin(
+                reqwest::Method::POST,
+                "/api/command/v1alpha1/apps/app/devices/dev1?command=read&timeout=10",
+            )
+            .body("?")
+            .send(),
+        );
+        let got = tokio::time::timeout(Duration::from_millis(500), async {
+            next(&mut del, |e| match e {
+                Event::Incoming(Packet::Publish(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .await
+        })
+        .await;
+        match got {
+            Ok(p) => break (call, p),
+            Err(_) => {
+                let r = call.await.unwrap().unwrap();
+                assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+                assert!(Instant::now() < deadline, "the command never reached A");
+            }
+        }
+    };
+    let (call, p) = call;
+    let (topic, id) = p.topic.rsplit_once('/').unwrap();
+    assert_eq!(topic, "command/inbox//read");
+    assert_eq!(&p.payload[..], b"?");
+    d.publish(
+        format!("command/reply/{id}/201"),
+        QoS::AtLeastOnce,
+        false,
+        "21.5",
+    )
+    .await
+    .unwrap();
+    next(&mut del, |e| {
+        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+    })
+    .await;
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().await.unwrap(), "21.5");
+
+    // The device connects to B: its connection on A is closed (session taken over).
+    let (_d2, del2, code) = mqtt_device(&b, "dev1-b", "pw1", None).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::Success);
+    closed(&mut del).await;
+
+    // A queued command through A reaches the device when it subscribes on B.
+    let r = a
+        .admin(
+            reqwest::Method::POST,
+            "/api/command/v1alpha1/apps/app/devices/dev1?command=later&ttl=60",
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    drop(del2);
+    let (_d3, mut del3, _) = mqtt_device(&b, "dev1-b", "pw1", Some("command/inbox//#")).await;
+    let p = next(&mut del3, |e| match e {
+        Event::Incoming(Packet::Publish(p)) => Some(p.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(p.topic, "command/inbox//later");
+
+    // A credential change through A: B disconnects the device and refuses the old password.
+    let r = a
+        .admin(
+            reqwest::Method::GET,
+            "/api/registry/v1alpha1/apps/app/devices/dev1",
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut dev: Value = r.json().await.unwrap();
+    dev["spec"]["authentication"] = json!({"credentials": [{"pass": "pw2"}]});
+    let changed = Instant::now();
+    let r = a
+        .admin(
+            reqwest::Method::PUT,
+            "/api/registry/v1alpha1/apps/app/devices/dev1",
+        )
+        .json(&dev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    closed(&mut del3).await;
+    eprintln!(
+        "the device's connection on B closed {:?} after the change on A",
+        changed.elapsed()
+    );
+    let (_, _, code) = mqtt_device(&b, "dev1-b2", "pw1", None).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
+    let (_, _, code) = mqtt_device(&b, "dev1-b2", "pw2", None).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::Success);
+
+    drop((a, b));
+    drop_schema(&db, &schema).await;
+    delete_streams(&nats, &prefix).await;
+}
+
+/// Deletes the JetStream streams of the test's own prefix (events, command queue, groups).
+async fn delete_streams(nats: &str, prefix: &str) {
+    let Ok(client) = async_nats::connect(nats).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let names: Vec<String> = js
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    let ours = prefix.to_uppercase();
+    for name in names {
+        if name.to_uppercase().starts_with(&ours)
+            || name.to_uppercase().starts_with(&format!("KV_{ours}"))
+        {
+            let _ = js.delete_stream(&name).await;
+        }
+    }
+}
+
+/// Removes the test's own schema (never shared state).
+async fn drop_schema(db: &str, schema: &str) {
+    let _ = tokio::process::Command::new("psql")
+        .arg(db)
+        .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// A NATS server of the test's own (so that it can be stopped), with JetStream storage in `dir`.
+struct PrivateNats {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateNats {
+    fn binary() -> Option<String> {
+        [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(str::to_string)
+    }
+
+    fn start(port: u16, dir: &std::path::Path) -> PrivateNats {
+        let child = Command::new(Self::binary().unwrap())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateNats {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        *self = PrivateNats::start(self.port, &self.dir.clone());
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a node on the embedded registry and the given NATS server.
+fn node_on_nats(nats_port: u16) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
+        .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
+        .args(["--integration-mqtts-addr", "off"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--admin-token", TOKEN])
+        .env_remove("DROVER_CONFIG")
+        .env("DROVER_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut api, mut http, mut mqtt) = (None, None, None);
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let bound = || {
+            line.rsplit_once("listening on ")
+                .map(|(_, a)| a.trim_end_matches(')').to_string())
+        };
+        if line.contains("Management API") {
+            api = bound();
+        } else if line.contains("HTTP devices") {
+            http = bound();
+        } else if line.contains("MQTT devices") {
+            mqtt = bound();
+        } else if line.contains("Press Ctrl+C") {
+            break;
+        }
+    }
+    Node {
+        child,
+        api: format!("http://{}", api.expect("node did not start")),
+        http: format!("http://{}", http.unwrap()),
+        mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
+        _dir: dir,
+    }
+}
+
+async fn ready(node: &Node) -> u16 {
+    reqwest::get(format!("{}/health/ready", node.api))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Reads the publisher's results until `after` of them were `want`, recording acknowledged ones;
+/// anything but 202 must be a retryable 503.
+async fn answers(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, u16)>,
+    acked: &mut Vec<u64>,
+    want: u16,
+    after: usize,
+) {
+    let mut seen = 0;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some((n, status)) = rx.recv().await {
+            if status == 202 {
+                acked.push(n);
+            } else {
+                assert_eq!(
+                    status, 503,
+                    "publish {n}: a retryable error while NATS is away"
+                );
+            }
+            if status == want {
+                seen += 1;
+                if seen >= after {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {after} answers {want} within 30 s"));
+}
+
+/// NATS goes away while a device publishes: the device gets 503 (retryable), readiness says so,
+/// the node recovers by itself when NATS is back, and every acknowledged event is in the stream
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_loses_nothing_acknowledged() {
+    if PrivateNats::binary().is_none() {
+        eprintln!("nats-server is not installed: the NATS outage test did not run");
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let mut nats = PrivateNats::start(free_port(), store.path());
+    let node = node_on_nats(nats.port);
+    assert_eq!(ready(&node).await, 200);
+    let r = node
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
+        .json(&json!({"metadata": {"name": "app"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = node
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
+        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw"}]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // The publisher: n = 0, 1, ... one after the other; records which were acknowledged.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u16)>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (url, stop) = (format!("{}/v1/telemetry", node.http), stop.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = match client
+                    .post(&url)
+                    .basic_auth("dev1@app", Some("pw"))
+                    .header("content-type", "application/json")
+                    .body(json!({"n": n}).to_string())
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                let _ = tx.send((n, status));
+                n += 1;
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    answers(&mut rx, &mut acked, 202, 20).await;
+    nats.kill();
+    answers(&mut rx, &mut acked, 503, 1).await;
+    assert_eq!(ready(&node).await, 503, "not ready without NATS");
+    nats.restart();
+    answers(&mut rx, &mut acked, 202, 20).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+    while let Ok((n, status)) = rx.try_recv() {
+        if status == 202 {
+            acked.push(n);
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while ready(&node).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not become ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Read the stream back from the start.
+    let mut req = format!(
+        "{}{}app?from=earliest",
+        node.api.replacen("http", "ws", 1),
+        drover_api::WS_PATH
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", basic("admin", TOKEN).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let last = *acked.last().unwrap();
+    let mut seen: Vec<u64> = Vec::new();
+    while seen.last() != Some(&last) {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the stream holds every acknowledged event")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let e: Value = serde_json::from_str(t.as_str()).unwrap();
+            seen.push(e["data"]["n"].as_u64().unwrap());
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in order, each once: {seen:?}"
+    );
+    for n in &acked {
+        assert!(
+            seen.contains(n),
+            "acknowledged event {n} lost; stream: {seen:?}"
+        );
+    }
+    eprintln!(
+        "{} acknowledged, {} in the stream (the rest were refused with 503)",
+        acked.len(),
+        seen.len()
+    );
+}
