@@ -30,6 +30,32 @@ struct Node {
 struct Cluster {
     client: async_nats::Client,
     prefix: String,
+    url: String,
+}
+
+/// Deletes the test's streams even when it failed (on a runtime of its own: the test's may be
+/// unwinding).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let (url, upper) = (self.url.clone(), self.prefix.to_uppercase());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(client) = async_nats::connect(url).await else {
+                    return;
+                };
+                let js = async_nats::jetstream::new(client);
+                let _ = js.delete_stream(format!("{upper}_COMMANDS")).await;
+                let _ = js.delete_stream(format!("{upper}_COMMAND_CLAIMS")).await;
+            });
+        })
+        .join();
+    }
 }
 
 impl Cluster {
@@ -42,7 +68,11 @@ impl Cluster {
             chrono::Utc::now().timestamp_millis() % 100_000
         );
         let client = async_nats::connect(url).await.unwrap();
-        Self { client, prefix }
+        Self {
+            client,
+            prefix,
+            url: url.to_string(),
+        }
     }
 
     async fn node(&self, url: &str, name: &str, queue: i64) -> Node {
@@ -75,11 +105,9 @@ impl Cluster {
         }
     }
 
+    /// The streams go when the cluster is dropped.
     async fn cleanup(self) {
-        let js = async_nats::jetstream::new(self.client);
-        let upper = self.prefix.to_uppercase();
-        let _ = js.delete_stream(format!("{upper}_COMMANDS")).await;
-        let _ = js.delete_stream(format!("{upper}_COMMAND_CLAIMS")).await;
+        let _ = self.client.flush().await;
     }
 }
 

@@ -199,6 +199,12 @@ fn basic(user: &str, pass: &str) -> String {
 async fn two_nodes_share_registry_events_and_commands() {
     let Some((db, nats)) = backends() else { return };
     let (schema, prefix) = (unique("drover_e2e"), unique("e2e"));
+    let _cleanup = Cleanup {
+        db: db.clone(),
+        schema: schema.clone(),
+        nats: nats.clone(),
+        prefix: prefix.clone(),
+    };
     let a = Node::start("a", &db, &schema, &nats, &prefix);
     let b = Node::start("b", &db, &schema, &nats, &prefix);
 
@@ -381,10 +387,39 @@ async fn two_nodes_share_registry_events_and_commands() {
     assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
     let (_, _, code) = mqtt_device(&b, "dev1-b2", "pw2", None).await;
     assert_eq!(code, rumqttc::ConnectReturnCode::Success);
+}
 
-    drop((a, b));
-    drop_schema(&db, &schema).await;
-    delete_streams(&nats, &prefix).await;
+/// Removes what the test created on the shared servers — its schema and its streams — even when
+/// it failed (on a thread and runtime of its own: the test's may be unwinding).
+struct Cleanup {
+    db: String,
+    schema: String,
+    nats: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.db)
+            .args([
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let (nats, prefix) = (self.nats.clone(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(delete_streams(&nats, &prefix));
+            }
+        })
+        .join();
+    }
 }
 
 /// Deletes the JetStream streams of the test's own prefix (events, command queue, groups).
@@ -408,16 +443,6 @@ async fn delete_streams(nats: &str, prefix: &str) {
     }
 }
 
-/// Removes the test's own schema (never shared state).
-async fn drop_schema(db: &str, schema: &str) {
-    let _ = tokio::process::Command::new("psql")
-        .arg(db)
-        .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-}
 
 /// A NATS server of the test's own (so that it can be stopped), with JetStream storage in `dir`.
 struct PrivateNats {
