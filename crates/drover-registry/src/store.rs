@@ -676,7 +676,11 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     }
 
     async fn pending_transfer(&self, who: &Principal, app: &str) -> Result<Option<String>> {
-        let row = readable_app(&mut self.backend.pool(), who, app).await?;
+        // The user an application is offered to sees the offer (as they may accept it) before
+        // they may read the application.
+        let row = tables::load_app(&mut self.backend.pool(), app)
+            .await?
+            .ok_or_else(|| not_found_app(app))?;
         if row.transfer_to.as_deref() == Some(who.name()) {
             return Ok(row.transfer_to);
         }

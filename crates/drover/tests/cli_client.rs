@@ -724,6 +724,10 @@ async fn members_and_transfer() {
     assert_eq!(o["newUser"], "bob");
     let o = ok(d, &["transfer", "show", "shared"]).await;
     assert_eq!(o.stdout.trim(), "app shared is offered to bob");
+    // bob cannot read the app yet, but sees the offer made to him.
+    bob_run(&["app", "get", "shared"], 3).await;
+    let o = bob_run(&["transfer", "show", "shared"], 0).await;
+    assert_eq!(o.stdout.trim(), "app shared is offered to bob");
     let o = bob_run(&["transfer", "accept", "shared"], 0).await;
     assert_eq!(o.stdout.trim(), "you now own app shared");
     bob_run(&["member", "list", "shared"], 0).await;

@@ -97,7 +97,7 @@ pub enum TransferCmd {
         #[arg(long)]
         to: String,
     },
-    /// Show the pending transfer, if any (owner; or the user it is offered to, if they may read the app).
+    /// Show the pending transfer, if any (the owner, or the user it is offered to).
     #[command(after_help = "Example:\n  drover transfer show app1")]
     Show {
         /// The application.
