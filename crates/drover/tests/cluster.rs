@@ -443,7 +443,6 @@ async fn delete_streams(nats: &str, prefix: &str) {
     }
 }
 
-
 /// A NATS server of the test's own (so that it can be stopped), with JetStream storage in `dir`.
 struct PrivateNats {
     child: Child,
