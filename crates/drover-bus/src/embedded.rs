@@ -26,6 +26,8 @@
 //! appends that must wait for room in the queue line up first come, first served, so a caller
 //! with several appends in flight (`buffered`, an MQTT receive window) keeps its order too.
 //! An append cancelled after it entered the queue is still written.
+//! [`EventLog::append_batch`] hands a batch to the writer as one command (one reply), so the
+//! events of a batch are committed together, at consecutive offsets.
 //!
 //! An append that failed (`Unavailable`) was not acknowledged; after a crash it may or may not
 //! be in the log. A failed write or fsync is undone (the segment truncated back); if even that
@@ -62,7 +64,10 @@
 //! first record of the others. Each segment keeps a sparse in-memory index (an entry per
 //! 64 KiB written) so that a consumer starting in the middle of it skips little; segments
 //! sealed before the log was opened have none, and a consumer starting inside one reads it
-//! from its beginning. Each stream with recent appends keeps its newest segment file open.
+//! from its beginning. Each stream with recent appends keeps its newest segment file open,
+//! and its newest records (whole commits, about 512 KiB) in memory: a consumer that follows
+//! the stream reads them from there, without a system call or a hop to a blocking thread;
+//! one further behind reads the files.
 //!
 //! One process at a time may open a directory (nothing locks it).
 
@@ -648,6 +653,50 @@ impl Inner {
         }
     }
 
+    /// Puts an append command into the writer's queue once it has room in both bounds (the
+    /// byte budget: `cost`), keeping the order in which appends started; at most
+    /// `enqueue_timeout`.
+    async fn enqueue(
+        &self,
+        cost: u32,
+        command: impl FnOnce(tokio::sync::OwnedSemaphorePermit) -> Command,
+    ) -> Result<()> {
+        // Fast path, while nobody waits: room in both bounds, taken without waiting.
+        let pending = 'fast: {
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                if let Ok(permit) = self.queue_bytes.clone().try_acquire_many_owned(cost) {
+                    match self.tx.try_send(command(permit)) {
+                        Ok(()) => return Ok(()),
+                        Err(mpsc::error::TrySendError::Full(command)) => {
+                            break 'fast Pending::Ready(command)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.writer_gone()),
+                    }
+                }
+            }
+            Pending::Unqueued(command)
+        };
+        // Slow path: wait in line (first come, first served, so appends keep the order in which
+        // they started) for room, at most `enqueue_timeout`.
+        let _waiting = WaitingGuard::enter(&self.waiting);
+        let deadline = tokio::time::Instant::now() + self.config.enqueue_timeout;
+        let enqueue = async {
+            let _turn = self.gate.lock().await;
+            let command = match pending {
+                Pending::Ready(command) => command,
+                Pending::Unqueued(command) => {
+                    let permit = self.queue_bytes.clone().acquire_many_owned(cost).await;
+                    command(permit.map_err(|_| BusError::Closed)?)
+                }
+            };
+            self.tx.send(command).await.map_err(|_| self.writer_gone())
+        };
+        match tokio::time::timeout_at(deadline, enqueue).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Overloaded("the append queue stayed full".into())),
+        }
+    }
+
     async fn flush_groups(&self) -> Result<()> {
         let streams = self.live_streams();
         tokio::task::spawn_blocking(move || {
@@ -807,65 +856,94 @@ impl EventLog for EmbeddedLog {
                 inner.config.max_event_bytes
             )));
         }
-        let mut frame = Vec::with_capacity(len);
-        codec::encode(&event, &stream.key, &mut frame);
+        let mut frames = Vec::with_capacity(len);
+        codec::encode(&event, &stream.key, &mut frames);
         drop(event);
 
         let cost = u32::try_from(len + QUEUE_OVERHEAD).unwrap_or(u32::MAX);
         let (reply, answer) = oneshot::channel();
-        let append = |permit| {
-            Command::Append(Append {
-                stream,
-                frame,
-                reply,
-                permit,
+        inner
+            .enqueue(cost, |permit| {
+                Command::Append(Append {
+                    stream,
+                    frames,
+                    reply,
+                    permit,
+                })
             })
-        };
-
-        // Fast path, while nobody waits: room in both bounds, taken without waiting.
-        let pending = 'fast: {
-            if inner.waiting.load(Ordering::Acquire) == 0 {
-                if let Ok(permit) = inner.queue_bytes.clone().try_acquire_many_owned(cost) {
-                    match inner.tx.try_send(append(permit)) {
-                        Ok(()) => break 'fast None,
-                        Err(mpsc::error::TrySendError::Full(command)) => {
-                            break 'fast Some(Pending::Ready(command))
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            return Err(inner.writer_gone())
-                        }
-                    }
-                }
-            }
-            Some(Pending::Unqueued(append))
-        };
-        // Slow path: wait in line (first come, first served, so appends keep the order in which
-        // they started) for room, at most `enqueue_timeout`.
-        if let Some(pending) = pending {
-            let _waiting = WaitingGuard::enter(&inner.waiting);
-            let deadline = tokio::time::Instant::now() + inner.config.enqueue_timeout;
-            let enqueue = async {
-                let _turn = inner.gate.lock().await;
-                let command = match pending {
-                    Pending::Ready(command) => command,
-                    Pending::Unqueued(append) => {
-                        let permit = inner.queue_bytes.clone().acquire_many_owned(cost).await;
-                        append(permit.map_err(|_| BusError::Closed)?)
-                    }
-                };
-                inner
-                    .tx
-                    .send(command)
-                    .await
-                    .map_err(|_| inner.writer_gone())
-            };
-            match tokio::time::timeout_at(deadline, enqueue).await {
-                Ok(result) => result?,
-                Err(_) => return Err(BusError::Overloaded("the append queue stayed full".into())),
-            }
-        }
+            .await?;
         // Dropped unanswered only when the writer stops with the append still queued.
         answer.await.unwrap_or_else(|_| Err(inner.writer_gone()))
+    }
+
+    /// One command (one hand-off to the writer, one reply) per chunk of the batch, a chunk
+    /// being as many events as fit in half the queue's byte budget.
+    async fn append_batch(&self, key: &StreamKey, events: Vec<Event>) -> Vec<Result<Offset>> {
+        let inner = &*self.inner;
+        let n = events.len();
+        let stream = match inner
+            .check_open()
+            .and_then(|()| check_uid(&key.app_uid))
+            .and_then(|()| inner.stream(key).map_err(|()| deleted_error(key)))
+        {
+            Ok(stream) => stream,
+            Err(e) => return vec![Err(e); n],
+        };
+        let max = inner.config.max_event_bytes;
+        let chunk_budget = ((inner.config.append_queue_bytes - QUEUE_OVERHEAD) / 2).max(max);
+        let mut results: Vec<Result<Offset>> = Vec::with_capacity(n);
+        // Per chunk: its reply and which results it answers (the events that were encoded).
+        let mut chunks: Vec<(oneshot::Receiver<Result<Offset>>, Vec<usize>)> = Vec::new();
+        let mut frames = Vec::new();
+        let mut members = Vec::new();
+        let mut events = events.into_iter().enumerate().peekable();
+        while let Some((i, event)) = events.next() {
+            let len = codec::frame_len(&event, &stream.key);
+            if len > max {
+                results.push(Err(BusError::TooLarge(format!(
+                    "the event takes {len} bytes, at most {max} are accepted"
+                ))));
+            } else {
+                if frames.is_empty() {
+                    frames.reserve((len * (n - i)).min(chunk_budget));
+                }
+                codec::encode(&event, &stream.key, &mut frames);
+                members.push(i);
+                results.push(Err(BusError::Closed)); // answered below
+            }
+            drop(event);
+            let full = events.peek().is_none_or(|(_, e)| {
+                frames.len() + codec::frame_len(e, &stream.key) > chunk_budget
+            });
+            if full && !members.is_empty() {
+                let cost = u32::try_from(frames.len() + QUEUE_OVERHEAD).unwrap_or(u32::MAX);
+                let (reply, answer) = oneshot::channel();
+                let command = |permit| {
+                    Command::Append(Append {
+                        stream: stream.clone(),
+                        frames: std::mem::take(&mut frames),
+                        reply,
+                        permit,
+                    })
+                };
+                if let Err(e) = inner.enqueue(cost, command).await {
+                    // Neither this chunk nor anything after it was queued.
+                    for &j in &members {
+                        results[j] = Err(e.clone());
+                    }
+                    results.resize_with(n, || Err(e.clone()));
+                    break;
+                }
+                chunks.push((answer, std::mem::take(&mut members)));
+            }
+        }
+        for (answer, members) in chunks {
+            let outcome = answer.await.unwrap_or_else(|_| Err(inner.writer_gone()));
+            for (k, &j) in members.iter().enumerate() {
+                results[j] = outcome.clone().map(|first| first + k as Offset);
+            }
+        }
+        results
     }
 
     async fn consume(&self, key: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>> {
@@ -899,10 +977,15 @@ impl EventLog for EmbeddedLog {
             )));
         }
         let mut groups = lock(&stream.groups);
-        if groups.offsets.get(group) != Some(&offset) {
-            groups.offsets.insert(group.to_owned(), offset);
-            groups.dirty = true;
+        match groups.offsets.get_mut(group) {
+            Some(o) if *o == offset => return Ok(()),
+            // A group commits often: no new key (allocation) per commit.
+            Some(o) => *o = offset,
+            None => {
+                groups.offsets.insert(group.to_owned(), offset);
+            }
         }
+        groups.dirty = true;
         Ok(())
     }
 

@@ -98,6 +98,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends an event; returns its offset once it is durable (on disk / acknowledged by the
     /// backend). Appends to one stream are ordered as they are called.
     async fn append(&self, stream: &StreamKey, event: Event) -> Result<Offset>;
+    /// Appends several events to one stream, in order: one result per event, as if each had
+    /// been appended with [`append`](Self::append) right after the one before it (an event can
+    /// fail alone, e.g. `TooLarge`). All of them have entered the stream's order when the
+    /// returned future is first polled (unless that poll has to wait for room, as `append`
+    /// does). Backends make a batch durable together (one hand-off, one fsync); the default
+    /// runs one `append` per event, all first polled in order.
+    async fn append_batch(&self, stream: &StreamKey, events: Vec<Event>) -> Vec<Result<Offset>> {
+        futures::future::join_all(events.into_iter().map(|e| self.append(stream, e))).await
+    }
     /// Opens a reader of a stream.
     async fn consume(&self, stream: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>>;
     /// The committed offset of a consumer group, if it ever committed.

@@ -717,3 +717,80 @@ async fn consumers_start_in_the_middle_of_a_large_segment() {
     }
     log.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn batches_are_appended_in_order_with_their_own_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = key("batch");
+    // A small byte budget, so that a batch is split into several commands; small segments,
+    // so that a batch crosses segment boundaries.
+    let config = LogConfig {
+        max_event_bytes: 1000,
+        append_queue_bytes: 4096,
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), config.clone()).await;
+    let mut c = log.consume(&s, StartFrom::Earliest).await.expect("consume");
+    assert_eq!(
+        log.append(&s, event(&s, "single")).await.expect("append"),
+        1
+    );
+    let mut batch: Vec<_> = (0..40).map(|i| big_event(&s, &format!("b{i}"))).collect();
+    let mut huge = event(&s, "huge");
+    huge.data = vec![0; 2000].into();
+    batch.insert(7, huge);
+    let results = log.append_batch(&s, batch).await;
+    assert_eq!(results.len(), 41);
+    assert!(matches!(results[7], Err(BusError::TooLarge(_))));
+    let offsets: Vec<Offset> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(offsets, (2..=41).collect::<Vec<Offset>>());
+    assert!(log.append_batch(&s, Vec::new()).await.is_empty());
+    let expected: Vec<String> = std::iter::once("single".to_string())
+        .chain((0..40).map(|i| format!("b{i}")))
+        .collect();
+    assert_eq!(ids(&take(&mut *c, 41).await), expected);
+    assert!(segment_files(dir.path(), &s).len() > 1);
+    log.close().await.expect("close");
+
+    // All of it is on disk, in order.
+    let log = open(dir.path(), config).await;
+    let mut c = log.consume(&s, StartFrom::Earliest).await.expect("consume");
+    assert_eq!(ids(&take(&mut *c, 41).await), expected);
+    // A deleted stream refuses every event of a batch.
+    log.delete_stream(&s).await.expect("delete");
+    let results = log
+        .append_batch(&s, vec![event(&s, "x"), event(&s, "y")])
+        .await;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(BusError::Invalid(_)))));
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn batches_keep_their_order_under_back_pressure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = key("batch-pressure");
+    let config = LogConfig {
+        append_queue: 2,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), config).await;
+    // Batches, all started before any is answered.
+    let batches = (0..20).map(|b| {
+        let events = (0..10).map(|i| event(&s, format!("{b}/{i}"))).collect();
+        log.append_batch(&s, events)
+    });
+    let results = within("batches", futures::future::join_all(batches)).await;
+    let offsets: Vec<Offset> = results
+        .into_iter()
+        .flatten()
+        .map(|r| r.expect("append"))
+        .collect();
+    assert_eq!(offsets, (1..=200).collect::<Vec<Offset>>());
+    log.close().await.expect("close");
+}

@@ -70,6 +70,23 @@ impl EmbeddedConsumer {
             if !tail.live {
                 return Ok(None);
             }
+            // A consumer that follows the stream finds what it needs in memory.
+            let mut recent = Vec::new();
+            let mut at = next;
+            read_recent(
+                &self.stream,
+                &mut at,
+                tail.end,
+                max,
+                self.batch_bytes,
+                &mut recent,
+            )?;
+            if !recent.is_empty() {
+                self.next = at;
+                // The file cursor (if any) is behind now; a later read from the files seeks.
+                self.cursor = None;
+                return Ok(Some(recent));
+            }
             let stream = self.stream.clone();
             let mut cursor = self.cursor.take();
             let batch_bytes = self.batch_bytes;
@@ -173,6 +190,55 @@ fn open_at(
     Err(BusError::Unavailable(
         "segments keep disappearing under a reader".into(),
     ))
+}
+
+/// Reads records `next..=limit` into `out` from the stream's newest records in memory, at most
+/// `max` of them and about `max_bytes`; nothing if `next` is no longer (or not) held there.
+fn read_recent(
+    stream: &StreamShared,
+    next: &mut Offset,
+    limit: Offset,
+    max: usize,
+    max_bytes: usize,
+    out: &mut Vec<Record>,
+) -> Result<()> {
+    // Records that retention removed are skipped (by the read from the files), not served.
+    if lock(&stream.segments)
+        .oldest()
+        .is_none_or(|oldest| *next < oldest)
+    {
+        return Ok(());
+    }
+    let Some(chunks) = lock(&stream.recent).since(*next) else {
+        return Ok(());
+    };
+    let mut bytes = 0;
+    for chunk in &chunks {
+        let mut frames = &chunk[..];
+        while let Some((header, rest)) = frames.split_first_chunk::<{ codec::HEADER_LEN }>() {
+            if out.len() >= max || bytes >= max_bytes || *next > limit {
+                return Ok(());
+            }
+            let (len, _) = codec::header(header);
+            let Some((body, rest)) = rest.split_at_checked(len) else {
+                return Err(damaged(stream, 0, "a record in memory is cut short"));
+            };
+            frames = rest;
+            let (offset, _) = codec::peek(body).map_err(|e| damaged(stream, 0, e))?;
+            if offset < *next {
+                continue;
+            }
+            if offset != *next {
+                let what = format_args!("record {offset} in memory where {next} was expected");
+                return Err(damaged(stream, 0, what));
+            }
+            let event = codec::decode(body, &stream.key).map_err(|e| damaged(stream, 0, e))?;
+            bytes += body.len();
+            out.push(Record { offset, event });
+            *next = offset + 1;
+        }
+    }
+    Ok(())
 }
 
 /// Reads records `next..=limit` into `out`, at most `max` of them and about `max_bytes`.

@@ -60,6 +60,48 @@ pub(crate) struct DirState {
     pub deleted: bool,
 }
 
+/// Bytes of the newest records each stream keeps in memory for consumers that follow it.
+pub(crate) const RECENT_BYTES: usize = 512 << 10;
+
+/// The newest committed frames of a stream, as the writer wrote them (sealed), so that a
+/// consumer following the stream reads them without a system call or a blocking thread.
+/// Holds whole commits, oldest first, at most [`RECENT_BYTES`] (and at least the newest
+/// commit); only durable records ever enter it.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    /// (offset of the first frame, frames).
+    chunks: std::collections::VecDeque<(Offset, bytes::Bytes)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Adds the frames of a commit, whose first record has offset `first`.
+    pub(crate) fn push(&mut self, first: Offset, frames: bytes::Bytes) {
+        self.bytes += frames.len();
+        self.chunks.push_back((first, frames));
+        while self.bytes > RECENT_BYTES && self.chunks.len() > 1 {
+            if let Some((_, old)) = self.chunks.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    /// The frames from offset `from` on, if `from` is held: the chunk holding it and the
+    /// chunks after it (cheap clones).
+    pub(crate) fn since(&self, from: Offset) -> Option<Vec<bytes::Bytes>> {
+        let i = self
+            .chunks
+            .partition_point(|(first, _)| *first <= from)
+            .checked_sub(1)?;
+        Some(self.chunks.range(i..).map(|(_, b)| b.clone()).collect())
+    }
+}
+
 pub(crate) struct StreamShared {
     /// Unique within one open log (the writer's key for the stream).
     pub id: u64,
@@ -72,6 +114,8 @@ pub(crate) struct StreamShared {
     pub dir_state: Mutex<DirState>,
     /// Set (by the writer) when the stream is deleted; appends still queued then fail.
     pub deleted: AtomicBool,
+    /// The newest durable records (filled by the writer before it publishes a new end).
+    pub recent: Mutex<Recent>,
 }
 
 impl StreamShared {
@@ -88,6 +132,7 @@ impl StreamShared {
                 deleted: false,
             }),
             deleted: AtomicBool::new(false),
+            recent: Mutex::default(),
         }
     }
 
@@ -167,6 +212,7 @@ impl StreamShared {
         self.deleted.store(true, Ordering::Release);
         self.tail.send_modify(|t| t.live = false);
         lock(&self.segments).list.clear();
+        lock(&self.recent).clear();
         *lock(&self.groups) = Groups::default();
         if state.exists {
             match fs::remove_dir_all(&self.dir) {
@@ -235,6 +281,29 @@ pub(crate) fn read_groups(dir: &Path) -> io::Result<BTreeMap<String, Offset>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_keeps_the_newest_commits() {
+        let chunk = |n: usize| bytes::Bytes::from(vec![0u8; n]);
+        let mut r = Recent::default();
+        assert!(r.since(1).is_none());
+        r.push(1, chunk(100));
+        r.push(5, chunk(100));
+        assert!(r.since(0).is_none());
+        assert_eq!(r.since(1).map(|c| c.len()), Some(2));
+        assert_eq!(r.since(4).map(|c| c.len()), Some(2));
+        assert_eq!(r.since(5).map(|c| c.len()), Some(1));
+        assert_eq!(r.since(99).map(|c| c.len()), Some(1));
+        // Over the budget: the oldest commits go, the newest stays even if it alone is larger.
+        r.push(9, chunk(RECENT_BYTES));
+        assert!(r.since(5).is_none());
+        assert_eq!(r.since(9).map(|c| c.len()), Some(1));
+        r.push(20, chunk(RECENT_BYTES + 1));
+        assert!(r.since(9).is_none());
+        assert_eq!(r.bytes, RECENT_BYTES + 1);
+        r.clear();
+        assert!(r.since(20).is_none());
+    }
 
     #[test]
     fn groups_roundtrip() {

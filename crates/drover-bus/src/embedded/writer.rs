@@ -38,8 +38,9 @@ pub(crate) enum Command {
 
 pub(crate) struct Append {
     pub stream: Arc<StreamShared>,
-    /// An encoded, unsealed frame.
-    pub frame: Vec<u8>,
+    /// One or more encoded, unsealed frames, one after the other (a batch: consecutive offsets).
+    pub frames: Vec<u8>,
+    /// Answered with the offset of the first frame.
     pub reply: oneshot::Sender<Result<Offset>>,
     /// Its share of the append queue's byte budget, returned once the batch is done.
     pub permit: OwnedSemaphorePermit,
@@ -57,6 +58,8 @@ pub(crate) struct Active {
 /// Bytes of one batch for one segment.
 struct Staged {
     base: Offset,
+    /// Offset of the first record in `bytes`.
+    first: Offset,
     /// Length of the segment before the batch.
     start_len: u64,
     /// A segment this batch creates.
@@ -121,7 +124,8 @@ impl StreamWriter {
         )
     }
 
-    /// Adds one append to the batch. Returns false if it was answered at once (failed).
+    /// Adds one append (one or more frames) to the batch. Returns false if it was answered at
+    /// once (failed).
     fn stage(
         &mut self,
         mut a: Append,
@@ -137,8 +141,32 @@ impl StreamWriter {
             let _ = a.reply.send(Err(BusError::Unavailable(why.clone())));
             return false;
         }
+        let first = self.next_offset;
+        let mut rest = &mut a.frames[..];
+        while let Some(header) = rest.first_chunk::<{ codec::HEADER_LEN }>() {
+            let len = (codec::header(header).0 + codec::HEADER_LEN).min(rest.len());
+            let (frame, after) = rest.split_at_mut(len);
+            self.stage_frame(frame, now_ms, segment_bytes, pool);
+            rest = after;
+        }
+        self.acks.push(Ack {
+            reply: a.reply,
+            offset: first,
+            _permit: a.permit,
+        });
+        true
+    }
+
+    /// Adds one sealed frame to the batch, at the next offset.
+    fn stage_frame(
+        &mut self,
+        frame: &mut [u8],
+        now_ms: i64,
+        segment_bytes: u64,
+        pool: &mut Vec<Vec<u8>>,
+    ) {
         let offset = self.next_offset;
-        let len = a.frame.len() as u64;
+        let len = frame.len() as u64;
         let current = match self.staged.last() {
             Some(s) => Some(s.start_len + s.bytes.len() as u64),
             None => self.active.as_ref().map(|a| a.len),
@@ -150,6 +178,7 @@ impl StreamWriter {
         if new_segment {
             self.staged.push(Staged {
                 base: offset,
+                first: offset,
                 start_len: 0,
                 new: true,
                 bytes: pool.pop().unwrap_or_default(),
@@ -163,6 +192,7 @@ impl StreamWriter {
             if let Some(active) = &mut self.active {
                 self.staged.push(Staged {
                     base: active.base,
+                    first: offset,
                     start_len: active.len,
                     new: false,
                     bytes: pool.pop().unwrap_or_default(),
@@ -175,23 +205,17 @@ impl StreamWriter {
             }
         }
         let Some(s) = self.staged.last_mut() else {
-            return false; // unreachable: a segment was staged above
+            return; // unreachable: a segment was staged above
         };
-        codec::seal(&mut a.frame, offset, now_ms);
+        codec::seal(frame, offset, now_ms);
         let pos = s.start_len + s.bytes.len() as u64;
         if pos >= s.index_mark + INDEX_INTERVAL {
             s.index.push((offset, pos));
             s.index_mark = pos;
         }
-        s.bytes.extend_from_slice(&a.frame);
+        s.bytes.extend_from_slice(frame);
         s.last_ms = now_ms;
         self.next_offset += 1;
-        self.acks.push(Ack {
-            reply: a.reply,
-            offset,
-            _permit: a.permit,
-        });
-        true
     }
 
     fn write_phase(&mut self) {
@@ -312,6 +336,14 @@ impl StreamWriter {
                         index: s.index.clone(),
                     }),
                 }
+            }
+        }
+        // Consumers following the stream read the new records from memory; they are there
+        // before the new end is published.
+        {
+            let mut recent = lock(&self.shared.recent);
+            for s in &self.staged {
+                recent.push(s.first, bytes::Bytes::copy_from_slice(&s.bytes));
             }
         }
         if let Some(s) = self.staged.last_mut() {
@@ -479,6 +511,7 @@ impl Writer {
                     if let Some(a) = &mut sw.active {
                         a.file = None;
                     }
+                    lock(&sw.shared.recent).clear();
                 }
             }
         }
