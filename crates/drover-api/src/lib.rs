@@ -150,9 +150,8 @@ pub fn router(state: ApiState) -> Router {
         // 5xx answers are the API telling a client to retry (503 while a backend is away, 504);
         // the handlers log the cause themselves. A warning, not an error, per response.
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().on_failure(
-                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN),
-            ),
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
         )
         .with_state(state)
 }
