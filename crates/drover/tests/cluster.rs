@@ -720,3 +720,213 @@ async fn a_nats_outage_loses_nothing_acknowledged() {
         seen.len()
     );
 }
+
+/// A PostgreSQL server of the test's own (so that it can be stopped): `initdb` in a temporary
+/// directory, run as the `postgres` system user (the server refuses to run as root).
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn bin_dir() -> Option<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+            .collect();
+        dirs.sort();
+        let runuser = Command::new("runuser")
+            .args(["-u", "postgres", "--", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        dirs.pop().filter(|_| runuser)
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) -> std::process::ExitStatus {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    fn start_new() -> PrivatePostgres {
+        let bin = Self::bin_dir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let pg = PrivatePostgres {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        let data = pg.data();
+        assert!(pg
+            .as_postgres("initdb", &["-D", &data, "-U", "postgres", "--auth=trust"])
+            .success());
+        pg.start();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        assert!(self
+            .as_postgres(
+                "pg_ctl",
+                &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"]
+            )
+            .success());
+    }
+
+    fn stop(&self) {
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PostgreSQL goes away: the API and devices get 503 / "server unavailable" (retryable),
+/// readiness says so, and the node recovers by itself when the database is back, with what was
+/// acknowledged before still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_survived() {
+    if PrivatePostgres::bin_dir().is_none() {
+        eprintln!(
+            "no PostgreSQL server binaries (or no runuser): the PostgreSQL outage test did not run"
+        );
+        return;
+    }
+    let pg = PrivatePostgres::start_new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
+        .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
+        .args(["--integration-mqtts-addr", "off"])
+        .args(["--database-url", &pg.url()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--admin-token", TOKEN])
+        .env_remove("DROVER_CONFIG")
+        .env("DROVER_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut api, mut http, mut mqtt) = (None, None, None);
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let bound = || {
+            line.rsplit_once("listening on ")
+                .map(|(_, a)| a.trim_end_matches(')').to_string())
+        };
+        if line.contains("Management API") {
+            api = bound();
+        } else if line.contains("HTTP devices") {
+            http = bound();
+        } else if line.contains("MQTT devices") {
+            mqtt = bound();
+        } else if line.contains("Press Ctrl+C") {
+            break;
+        }
+    }
+    let node = Node {
+        child,
+        api: format!("http://{}", api.expect("node did not start")),
+        http: format!("http://{}", http.unwrap()),
+        mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
+        _dir: dir,
+    };
+    let r = node
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
+        .json(&json!({"metadata": {"name": "app"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = node
+        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
+        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw1"}]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let publish = || async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/telemetry", node.http))
+            .basic_auth("dev1@app", Some("pw1"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(publish().await, 202);
+
+    pg.stop();
+    let r = node
+        .admin(reqwest::Method::GET, "/api/registry/v1alpha1/apps/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "the API says: retry later");
+    assert_eq!(publish().await, 503, "devices are told to retry later");
+    let (_c, _el, code) = mqtt_device(&node, "dev1", "pw1", None).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::ServiceUnavailable);
+    assert_eq!(ready(&node).await, 503);
+
+    pg.start();
+    let deadline = Instant::now() + WAIT;
+    while publish().await != 202 || ready(&node).await != 200 {
+        assert!(Instant::now() < deadline, "the node did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = node
+        .admin(
+            reqwest::Method::GET,
+            "/api/registry/v1alpha1/apps/app/devices/dev1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "what was acknowledged before is there");
+    let (_c, _el, code) = mqtt_device(&node, "dev1", "pw1", None).await;
+    assert_eq!(code, rumqttc::ConnectReturnCode::Success);
+}
