@@ -80,8 +80,15 @@ impl Backend for SqliteStore {
     type Pool = SqlitePool;
     const LOCK_REVISION: &'static str = "SELECT revision FROM meta WHERE id = 1";
 
+    /// `BEGIN IMMEDIATE`: the transaction takes SQLite's write lock at once, waiting (up to the
+    /// busy timeout) for a transaction that still holds it. A deferred one would fail instead when
+    /// it first writes, e.g. while the previous writer's dropped transaction is still being
+    /// rolled back on its connection.
     async fn begin_write(&self) -> Fallible<Self::Tx> {
-        self.pool.begin().await.map_err(failure)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failure)
     }
 
     async fn begin_read(&self) -> Fallible<Self::Tx> {

@@ -190,9 +190,13 @@ async fn ownership_is_transferred_on_acceptance(reg: Subject) {
         reg.pending_transfer(&alice, "tr").await.unwrap(),
         Some("bob".to_string())
     );
-    // The recipient sees nothing of the application before accepting.
-    is_not_found(reg.pending_transfer(&bob, "tr").await);
+    // The recipient sees the offer, and nothing else of the application, before accepting.
+    assert_eq!(
+        reg.pending_transfer(&bob, "tr").await.unwrap(),
+        Some("bob".to_string())
+    );
     is_not_found(reg.get_app(&bob, "tr").await);
+    is_not_found(reg.pending_transfer(&carol, "tr").await);
     let res = reg.accept_ownership(&carol, "tr").await;
     assert_err!(res, NotFound);
     reg.cancel_transfer(&alice, "tr").await.unwrap();

@@ -97,26 +97,42 @@ async fn nodes_write_in_one_order() {
     pg.finish().await;
 }
 
+/// What a database restart does to its clients: every connection is terminated.
 #[tokio::test]
-async fn notifications_resume_after_a_lost_connection() {
+async fn connections_the_database_terminates_are_replaced() {
     let Some(mut pg) = Postgres::with(no_polling()).await else {
         return;
     };
     let b = pg.node(no_polling()).await;
     pg.nodes.push(b.clone());
     let a = pg.nodes[0].clone();
-    let listener = format!("drover/{}/listener", pg.schema);
-    let killed = pg
-        .query_i64(&format!(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{listener}'"
-        ))
-        .await;
-    assert!(killed >= 1, "no listener connection named {listener}");
-    // Committed while the listener may be away: read again when it is back.
+    create_app(&a, "before").await;
+    let terminate = |name: &str| {
+        format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE '{name}'"
+        )
+    };
+    let listeners = format!("drover/{}/listener", pg.schema);
+    let listening = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{listeners}' AND query LIKE 'LISTEN%'"
+    );
+    eventually("both nodes listen", async || {
+        pg.query_i64(&listening).await == 2
+    })
+    .await;
+    assert_eq!(pg.query_i64(&terminate(&listeners)).await, 2);
+    // Committed while the listeners may be away: read again when they are back.
     let rv = create_app(&b, "during").await;
     sees(&a, rv).await;
     let rv = create_app(&b, "after").await;
     sees(&a, rv).await;
+    // Now every connection of both nodes: the next requests get new ones.
+    let all = format!("drover/{}%", pg.schema);
+    assert!(pg.query_i64(&terminate(&all)).await >= 4);
+    a.get_app(&admin(), "after").await.unwrap();
+    let rv = create_app(&b, "again").await;
+    sees(&a, rv).await;
+    a.list_apps(&admin(), &Default::default()).await.unwrap();
     pg.finish().await;
 }
 

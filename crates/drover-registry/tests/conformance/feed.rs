@@ -14,6 +14,7 @@ conformance!(
     list_revision_matches_feed,
     changes_name_the_changed_paths,
     failed_writes_leave_no_trace,
+    refused_writes_do_not_hold_up_the_next,
     subscribers_see_commits,
 );
 
@@ -209,6 +210,18 @@ async fn failed_writes_leave_no_trace(reg: Subject) {
     reg.create_device(&admin(), "f", input(json!({"metadata": {"name": "b"}})))
         .await
         .unwrap();
+}
+
+/// A refused write's transaction ends before the next write needs the database (it is not left
+/// to roll back some time later).
+async fn refused_writes_do_not_hold_up_the_next(reg: Subject) {
+    new_app(&reg, "r").await;
+    for i in 0..300 {
+        let res = reg.delete_user(&admin(), "nobody").await;
+        assert_err!(res, NotFound);
+        let labelled = input(json!({"metadata": {"name": "r", "labels": {"i": i.to_string()}}}));
+        reg.update_app(&admin(), "r", labelled).await.unwrap();
+    }
 }
 
 /// The next revision `rx` sees.

@@ -115,6 +115,7 @@ pub struct Postgres {
     pub url: String,
     pub schema: String,
     pub nodes: Vec<Arc<PostgresRegistry>>,
+    finished: bool,
 }
 
 impl Postgres {
@@ -156,6 +157,7 @@ impl Postgres {
             url,
             schema,
             nodes: Vec::new(),
+            finished: false,
         })
     }
 
@@ -190,11 +192,44 @@ impl Postgres {
     }
 
     /// Closes the nodes and drops the schema.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         for node in &self.nodes {
             node.close().await;
         }
         self.sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await;
+        self.finished = true;
+    }
+}
+
+impl Drop for Postgres {
+    /// A test that failed did not finish: drop its schema all the same, from a thread and runtime
+    /// of its own (the test's runtime is busy unwinding), giving up on locks after a while.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&url).await?;
+                    let sql =
+                        format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    sqlx::raw_sql(&sql).execute(&mut conn).await?;
+                    conn.close().await
+                })
+                .map_err(std::io::Error::other)
+        });
+        if !matches!(cleanup.join(), Ok(Ok(()))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test schema {}",
+                self.schema
+            );
+        }
     }
 }
