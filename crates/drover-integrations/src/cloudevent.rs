@@ -37,13 +37,10 @@ pub fn extension_name(name: &str) -> Option<String> {
 }
 
 fn is_json(ct: &str) -> bool {
-    let e = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    e == "application/json" || e == "text/json" || e.ends_with("+json")
+    let e = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    e.eq_ignore_ascii_case(b"application/json")
+        || e.eq_ignore_ascii_case(b"text/json")
+        || e.len() >= 5 && e[e.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 /// The event as a structured-mode JSON object. JSON payloads are embedded as `data`, text as a
@@ -226,7 +223,7 @@ pub fn write_json(event: &Event, out: &mut Vec<u8>) {
 
 /// The event as structured-mode JSON bytes (see [`write_json`]).
 pub fn to_json_bytes(event: &Event) -> Vec<u8> {
-    let mut out = Vec::with_capacity(384 + event.data.len() * 4 / 3);
+    let mut out = Vec::with_capacity(640 + event.data.len() * 4 / 3);
     write_json(event, &mut out);
     out
 }
@@ -263,16 +260,40 @@ fn data_form(event: &Event) -> Option<DataForm<'_>> {
     }
 }
 
+/// A member's name: an attribute's, or an extension's (lowercase letters and digits, see
+/// [`extension_name`]): nothing to escape.
 fn member_name(out: &mut Vec<u8>, name: &str, first: &mut bool) {
     if !std::mem::take(first) {
         out.push(b',');
     }
-    write_str(out, name);
-    out.push(b':');
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
+/// Whether a JSON string needs escapes: control characters, `"` or `\\`. Eight bytes at a
+/// time (it runs over every string of every event).
 fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bytes of `x` that are zero / below `n` (n <= 128) set their high bit; exact as to
+    // whether there is any.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            return true;
+        };
+        let x = u64::from_le_bytes(bytes);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if control | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// A JSON string, escaped as `serde_json` does.
@@ -422,6 +443,25 @@ mod tests {
             let written = String::from_utf8(to_json_bytes(e)).unwrap();
             assert_eq!(written, expected);
         }
+    }
+
+    #[test]
+    fn escapes_are_found_anywhere() {
+        let plain = "abcdefghijklmnopqrstuvwxyz-0123456789/\u{e9}\u{7f}";
+        assert!(!needs_escape(plain));
+        for bad in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for at in 0..plain.len() {
+                if plain.is_char_boundary(at) {
+                    let mut s = plain.to_string();
+                    s.insert(at, bad);
+                    assert!(needs_escape(&s), "{s:?}");
+                }
+            }
+        }
+        assert!(is_json("Application/JSON ; charset=utf-8"));
+        assert!(is_json("application/cloudevents+JSON"));
+        assert!(!is_json("json"));
+        assert!(!is_json("text/plain"));
     }
 
     #[test]
