@@ -16,7 +16,9 @@
 //! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
 //!   the connection ends without a clean DISCONNECT.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use drover_auth::device::{AuthError, AuthenticatedDevice, DeviceAuthenticator, DeviceCredentials};
@@ -47,6 +49,8 @@ pub struct DeviceConnection {
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<Resource>)>>,
     /// Serializes gateway lookups so publishes keep their order (see `gateway_target`).
     lookup: tokio::sync::Mutex<()>,
+    /// Puts batches of publishes into the log in packet order (see `publish_batch`).
+    order: tokio::sync::Mutex<()>,
 }
 
 /// How long a gateway's authorization for a device is reused.
@@ -197,19 +201,45 @@ impl DevicePolicy {
     ) -> Result<(), PublishRefusal> {
         match self.log.append(&conn.stream, event).await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::warn!(
-                    app = conn.device.app_name(),
-                    device = conn.device.device_name(),
-                    "cannot accept MQTT publish: {e}"
-                );
-                Err(match e {
-                    BusError::TooLarge(_) | BusError::Overloaded(_) => {
-                        PublishRefusal::QuotaExceeded
-                    }
-                    _ => PublishRefusal::ImplementationSpecific,
-                })
+            Err(e) => Err(Self::refusal(conn, e)),
+        }
+    }
+
+    /// Appends `events` (the messages at `slots` of `results`) in one batch; failures go to
+    /// their results.
+    async fn append_events(
+        &self,
+        conn: &DeviceConnection,
+        events: Vec<drover_model::Event>,
+        slots: &[usize],
+        results: &mut [Result<(), PublishRefusal>],
+    ) {
+        let outcomes = self.log.append_batch(&conn.stream, events).await;
+        Self::record_outcomes(conn, outcomes, slots, results);
+    }
+
+    fn record_outcomes(
+        conn: &DeviceConnection,
+        outcomes: Vec<drover_bus::Result<drover_bus::Offset>>,
+        slots: &[usize],
+        results: &mut [Result<(), PublishRefusal>],
+    ) {
+        for (&slot, outcome) in slots.iter().zip(outcomes) {
+            if let (Err(e), Some(result)) = (outcome, results.get_mut(slot)) {
+                *result = Err(Self::refusal(conn, e));
             }
+        }
+    }
+
+    fn refusal(conn: &DeviceConnection, e: BusError) -> PublishRefusal {
+        tracing::warn!(
+            app = conn.device.app_name(),
+            device = conn.device.device_name(),
+            "cannot accept MQTT publish: {e}"
+        );
+        match e {
+            BusError::TooLarge(_) | BusError::Overloaded(_) => PublishRefusal::QuotaExceeded,
+            _ => PublishRefusal::ImplementationSpecific,
         }
     }
 
@@ -458,6 +488,7 @@ impl Policy for DevicePolicy {
             commands: std::sync::Mutex::new(None),
             targets: std::sync::Mutex::new(std::collections::HashMap::new()),
             lookup: tokio::sync::Mutex::new(()),
+            order: tokio::sync::Mutex::new(()),
         };
         Ok(Accepted::new(Arc::new(conn), key)
             .shared_subscriptions(false)
@@ -489,6 +520,56 @@ impl Policy for DevicePolicy {
         }
         let event = self.event_for(conn, msg).await?;
         self.append(conn, event).await
+    }
+
+    /// One log append for the whole batch (one hand-off to the log's writer, one fsync).
+    /// Batches of a connection are processed concurrently but reach the log in packet order:
+    /// each builds its events and starts its append under the connection's `order` lock
+    /// (first come, first served, and batches start in packet order), and lets the next batch
+    /// in as soon as its events have entered the log's order — before they are durable. The
+    /// lock is held across an await only for gateway lookups that miss the cache and for
+    /// command replies (a reply is handled on its own, after the events before it are durable).
+    async fn publish_batch(
+        &self,
+        conn: &Self::Identity,
+        messages: Vec<Inbound>,
+    ) -> Vec<Result<(), PublishRefusal>> {
+        let order = conn.order.lock().await;
+        let mut results = Vec::with_capacity(messages.len());
+        let mut events = Vec::with_capacity(messages.len());
+        let mut slots = Vec::with_capacity(messages.len());
+        for msg in messages {
+            if msg.topic.starts_with("command/reply/") {
+                if !events.is_empty() {
+                    self.append_events(conn, std::mem::take(&mut events), &slots, &mut results)
+                        .await;
+                    slots.clear();
+                }
+                results.push(self.publish(conn, msg).await);
+                continue;
+            }
+            match self.event_for(conn, msg).await {
+                Ok(event) => {
+                    slots.push(results.len());
+                    results.push(Ok(()));
+                    events.push(event);
+                }
+                Err(refusal) => results.push(Err(refusal)),
+            }
+        }
+        if events.is_empty() {
+            return results;
+        }
+        let mut append = std::pin::pin!(self.log.append_batch(&conn.stream, events));
+        // The first poll puts the events into the log's order (the `EventLog` contract).
+        let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+        drop(order);
+        let outcomes = match first {
+            Poll::Ready(outcomes) => outcomes,
+            Poll::Pending => append.await,
+        };
+        Self::record_outcomes(conn, outcomes, &slots, &mut results);
+        results
     }
 
     async fn subscribe(

@@ -993,7 +993,9 @@ where
     let cfg = st.cfg;
     let policy = server.policy();
     let high_water = cfg.write_buffer_high_water;
+    // Batches of PUBLISHes handed to the policy, and how many PUBLISHes they hold.
     let mut pipeline = Pipeline::new();
+    let mut publishes_in_flight = 0;
     let mut control: Option<ControlFuture<'_>> = None;
     let mut needs_flush = false;
     let mut pump_stalled = false;
@@ -1014,7 +1016,7 @@ where
             let idle = control.is_none() && pipeline.is_empty();
             match front {
                 Work::Publish { .. }
-                    if control.is_none() && pipeline.len() < cfg.inbound_concurrency => {}
+                    if control.is_none() && publishes_in_flight < cfg.inbound_concurrency => {}
                 Work::Publish { .. } => break,
                 _ if idle => {}
                 _ => break,
@@ -1024,13 +1026,31 @@ where
             };
             match work {
                 Work::Publish { message, packet_id } => {
-                    st.work_bytes -= message.payload.len();
-                    let meta = PublishMeta {
-                        packet_id,
-                        qos: message.qos,
-                        topic: message.topic.clone(),
-                    };
-                    pipeline.push(policy.publish(identity, message), meta);
+                    // It and the PUBLISHes queued right behind it go to the policy together.
+                    let room = cfg.inbound_concurrency - publishes_in_flight;
+                    let mut messages = Vec::with_capacity(room.min(st.work.len() + 1));
+                    let mut metas = Vec::with_capacity(messages.capacity());
+                    let mut next = Some((message, packet_id));
+                    while let Some((message, packet_id)) = next.take() {
+                        st.work_bytes -= message.payload.len();
+                        metas.push(PublishMeta {
+                            packet_id,
+                            qos: message.qos,
+                            topic: message.topic.clone(),
+                        });
+                        messages.push(message);
+                        if messages.len() < room {
+                            if let Some(Work::Publish { .. }) = st.work.front() {
+                                if let Some(Work::Publish { message, packet_id }) =
+                                    st.work.pop_front()
+                                {
+                                    next = Some((message, packet_id));
+                                }
+                            }
+                        }
+                    }
+                    publishes_in_flight += messages.len();
+                    pipeline.push(policy.publish_batch(identity, messages), metas);
                 }
                 Work::Subscribe {
                     packet_id,
@@ -1149,9 +1169,14 @@ where
             biased;
             _ = signal.kick.cancelled() => return signal.kick_reason(),
             _ = server.shutdown.cancelled() => return CloseReason::ServerShutdown,
-            (meta, result) = poll_fn(|cx| pipeline.poll_next(cx)), if !pipeline.is_empty() => {
-                if let Err(reason) = st.publish_done(meta, result, wbuf) {
-                    return reason;
+            (metas, results) = poll_fn(|cx| pipeline.poll_next(cx)), if !pipeline.is_empty() => {
+                publishes_in_flight -= metas.len();
+                let mut results = results.into_iter();
+                for meta in metas {
+                    let result = results.next().unwrap_or(Err(PublishRefusal::Unspecified));
+                    if let Err(reason) = st.publish_done(meta, result, wbuf) {
+                        return reason;
+                    }
                 }
             }
             done = poll_fn(|cx| match control.as_mut() {

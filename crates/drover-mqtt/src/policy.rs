@@ -94,6 +94,35 @@ pub trait Policy: Send + Sync + Sized + 'static {
         message: Inbound,
     ) -> impl Future<Output = Result<(), PublishRefusal>> + Send;
 
+    /// Several PUBLISHes that arrived together on one connection (up to
+    /// [`MqttConfig::inbound_concurrency`](crate::MqttConfig::inbound_concurrency)), in packet
+    /// order: one result per message, in the same order (a missing result counts as
+    /// [`PublishRefusal::Unspecified`]). The same contract as [`publish`](Self::publish) for
+    /// each message — QoS 1 PUBACKs follow `Ok` — but a policy can make them durable together
+    /// (one log append for the batch). The crate calls this instead of `publish`; several
+    /// batches may be pending at once, each first polled in packet order.
+    ///
+    /// The default calls `publish` for each message and polls the futures together, each first
+    /// polled in packet order.
+    fn publish_batch(
+        &self,
+        identity: &Self::Identity,
+        messages: Vec<Inbound>,
+    ) -> impl Future<Output = Vec<Result<(), PublishRefusal>>> + Send {
+        async move {
+            let mut pending = crate::pipeline::Pipeline::new();
+            for (i, message) in messages.into_iter().enumerate() {
+                pending.push(self.publish(identity, message), i);
+            }
+            let mut results = Vec::with_capacity(pending.len());
+            while !pending.is_empty() {
+                let (_, result) = std::future::poll_fn(|cx| pending.poll_next(cx)).await;
+                results.push(result);
+            }
+            results
+        }
+    }
+
     /// A SUBSCRIBE: one result per entry of `request.filters`, in the same order (missing
     /// entries count as refused with 0x80). A granted QoS above 1 is lowered to 1. Granted
     /// subscriptions are stored in the session after this returns, then SUBACK is sent.

@@ -524,3 +524,57 @@ async fn persistent_sessions_keep_subscriptions() {
     .await;
     assert!(present, "the persistent session was lost");
 }
+
+/// Publishes of one connection are handed to the log in batches, several at once; a gateway's
+/// first message for a device behind it waits for an authorization lookup. Each device's
+/// events still reach the log in the order they were sent.
+#[tokio::test]
+async fn pipelined_publishes_keep_their_order_per_device() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let mut events = ws(&t, "app").await;
+    // At most 16 QoS 1 messages unacknowledged (the server's receive maximum is higher).
+    let mut o = rumqttc::MqttOptions::new("c-order", "127.0.0.1", port(&t));
+    o.set_credentials("gw@app", "gwpass");
+    o.set_inflight(16);
+    let (gw, mut gel) = rumqttc::AsyncClient::new(o, 10);
+    v4_until(&mut gel, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+    const N: usize = 300;
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let topic = if i % 3 == 1 { "seq/behind" } else { "seq" };
+            let qos = if i % 2 == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            gw.publish(topic, qos, false, format!("{{\"n\":{i}}}").into_bytes())
+                .await
+                .unwrap();
+        }
+        gw
+    });
+    let mut acks = 0;
+    v4_until(&mut gel, |e| {
+        if matches!(e, Event::Incoming(Packet::PubAck(_))) {
+            acks += 1;
+        }
+        (acks == N / 2).then_some(())
+    })
+    .await;
+    let _gw = sender.await.unwrap();
+    let mut last = std::collections::HashMap::new();
+    for _ in 0..N {
+        let ev = next_telemetry(&mut events).await;
+        assert_eq!(ev["subject"], "seq");
+        let device = ev["device"].as_str().unwrap().to_string();
+        let n = ev["data"]["n"].as_u64().unwrap();
+        if let Some(previous) = last.insert(device.clone(), n) {
+            assert!(previous < n, "{device}: event {n} after {previous}");
+        }
+    }
+    assert_eq!(last.len(), 2);
+}
