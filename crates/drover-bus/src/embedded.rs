@@ -588,6 +588,23 @@ impl EmbeddedLog {
             _ => 0,
         }
     }
+
+    /// The streams the log holds (not deleted ones), by application uid.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        let mut keys: Vec<StreamKey> = (self.inner.live_streams().iter())
+            .map(|s| s.key.clone())
+            .collect();
+        keys.sort_by(|a, b| a.app_uid.cmp(&b.app_uid));
+        keys
+    }
+
+    /// The committed offsets of a stream's consumer groups, by group name.
+    pub fn groups(&self, stream: &StreamKey) -> std::collections::BTreeMap<String, Offset> {
+        match self.inner.read_slot(&stream.app_uid) {
+            Some(Slot::Live(s)) => lock(&s.groups).offsets.clone(),
+            _ => std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 impl Inner {

@@ -11,6 +11,7 @@
 //! deadlock) runs again, a few times. Reads that report the revision they saw (lists) run in one
 //! snapshot; other reads run on the pool.
 
+pub(crate) mod migrate;
 mod tables;
 
 use std::future::Future;

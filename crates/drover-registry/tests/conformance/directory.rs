@@ -11,7 +11,7 @@ conformance!(
     applications_are_found_by_trust_anchor_subject,
 );
 
-fn ca_certificate(cn: &str) -> String {
+pub(crate) fn ca_certificate(cn: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     let mut dn = rcgen::DistinguishedName::new();

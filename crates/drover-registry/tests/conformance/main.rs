@@ -53,6 +53,7 @@ mod accounts;
 mod cluster;
 mod directory;
 mod feed;
+mod migrate;
 mod resources;
 
 use std::io::Write as _;

@@ -1,0 +1,183 @@
+//! Copying a whole registry into another, empty store, row for row: what `drover migrate` does
+//! to move the embedded SQLite registry to PostgreSQL.
+//!
+//! Everything is copied as stored: applications and devices (their JSON documents as they are,
+//! so uids, resourceVersions, generations, labels, finalizers and deletion timestamps stay),
+//! owners, pending transfers, members and their version, the names devices are found by
+//! (names, aliases, unique usernames), the trust-anchor index, users, access tokens (their
+//! hashes: tokens keep working), the revision counter, the change feed and how far it was
+//! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old).
+//! Timestamps outside the documents (when users and tokens were created, change times) keep
+//! the target's precision (PostgreSQL: microseconds).
+//!
+//! The source is read in one snapshot; the target is written in one write transaction (on
+//! PostgreSQL holding the lock on the revision counter, so no node writes meanwhile), which
+//! checks first that the target is empty and last that it holds as many rows of each table as
+//! the source. Any failure leaves the target as it was.
+
+use super::tables;
+use super::{Backend, SqlRegistry, ADMIN_USER};
+use crate::{RegistryError, Result};
+
+/// How many change events are read from the source at once.
+const CHANGE_PAGE: usize = 1000;
+
+/// How to copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Do everything, then roll the target's transaction back: checks that the copy would
+    /// succeed, changes nothing.
+    pub dry_run: bool,
+}
+
+/// An application that was copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedApp {
+    pub name: String,
+    pub uid: String,
+}
+
+/// What [`copy_registry`] copied (or, in a dry run, would have).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Every application, by name (also those being deleted).
+    pub applications: Vec<CopiedApp>,
+    pub devices: u64,
+    /// Names, aliases and unique usernames devices are found by.
+    pub device_names: u64,
+    pub trust_anchor_subjects: u64,
+    pub users: u64,
+    pub tokens: u64,
+    /// Change events copied (those after `compacted`).
+    pub changes: u64,
+    /// The revision counter, as on the source.
+    pub revision: u64,
+    /// Change events up to this revision had been pruned on the source, and count as pruned on
+    /// the target too.
+    pub compacted: u64,
+    /// Tokens of the target's bootstrapped `admin` that the source's `admin` replaced.
+    pub replaced_admin_tokens: u64,
+    /// Nothing was written.
+    pub dry_run: bool,
+}
+
+/// Copies everything in `from` to `to`, which must be empty: no applications, devices or change
+/// events, the revision counter at 0, and no user but `admin` (which a node creates at its
+/// first start, with a token of its own). That `admin` and its tokens are replaced by the
+/// source's; any other content makes the copy fail with [`RegistryError::Conflict`] before it
+/// writes anything.
+///
+/// `from` is read in one snapshot, `to` written in one transaction: a failure leaves it as it
+/// was. Neither store may be written by anyone else meanwhile (stop the servers); on
+/// PostgreSQL, other nodes' writes wait for the copy (the revision counter's lock) and then find
+/// the revision moved.
+pub async fn copy_registry<A: Backend, B: Backend>(
+    from: &SqlRegistry<A>,
+    to: &SqlRegistry<B>,
+    options: CopyOptions,
+) -> Result<MigrationReport> {
+    let (mut src, revision) = from.read().await?;
+    let compacted = tables::compacted(&mut src).await?;
+    let source = tables::counts(&mut src).await?;
+    let users = tables::users(&mut src).await?;
+    let tokens = tables::all_tokens(&mut src).await?;
+    let apps = tables::stored_apps(&mut src).await?;
+    let devices = tables::stored_devices(&mut src).await?;
+    let names = tables::all_device_names(&mut src).await?;
+    let anchors = tables::all_trust_anchor_subjects(&mut src).await?;
+
+    let mut w = to.begin_write().await?;
+    let target = tables::counts(&mut w.tx).await?;
+    let target_users = tables::users(&mut w.tx).await?;
+    let target_compacted = tables::compacted(&mut w.tx).await?;
+    let others: Vec<&str> = target_users
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|n| *n != ADMIN_USER)
+        .collect();
+    if w.base != 0
+        || target_compacted != 0
+        || target.apps + target.devices + target.changes != 0
+        || target.device_names + target.trust_anchor_subjects != 0
+        || !others.is_empty()
+    {
+        return Err(RegistryError::Conflict(format!(
+            "the target registry is not empty (revision {}, {} applications, {} devices, {} change events, users other than '{ADMIN_USER}': {}); migrate into a new database or schema",
+            w.base,
+            target.apps,
+            target.devices,
+            target.changes,
+            if others.is_empty() { "none".to_string() } else { others.join(", ") },
+        )));
+    }
+    let replaced_admin_tokens = target.tokens;
+    tables::delete_user(&mut w.tx, ADMIN_USER).await?;
+
+    for u in &users {
+        tables::insert_user(&mut w.tx, &u.name, u.admin, false, u.created).await?;
+    }
+    for t in &tokens {
+        tables::insert_token_row(&mut w.tx, t).await?;
+    }
+    for a in &apps {
+        tables::insert_stored_app(&mut w.tx, a).await?;
+    }
+    for (app, subject) in &anchors {
+        tables::insert_trust_anchor_subject(&mut w.tx, app, subject).await?;
+    }
+    for d in &devices {
+        tables::insert_stored_device(&mut w.tx, d).await?;
+    }
+    for n in &names {
+        tables::insert_name_row(&mut w.tx, n).await?;
+    }
+    let mut since = compacted;
+    loop {
+        let page = tables::changes_since(&mut src, since, CHANGE_PAGE).await?;
+        for c in &page {
+            tables::insert_change(&mut w.tx, c).await?;
+        }
+        match page.last() {
+            Some(last) if page.len() == CHANGE_PAGE => since = last.revision,
+            _ => break,
+        }
+    }
+    drop(src);
+    if compacted != 0 {
+        tables::set_compacted(&mut w.tx, compacted).await?;
+    }
+
+    let copied = tables::counts(&mut w.tx).await?;
+    if copied != source {
+        return Err(RegistryError::Internal(format!(
+            "the copy does not match the source (source {source:?}, copy {copied:?}); nothing was written"
+        )));
+    }
+    let report = MigrationReport {
+        applications: apps
+            .into_iter()
+            .map(|a| CopiedApp {
+                name: a.name,
+                uid: a.uid,
+            })
+            .collect(),
+        devices: copied.devices,
+        device_names: copied.device_names,
+        trust_anchor_subjects: copied.trust_anchor_subjects,
+        users: copied.users,
+        tokens: copied.tokens,
+        changes: copied.changes,
+        revision,
+        compacted,
+        replaced_admin_tokens,
+        dry_run: options.dry_run,
+    };
+    if options.dry_run {
+        // Dropped without a commit: rolled back.
+        return Ok(report);
+    }
+    // The commit moves the counter to the source's revision and tells other nodes.
+    w.revision = revision;
+    w.commit().await?;
+    Ok(report)
+}
