@@ -235,16 +235,19 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
 }
 
-/// A URL with its password (if any) replaced.
+/// A URL (or several, separated by commas) with passwords replaced by `***`.
 pub fn redacted_url(u: &str) -> String {
-    match url::Url::parse(u) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("<redacted>"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparsable URL>".into(),
-    }
+    u.split(',')
+        .map(|one| match url::Url::parse(one.trim()) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            Ok(_) => one.trim().to_string(),
+            Err(_) => "<unparsable URL>".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn redact_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -718,9 +721,10 @@ mod tests {
             ..Default::default()
         };
         let t = c.to_toml();
-        assert!(
-            t.contains("postgres://drover:%3Credacted%3E@db:5432/drover"),
-            "{t}"
+        assert!(t.contains("postgres://drover:***@db:5432/drover"), "{t}");
+        assert_eq!(
+            redacted_url("nats://a:pw@n1:4222, nats://n2:4222"),
+            "nats://a:***@n1:4222,nats://n2:4222"
         );
         assert!(!t.contains("hunter2") && !t.contains("natspassword"), "{t}");
         assert!(!format!("{c:?}").contains("hunter2"));
