@@ -60,8 +60,28 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// Starts `drover serve` on ephemeral ports and reads the bound addresses from its banner.
+    /// A node of a two-node cluster on `db` (schema) and `nats` (prefix).
     fn start(name: &str, db: &str, schema: &str, nats: &str, prefix: &str) -> Node {
+        Node::spawn(
+            &[
+                "--instance",
+                name,
+                "--database-url",
+                db,
+                "--database-schema",
+                schema,
+                "--nats-url",
+                nats,
+                "--nats-prefix",
+                prefix,
+            ],
+            "warn",
+        )
+    }
+
+    /// Starts `drover serve` with `args` on ephemeral ports (HTTP and MQTT devices, API; TLS and
+    /// the MQTT integration off) and reads the bound addresses from its banner.
+    fn spawn(args: &[&str], log: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args([
@@ -74,14 +94,12 @@ impl Node {
             .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
             .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
             .args(["--integration-mqtts-addr", "off"])
-            .args(["--instance", name])
-            .args(["--database-url", db, "--database-schema", schema])
-            .args(["--nats-url", nats, "--nats-prefix", prefix])
+            .args(args)
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--admin-token", TOKEN])
             .env_remove("DROVER_CONFIG")
-            .env("DROVER_LOG", "warn")
+            .env("DROVER_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -111,6 +129,24 @@ impl Node {
             mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
             _dir: dir,
         }
+    }
+
+    /// Creates application `app` with device `dev1` authenticated by `password`.
+    async fn create_device(&self, password: &str) {
+        let r = self
+            .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
+            .json(&json!({"metadata": {"name": "app"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = self
+            .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
+            .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": password}]}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
 
     fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -221,20 +257,7 @@ async fn two_nodes_share_registry_events_and_commands() {
     }
 
     // The registry is shared: created through A, read through B.
-    let r = a
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
-        .json(&json!({"metadata": {"name": "app"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = a
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
-        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw1"}]}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    a.create_device("pw1").await;
     let r = b
         .admin(
             reqwest::Method::GET,
@@ -516,53 +539,10 @@ fn free_port() -> u16 {
 
 /// Starts a node on the embedded registry and the given NATS server.
 fn node_on_nats(nats_port: u16) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
-        .args(["--integration-mqtts-addr", "off"])
-        .args(["--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--admin-token", TOKEN])
-        .env_remove("DROVER_CONFIG")
-        .env("DROVER_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut api, mut http, mut mqtt) = (None, None, None);
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        let bound = || {
-            line.rsplit_once("listening on ")
-                .map(|(_, a)| a.trim_end_matches(')').to_string())
-        };
-        if line.contains("Management API") {
-            api = bound();
-        } else if line.contains("HTTP devices") {
-            http = bound();
-        } else if line.contains("MQTT devices") {
-            mqtt = bound();
-        } else if line.contains("Press Ctrl+C") {
-            break;
-        }
-    }
-    Node {
-        child,
-        api: format!("http://{}", api.expect("node did not start")),
-        http: format!("http://{}", http.unwrap()),
-        mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
-        _dir: dir,
-    }
+    Node::spawn(
+        &["--nats-url", &format!("nats://127.0.0.1:{nats_port}")],
+        "error",
+    )
 }
 
 async fn ready(node: &Node) -> u16 {
@@ -617,20 +597,7 @@ async fn a_nats_outage_loses_nothing_acknowledged() {
     let mut nats = PrivateNats::start(free_port(), store.path());
     let node = node_on_nats(nats.port);
     assert_eq!(ready(&node).await, 200);
-    let r = node
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
-        .json(&json!({"metadata": {"name": "app"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = node
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
-        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw"}]}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    node.create_device("pw").await;
 
     // The publisher: n = 0, 1, ... one after the other; records which were acknowledged.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u16)>();
@@ -826,67 +793,8 @@ async fn a_postgres_outage_is_survived() {
         return;
     }
     let pg = PrivatePostgres::start_new();
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
-        .args(["--integration-mqtts-addr", "off"])
-        .args(["--database-url", &pg.url()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--admin-token", TOKEN])
-        .env_remove("DROVER_CONFIG")
-        .env("DROVER_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut api, mut http, mut mqtt) = (None, None, None);
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        let bound = || {
-            line.rsplit_once("listening on ")
-                .map(|(_, a)| a.trim_end_matches(')').to_string())
-        };
-        if line.contains("Management API") {
-            api = bound();
-        } else if line.contains("HTTP devices") {
-            http = bound();
-        } else if line.contains("MQTT devices") {
-            mqtt = bound();
-        } else if line.contains("Press Ctrl+C") {
-            break;
-        }
-    }
-    let node = Node {
-        child,
-        api: format!("http://{}", api.expect("node did not start")),
-        http: format!("http://{}", http.unwrap()),
-        mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
-        _dir: dir,
-    };
-    let r = node
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps")
-        .json(&json!({"metadata": {"name": "app"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = node
-        .admin(reqwest::Method::POST, "/api/registry/v1alpha1/apps/app/devices")
-        .json(&json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "pw1"}]}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let node = Node::spawn(&["--database-url", &pg.url()], "off");
+    node.create_device("pw1").await;
     let publish = || async {
         reqwest::Client::new()
             .post(format!("{}/v1/telemetry", node.http))
