@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
@@ -45,12 +46,48 @@ impl SqlRegistry<SqliteStore> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::open_with(path, opts, 4).await
+    }
+
+    /// Opens an existing registry database for this process alone (SQLite's exclusive locking
+    /// mode, one connection), e.g. to copy it elsewhere: fails with
+    /// [`RegistryError::Unavailable`] while another process (a running server) has it open, and
+    /// keeps others from opening it until [`close`](Self::close). Fails with
+    /// [`RegistryError::NotFound`] if there is no database at `path`.
+    pub async fn open_exclusive(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(RegistryError::NotFound(format!(
+                "there is no registry database at {}",
+                path.display()
+            )));
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .locking_mode(SqliteLockingMode::Exclusive)
+            .busy_timeout(Duration::from_secs(1));
+        Self::open_with(path, opts, 1)
+            .await
+            .map_err(|e| match e {
+                RegistryError::Unavailable(why) | RegistryError::Internal(why)
+                    if why.contains("locked") || why.contains("busy") =>
+                {
+                    RegistryError::Unavailable(format!(
+                        "the registry database {} is in use by another process (is a server running on this data directory? stop it first): {why}",
+                        path.display()
+                    ))
+                }
+                other => other,
+            })
+    }
+
+    async fn open_with(path: &Path, opts: SqliteConnectOptions, connections: u32) -> Result<Self> {
+        let opts = opts
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 mod cli;
+mod migrate;
 
 use clap::{Parser, Subcommand};
 use drover::{AdminToken, Config, ServeArgs, StartError};
@@ -37,6 +38,15 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Move an embedded installation (SQLite registry, embedded event log) to a cluster's
+    /// PostgreSQL registry and NATS JetStream log; stop the server first.
+    #[command(
+        after_help = "Copies applications, devices, members, users and token hashes (tokens keep working), the revision and the change feed into an empty PostgreSQL registry; with --nats-url also every application's retained events, in order, and the consumer groups' offsets. See docs/deployment.md.\n\nExamples:\n  drover migrate --data-dir ./drover-data --database-url postgres://drover@db/drover --dry-run\n  drover migrate --data-dir ./drover-data --database-url postgres://drover@db/drover --nats-url nats://nats:4222\n\nExit codes: 0 ok, 1 failure (nothing or, see the message, part was copied), 64 bad usage or configuration."
+    )]
+    Migrate {
+        #[command(flatten)]
+        args: migrate::MigrateArgs,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
     /// Print a shell completion script.
@@ -51,9 +61,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `drover migrate` exits with 64 on bad usage, as on bad configuration.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("migrate") => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Serve { args, print_config } => serve(args, print_config),
+        Command::Migrate { args } => migrate::run(args),
         Command::Client(cmd) => cli::run(cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

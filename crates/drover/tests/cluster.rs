@@ -5,10 +5,13 @@
 //! connection on A. Each test has its own PostgreSQL schema and NATS prefix.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::backends::{backends, unique, Cleanup};
 use futures::StreamExt;
 use rumqttc::{Event, Packet, QoS};
 use serde_json::{json, Value};
@@ -17,31 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "drg_012345_01234567890123456789012345678920BetF";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn backends() -> Option<(String, String)> {
-    match (
-        std::env::var("DROVER_TEST_DATABASE_URL"),
-        std::env::var("DROVER_TEST_NATS_URL"),
-    ) {
-        (Ok(db), Ok(nats)) => Some((db, nats)),
-        _ => {
-            eprintln!("DROVER_TEST_DATABASE_URL and DROVER_TEST_NATS_URL are not both set: the multi-node tests did not run");
-            None
-        }
-    }
-}
-
-/// A name no other test run uses (schema, subject prefix).
-fn unique(what: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{what}_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        chrono::Utc::now().timestamp_millis() % 1_000_000
-    )
-}
 
 /// One running node.
 struct Node {
@@ -233,7 +211,9 @@ fn basic(user: &str, pass: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_registry_events_and_commands() {
-    let Some((db, nats)) = backends() else { return };
+    let Some((db, nats)) = backends("multi-node tests") else {
+        return;
+    };
     let (schema, prefix) = (unique("drover_e2e"), unique("e2e"));
     let _cleanup = Cleanup {
         db: db.clone(),
@@ -410,60 +390,6 @@ async fn two_nodes_share_registry_events_and_commands() {
     assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
     let (_, _, code) = mqtt_device(&b, "dev1-b2", "pw2", None).await;
     assert_eq!(code, rumqttc::ConnectReturnCode::Success);
-}
-
-/// Removes what the test created on the shared servers — its schema and its streams — even when
-/// it failed (on a thread and runtime of its own: the test's may be unwinding).
-struct Cleanup {
-    db: String,
-    schema: String,
-    nats: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(&self.db)
-            .args([
-                "-qc",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let (nats, prefix) = (self.nats.clone(), self.prefix.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(delete_streams(&nats, &prefix));
-            }
-        })
-        .join();
-    }
-}
-
-/// Deletes the JetStream streams of the test's own prefix (events, command queue, groups).
-async fn delete_streams(nats: &str, prefix: &str) {
-    let Ok(client) = async_nats::connect(nats).await else {
-        return;
-    };
-    let js = async_nats::jetstream::new(client);
-    let names: Vec<String> = js
-        .stream_names()
-        .filter_map(|n| async move { n.ok() })
-        .collect()
-        .await;
-    let ours = prefix.to_uppercase();
-    for name in names {
-        if name.to_uppercase().starts_with(&ours)
-            || name.to_uppercase().starts_with(&format!("KV_{ours}"))
-        {
-            let _ = js.delete_stream(&name).await;
-        }
-    }
 }
 
 /// A NATS server of the test's own (so that it can be stopped), with JetStream storage in `dir`.

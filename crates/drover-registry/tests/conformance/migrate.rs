@@ -288,3 +288,40 @@ async fn a_dry_run_writes_nothing_and_a_used_target_is_refused() {
         .unwrap();
     assert_eq!(apps.items.len(), 1);
 }
+
+#[tokio::test]
+async fn a_database_in_use_is_not_opened_exclusively() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    assert_err!(SqliteRegistry::open_exclusive(&path).await, NotFound);
+    let server = SqliteRegistry::open(&path).await.unwrap();
+    let s: Subject = Arc::new(server);
+    new_app(&s, "kept").await;
+    let refused = SqliteRegistry::open_exclusive(&path).await;
+    assert_err!(refused, Unavailable);
+    let Err(e) = refused else { unreachable!() };
+    assert!(e.to_string().contains("stop it first"), "{e}");
+    s.close().await;
+
+    let alone = SqliteRegistry::open_exclusive(&path).await.unwrap();
+    assert_eq!(
+        alone
+            .list_apps(&admin(), &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    alone.close().await;
+    let again = SqliteRegistry::open(&path).await.unwrap();
+    assert_eq!(
+        again
+            .list_apps(&admin(), &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

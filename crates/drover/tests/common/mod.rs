@@ -2,6 +2,8 @@
 //! reqwest client that speaks to it as a given user.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod backends;
+
 use std::path::{Path, PathBuf};
 
 use drover::{Config, Server};
