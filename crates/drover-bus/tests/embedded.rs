@@ -794,3 +794,27 @@ async fn batches_keep_their_order_under_back_pressure() {
     assert_eq!(offsets, (1..=200).collect::<Vec<Offset>>());
     log.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn streams_and_their_groups_are_listed_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, gone) = (key("list-a"), key("list-b"), key("list-gone"));
+    let log = open(dir.path(), LogConfig::default()).await;
+    for k in [&a, &b, &gone] {
+        append_n(&log, k, "e", 3).await;
+    }
+    log.commit(&a, "g1", 2).await.expect("commit");
+    log.commit(&a, "g2", 3).await.expect("commit");
+    log.delete_stream(&gone).await.expect("delete");
+    log.close().await.expect("close");
+
+    let log = open(dir.path(), LogConfig::default()).await;
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort_by(|x, y| x.app_uid.cmp(&y.app_uid));
+    assert_eq!(log.streams(), expected);
+    let groups: Vec<(String, Offset)> = log.groups(&a).into_iter().collect();
+    assert_eq!(groups, [("g1".to_string(), 2), ("g2".to_string(), 3)]);
+    assert!(log.groups(&b).is_empty());
+    assert!(log.groups(&gone).is_empty());
+    log.close().await.expect("close");
+}

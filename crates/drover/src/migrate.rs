@@ -265,6 +265,10 @@ impl Plan {
         registry: &MigrationReport,
     ) -> anyhow::Result<EventsReport> {
         let dir = self.config.data_dir.join("events");
+        if !dir.is_dir() {
+            // No event was ever stored (and none is created by looking).
+            return Ok(EventsReport::default());
+        }
         let source = open_embedded(&dir).await?;
         let target = JetStreamLog::connect(JetStreamConfig {
             url: url.to_string(),
