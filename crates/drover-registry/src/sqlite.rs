@@ -73,7 +73,7 @@ impl SqlRegistry<SqliteStore> {
                     if why.contains("locked") || why.contains("busy") =>
                 {
                     RegistryError::Unavailable(format!(
-                        "the registry database {} is in use by another process (is a server running on this data directory? stop it first): {why}",
+                        "the registry database {} is in use by another process (is a server running on this data directory? stop it first)",
                         path.display()
                     ))
                 }

@@ -178,9 +178,8 @@ impl Plan {
 
     async fn run(self) -> anyhow::Result<()> {
         let path = self.config.data_dir.join("registry.db");
-        let from = SqliteRegistry::open_exclusive(&path)
-            .await
-            .with_context(|| format!("cannot open the embedded registry {}", path.display()))?;
+        // The error names the file.
+        let from = SqliteRegistry::open_exclusive(&path).await?;
         let result = self.migrate(&from).await;
         from.close().await;
         result
@@ -487,12 +486,7 @@ async fn copy_stream(
                     last_new = new;
                 }
             }
-            for (_, old, new) in &mut translated {
-                let i = olds.partition_point(|o| o <= old);
-                if i > 0 {
-                    *new = news[i - 1];
-                }
-            }
+            translate(&mut translated, &olds, &news);
             report.events += olds.len() as u64;
             report.from = Some((report.from.map_or(first_old, |(f, _)| f), last_old));
         }
@@ -507,6 +501,19 @@ async fn copy_stream(
         report.groups.push((group.clone(), *old, *new));
     }
     Ok(report)
+}
+
+/// Moves each group's new offset to that of the last event of a copied batch at or before its
+/// old offset (`olds` ascending, `news` the offsets they were appended at). Batches come in
+/// order, so after the last one each group holds the new offset of the last event at or before
+/// its old one, or 0 if there was none.
+fn translate(groups: &mut [(String, Offset, Offset)], olds: &[Offset], news: &[Offset]) {
+    for (_, old, new) in groups {
+        let i = olds.partition_point(|o| o <= old);
+        if i > 0 {
+            *new = news[i - 1];
+        }
+    }
 }
 
 fn print_registry(r: &MigrationReport) {
@@ -546,5 +553,23 @@ fn print_registry(r: &MigrationReport) {
             "  replaced {} token(s) of the target's own 'admin' by the migrated admin's",
             r.replaced_admin_tokens
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::translate;
+
+    #[test]
+    fn groups_move_to_the_new_offset_of_the_last_event_at_or_before_theirs() {
+        let mut groups: Vec<(String, u64, u64)> = [0, 3, 5, 6, 9, 12]
+            .into_iter()
+            .map(|o| (format!("g{o}"), o, 0))
+            .collect();
+        // Retention kept old offsets 5..=11; 7 was a duplicate of 6 (stored once).
+        translate(&mut groups, &[5, 6, 7], &[1, 2, 2]);
+        translate(&mut groups, &[8, 9, 10, 11], &[3, 4, 5, 6]);
+        let news: Vec<u64> = groups.iter().map(|g| g.2).collect();
+        assert_eq!(news, [0, 0, 1, 2, 4, 6]);
     }
 }
