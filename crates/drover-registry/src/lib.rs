@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use postgres::{PgOptions, PostgresRegistry};
 pub use sqlite::SqliteRegistry;
-pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport};
+pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
 
 /// The finalizer the registry puts on an application while devices it deletes still exist.

@@ -518,25 +518,25 @@ fn translate(groups: &mut [(String, Offset, Offset)], olds: &[Offset], news: &[O
 
 fn print_registry(r: &MigrationReport) {
     let rows = [
-        ("applications", r.applications.len() as u64, ""),
-        ("devices", r.devices, ""),
+        ("applications", r.rows.apps, ""),
+        ("devices", r.rows.devices, ""),
         (
             "device names",
-            r.device_names,
+            r.rows.device_names,
             "   (names, aliases, unique usernames)",
         ),
         (
             "trust anchors",
-            r.trust_anchor_subjects,
+            r.rows.trust_anchor_subjects,
             "   (indexed subjects)",
         ),
-        ("users", r.users, ""),
+        ("users", r.rows.users, ""),
         (
             "access tokens",
-            r.tokens,
+            r.rows.tokens,
             "   (their hashes: the tokens keep working)",
         ),
-        ("change events", r.changes, ""),
+        ("change events", r.rows.changes, ""),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

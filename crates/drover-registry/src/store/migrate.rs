@@ -37,19 +37,29 @@ pub struct CopiedApp {
     pub uid: String,
 }
 
-/// What [`copy_registry`] copied (or, in a dry run, would have).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MigrationReport {
-    /// Every application, by name (also those being deleted).
-    pub applications: Vec<CopiedApp>,
+/// How many rows a registry's tables hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    /// Applications (also those being deleted).
+    pub apps: u64,
     pub devices: u64,
     /// Names, aliases and unique usernames devices are found by.
     pub device_names: u64,
+    /// Subjects of valid trust anchors, by application.
     pub trust_anchor_subjects: u64,
     pub users: u64,
     pub tokens: u64,
-    /// Change events copied (those after `compacted`).
+    /// Change events (those after the compacted revision).
     pub changes: u64,
+}
+
+/// What [`copy_registry`] copied (or, in a dry run, would have).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Every application, by name.
+    pub applications: Vec<CopiedApp>,
+    /// The rows copied, table by table.
+    pub rows: RowCounts,
     /// The revision counter, as on the source.
     pub revision: u64,
     /// Change events up to this revision had been pruned on the source, and count as pruned on
@@ -161,12 +171,7 @@ pub async fn copy_registry<A: Backend, B: Backend>(
                 uid: a.uid,
             })
             .collect(),
-        devices: copied.devices,
-        device_names: copied.device_names,
-        trust_anchor_subjects: copied.trust_anchor_subjects,
-        users: copied.users,
-        tokens: copied.tokens,
-        changes: copied.changes,
+        rows: copied,
         revision,
         compacted,
         replaced_admin_tokens,

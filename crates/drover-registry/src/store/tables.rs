@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use drover_model::{Kind, Members, Resource};
 
+use super::migrate::RowCounts;
 use crate::sql::{Arg, Fallible, Fields, Sql};
 use crate::{Change, RegistryError, TokenInfo, User};
 
@@ -535,19 +536,8 @@ pub struct NameRow {
 }
 
 /// How many rows each table holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub apps: u64,
-    pub devices: u64,
-    pub device_names: u64,
-    pub trust_anchor_subjects: u64,
-    pub users: u64,
-    pub tokens: u64,
-    pub changes: u64,
-}
-
-pub async fn counts(db: &mut impl Sql) -> Fallible<Counts> {
-    Ok(Counts {
+pub async fn counts(db: &mut impl Sql) -> Fallible<RowCounts> {
+    Ok(RowCounts {
         apps: number(db, "SELECT COUNT(*) FROM apps", &[]).await?,
         devices: number(db, "SELECT COUNT(*) FROM devices", &[]).await?,
         device_names: number(db, "SELECT COUNT(*) FROM device_names", &[]).await?,

@@ -233,9 +233,9 @@ async fn copies_everything_into_sqlite() {
         .await
         .unwrap();
     assert_eq!(report.applications.len(), 2);
-    assert_eq!(report.devices, 2);
-    assert_eq!(report.users, 3);
-    assert_eq!(report.tokens, 3);
+    assert_eq!(report.rows.devices, 2);
+    assert_eq!(report.rows.users, 3);
+    assert_eq!(report.rows.tokens, 3);
     assert_eq!(report.replaced_admin_tokens, 1);
     same_registry(&src, dst).await;
 }
@@ -251,7 +251,7 @@ async fn copies_everything_into_postgres() {
     let report = copy_registry(&src.reg, &dst, CopyOptions::default())
         .await
         .unwrap();
-    assert_eq!(report.devices, 2);
+    assert_eq!(report.rows.devices, 2);
     same_registry(&src, dst).await;
     pg.finish().await;
 }
@@ -270,7 +270,7 @@ async fn a_dry_run_writes_nothing_and_a_used_target_is_refused() {
         .await
         .unwrap();
     assert!(report.dry_run);
-    assert_eq!(report.devices, 2);
+    assert_eq!(report.rows.devices, 2);
     assert!(target
         .list_apps(&admin(), &ListOptions::default())
         .await
@@ -304,24 +304,13 @@ async fn a_database_in_use_is_not_opened_exclusively() {
     s.close().await;
 
     let alone = SqliteRegistry::open_exclusive(&path).await.unwrap();
-    assert_eq!(
-        alone
-            .list_apps(&admin(), &ListOptions::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(app_count(&alone).await, 1);
     alone.close().await;
     let again = SqliteRegistry::open(&path).await.unwrap();
-    assert_eq!(
-        again
-            .list_apps(&admin(), &ListOptions::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(app_count(&again).await, 1);
+}
+
+async fn app_count(reg: &SqliteRegistry) -> usize {
+    let all = ListOptions::default();
+    reg.list_apps(&admin(), &all).await.unwrap().items.len()
 }
