@@ -413,7 +413,14 @@ async fn copy_streams(
         }
     }
     for key in keys {
-        let stream = copy_stream(source, target, key, dry_run).await?;
+        let stream = copy_stream(source, target, key, dry_run)
+            .await
+            .with_context(|| {
+                format!(
+                    "the registry was not copied, and the JetStream streams of prefix {} may hold part of the events: delete them (or choose another --nats-prefix) and run again",
+                    target.config().prefix
+                )
+            })?;
         report.streams.push(stream);
     }
     Ok(report)
