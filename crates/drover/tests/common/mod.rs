@@ -23,9 +23,32 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// With `DROVER_TEST_REGISTRY=postgres` (and `DROVER_TEST_DATABASE_URL`), test servers keep
+/// their registry in PostgreSQL, in a schema of their own named after the data directory (so a
+/// restart finds it again), dropped when the [`TestServer`] goes. CI runs the API suites both
+/// ways.
+fn postgres_registry(data_dir: &Path) -> Option<(String, String)> {
+    if std::env::var("DROVER_TEST_REGISTRY").ok()? != "postgres" {
+        return None;
+    }
+    let url = std::env::var("DROVER_TEST_DATABASE_URL")
+        .expect("DROVER_TEST_REGISTRY=postgres needs DROVER_TEST_DATABASE_URL");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some((url, format!("drover_e2e_{}_{h:016x}", std::process::id())))
+}
+
 /// Configuration for a test server in `data_dir`, API on an ephemeral port.
 pub fn config(data_dir: &Path) -> Config {
+    let (database_url, database_schema) = match postgres_registry(data_dir) {
+        Some((url, schema)) => (Some(url), Some(schema)),
+        None => (None, None),
+    };
     Config {
+        database_url,
+        database_schema,
         data_dir: data_dir.to_path_buf(),
         api_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -44,6 +67,22 @@ fn http_base(server: &Server) -> String {
         .http_addr
         .map(|a| format!("http://{a}"))
         .unwrap_or_default()
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = postgres_registry(&self.data_dir) {
+            let _ = std::process::Command::new("psql")
+                .arg(url)
+                .args([
+                    "-qc",
+                    &format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl TestServer {
