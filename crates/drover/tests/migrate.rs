@@ -191,7 +191,15 @@ async fn an_embedded_installation_moves_to_a_cluster() {
     };
 
     // The embedded installation: resources, events 1..=5, group g1 committed in the middle.
-    let mut t = TestServer::start().await;
+    // Embedded whatever DROVER_TEST_REGISTRY says.
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestServer::start_with(drover::Config {
+        database_url: None,
+        database_schema: None,
+        ..common::config(dir.path())
+    })
+    .await;
+    t.dir = Some(dir);
     let alice_token = populate(&t).await;
     send(&t, 1).await;
     let mut group = ws_connect(&t, "app1?group_id=g1").await;
