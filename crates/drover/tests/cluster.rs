@@ -1,6 +1,6 @@
 //! Two `drover serve` processes on one PostgreSQL registry and one NATS JetStream server
 //! (`DROVER_TEST_DATABASE_URL`, `DROVER_TEST_NATS_URL`; CI sets both): telemetry into node A is
-//! consumed from node B, commands sent through B reach a device on A and its reply comes back,
+//! consumed from node B (and a WebSocket consumer group resumes on the other node), commands sent through B reach a device on A and its reply comes back,
 //! a credential change made through A is enforced on B, a device connecting to B closes its
 //! connection on A. Each test has its own PostgreSQL schema and NATS prefix.
 #![allow(clippy::unwrap_used)]
@@ -201,6 +201,37 @@ async fn closed(el: &mut rumqttc::EventLoop) {
     .expect("the connection to be closed within the deadline")
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket integration of `app` on `node` as the administrator.
+async fn ws_open(node: &Node, query: &str) -> Ws {
+    let mut req = format!(
+        "{}{}app{query}",
+        node.api.replacen("http", "ws", 1),
+        drover_api::WS_PATH
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", basic("admin", TOKEN).parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The next event of a WebSocket consumer.
+async fn ws_event(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the stream goes on")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
 fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
     format!(
@@ -248,40 +279,42 @@ async fn two_nodes_share_registry_events_and_commands() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // Telemetry into A, consumed from B's WebSocket integration.
-    let mut req = format!(
-        "{}{}app",
-        b.api.replacen("http", "ws", 1),
-        drover_api::WS_PATH
-    )
-    .into_client_request()
-    .unwrap();
-    req.headers_mut()
-        .insert("authorization", basic("admin", TOKEN).parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/temperature", a.http))
-        .basic_auth("dev1@app", Some("pw1"))
-        .header("content-type", "application/json")
-        .body(r#"{"temp":21.5}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let event: Value = loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an event on B within the deadline")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = msg {
-            break serde_json::from_str(t.as_str()).unwrap();
-        }
+    // Telemetry into A, consumed from B's WebSocket integration in consumer group g1.
+    let mut ws = ws_open(&b, "?group_id=g1&from=earliest").await;
+    let send = |temp: f64| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/temperature", a.http))
+            .basic_auth("dev1@app", Some("pw1"))
+            .header("content-type", "application/json")
+            .body(json!({ "temp": temp }).to_string())
+            .send()
     };
+    assert_eq!(send(21.5).await.unwrap().status(), 202);
+    let event = ws_event(&mut ws).await;
     assert_eq!(event["device"], "dev1");
     assert_eq!(event["subject"], "temperature");
     assert_eq!(event["instance"], "a", "{event}");
     assert_eq!(event["data"], json!({"temp": 21.5}));
+    // The group's position is shared: it resumes on node A after what B delivered.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    assert_eq!(send(22.0).await.unwrap().status(), 202);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut ws = ws_open(&a, "?group_id=g1").await;
+        let event = ws_event(&mut ws).await;
+        if event["data"] == json!({"temp": 22.0}) {
+            break;
+        }
+        // B's commit (made as its connection closed) may not have been there yet.
+        assert_eq!(event["data"], json!({"temp": 21.5}), "{event}");
+        assert!(
+            Instant::now() < deadline,
+            "group g1 never resumed after 21.5 on node A"
+        );
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
 
     // A command through B reaches the device on A; the reply returns to the caller on B.
     let (d, mut del, code) = mqtt_device(&a, "dev1-a", "pw1", Some("command/inbox//#")).await;
@@ -574,28 +607,11 @@ async fn a_nats_outage_loses_nothing_acknowledged() {
     }
 
     // Read the stream back from the start.
-    let mut req = format!(
-        "{}{}app?from=earliest",
-        node.api.replacen("http", "ws", 1),
-        drover_api::WS_PATH
-    )
-    .into_client_request()
-    .unwrap();
-    req.headers_mut()
-        .insert("authorization", basic("admin", TOKEN).parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = ws_open(&node, "?from=earliest").await;
     let last = *acked.last().unwrap();
     let mut seen: Vec<u64> = Vec::new();
     while seen.last() != Some(&last) {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("the stream holds every acknowledged event")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = msg {
-            let e: Value = serde_json::from_str(t.as_str()).unwrap();
-            seen.push(e["data"]["n"].as_u64().unwrap());
-        }
+        seen.push(ws_event(&mut ws).await["data"]["n"].as_u64().unwrap());
     }
     assert!(
         seen.windows(2).all(|w| w[0] < w[1]),
