@@ -199,6 +199,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None
     };
     let dev_ca = tls.as_ref().and_then(|t| t.dev_ca.clone());
+    match (&config.database_url, &config.nats_url) {
+        (Some(_), None) => tracing::warn!("PostgreSQL registry without NATS: event streams and commands stay on this node; run a single node, or set --nats-url on every node"),
+        (None, Some(_)) => tracing::warn!("NATS without a PostgreSQL registry: this node keeps its own registry in its data directory; a cluster needs --database-url on every node"),
+        _ => {}
+    }
     if dev_ca.is_some() && config.nats_url.is_some() {
         tracing::warn!("this node serves TLS with a development CA of its own: devices that trust it cannot connect to other nodes; give every node the same --tls-cert / --tls-key");
     }
