@@ -43,7 +43,7 @@
 //!
 //! | mode | chosen by | payload | MQTT 5 properties |
 //! |---|---|---|---|
-//! | structured (default) | nothing, or SUBSCRIBE user property `content-mode: structured` | the JSON CloudEvent ([`crate::cloudevent::to_json`]) | content type `application/cloudevents+json`, payload format UTF-8 |
+//! | structured (default) | nothing, or SUBSCRIBE user property `content-mode: structured` | the JSON CloudEvent ([`crate::cloudevent::write_json`]; a JSON payload embedded as the device sent it) | content type `application/cloudevents+json`, payload format UTF-8 |
 //! | binary (MQTT 5 only) | SUBSCRIBE user property `content-mode: binary` | the event's data | content type = `datacontenttype`; every other attribute and extension a user property named exactly like it (`specversion`, `id`, `type`, `source`, `subject`, `time`, `dataschema`, `application`, `device`, `sender`, `instance`, `partitionkey`, …), as the CloudEvents MQTT binding prescribes |
 //!
 //! Any other `content-mode` value refuses the SUBSCRIBE's filters with 0x83.
