@@ -434,6 +434,19 @@ impl Writer {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(1024.min(self.batch_limit));
         while rx.blocking_recv_many(&mut batch, self.batch_limit) > 0 {
+            // Where the appending threads share this thread's core, the first append of a burst
+            // wakes the writer, which then preempts them and commits that one append alone.
+            // Yielding once lets them go on first (it returns at once when nothing else waits
+            // for this core), so that the commit covers what they append meanwhile.
+            if batch.len() < self.batch_limit {
+                std::thread::yield_now();
+                while batch.len() < self.batch_limit {
+                    match rx.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
+                }
+            }
             let now_ms = unix_ms(self.clock.now());
             let mut commands = batch.drain(..);
             for command in commands.by_ref() {
