@@ -35,6 +35,13 @@ if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
         perf report -i "$out-qos$qos.data" --children --sort symbol --stdio -g none \
             --percent-limit 2 2>/dev/null | grep -v '^$' | head -200 >"$out-qos$qos.children.txt" || true
         log "QoS $qos: $out-qos$qos.self.txt (self), $out-qos$qos.children.txt (inclusive)"
+        # A flamegraph when inferno is installed (cargo install inferno).
+        if command -v inferno-flamegraph >/dev/null && command -v inferno-collapse-perf >/dev/null; then
+            perf script -i "$out-qos$qos.data" 2>/dev/null | inferno-collapse-perf 2>/dev/null |
+                inferno-flamegraph --width 1600 \
+                    --title "Drover fan-in, QoS $qos ($PUBLISHERS publishers x $MESSAGES x $SIZE B)" \
+                    >"$out-qos$qos.svg" 2>/dev/null && log "QoS $qos: flamegraph $out-qos$qos.svg"
+        fi
         grep -E '^ +[0-9.]+%' "$out-qos$qos.self.txt" | head -25 || true
         if command -v strace >/dev/null; then
             # System calls per message: strace -c over 5 s of the same load.
