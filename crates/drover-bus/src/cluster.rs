@@ -134,6 +134,8 @@ const META: &str = "Drover-Meta";
 const OP: &str = "Drover-Op";
 const OP_DRAIN: &str = "drain";
 const ACCEPTED: &[u8] = b"ok";
+/// The claim of a command a device received.
+const DELIVERED: &[u8] = b"delivered";
 const REFUSED: &[u8] = b"refused";
 
 fn token(s: &str) -> String {
@@ -152,6 +154,14 @@ fn decode_header<T: serde::de::DeserializeOwned>(headers: Option<&HeaderMap>) ->
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// One subscribed device: pokes to hand its queue over, and the request to stop.
+#[derive(Default)]
+struct KeyTask {
+    drain: Notify,
+    stop: Notify,
+    finished: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -318,7 +328,7 @@ impl Inner {
     /// Applies wanted subscription changes, one task per subscribed device; a new sink for a
     /// device already subscribed gets the queue handed over again.
     async fn reconcile(self: Arc<Self>) {
-        let mut subscribed: HashMap<DeviceKey, (AbortHandle, Arc<Notify>)> = HashMap::new();
+        let mut subscribed: HashMap<DeviceKey, Arc<KeyTask>> = HashMap::new();
         loop {
             let batch =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -326,18 +336,20 @@ impl Inner {
                 self.changed.notified().await;
                 continue;
             }
-            subscribed.retain(|_, (t, _)| !t.is_finished());
+            subscribed.retain(|_, t| !t.finished.load(std::sync::atomic::Ordering::Acquire));
             for (key, present) in batch {
                 match (present, subscribed.get(&key)) {
                     (true, None) => {
-                        let drain = Arc::new(Notify::new());
-                        let task = tokio::spawn(self.clone().serve(key.clone(), drain.clone()));
-                        subscribed.insert(key, (task.abort_handle(), drain));
+                        let task = Arc::new(KeyTask::default());
+                        tokio::spawn(self.clone().serve(key.clone(), task.clone()));
+                        subscribed.insert(key, task);
                     }
-                    (true, Some((_, drain))) => drain.notify_one(),
+                    (true, Some(task)) => task.drain.notify_one(),
                     (false, Some(_)) => {
-                        if let Some((t, _)) = subscribed.remove(&key) {
-                            t.abort();
+                        // Stopped, not aborted: a hand-over in progress (claimed, not yet
+                        // delivered or released) must finish, or the command would be lost.
+                        if let Some(task) = subscribed.remove(&key) {
+                            task.stop.notify_one();
                         }
                     }
                     (false, None) => {}
@@ -348,14 +360,24 @@ impl Inner {
 
     /// Serves one device's subject: commands from other nodes, and pokes (from the subject or
     /// from a new local sink) to read its queue.
-    async fn serve(self: Arc<Self>, key: DeviceKey, drain: Arc<Notify>) {
+    async fn serve(self: Arc<Self>, key: DeviceKey, task: Arc<KeyTask>) {
+        self.serve_until_stopped(&key, &task).await;
+        task.finished
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    async fn serve_until_stopped(&self, key: &DeviceKey, task: &KeyTask) {
+        let key = key.clone();
         let subject = self.dev_subject(&key);
         let mut sub = loop {
             match self.client.subscribe(subject.clone()).await {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::warn!("cannot subscribe to {subject}: {e}; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = task.stop.notified() => return,
+                    }
                 }
             }
         };
@@ -364,15 +386,17 @@ impl Inner {
         let _ = self.client.flush().await;
         self.drain(&key).await;
         loop {
+            // Only waiting is interrupted by a stop; a hand-over or an answer runs to its end.
             let msg = tokio::select! {
                 m = sub.next() => match m {
                     Some(m) => m,
                     None => return,
                 },
-                _ = drain.notified() => {
+                _ = task.drain.notified() => {
                     self.drain(&key).await;
                     continue;
                 }
+                _ = task.stop.notified() => return,
             };
             let drain = msg
                 .headers
@@ -429,6 +453,30 @@ impl Inner {
         }
     }
 
+    /// Records that a claimed command reached a device (its other copies are garbage).
+    async fn mark_delivered(&self, id: &str) {
+        let sent = self
+            .js
+            .publish(self.claim_subject(id), Bytes::from_static(DELIVERED))
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!("cannot record a queued command as delivered: {e}");
+        }
+    }
+
+    /// Whether a claimed command was delivered (else it is being handed over, or unknown).
+    async fn delivered(&self, id: &str) -> bool {
+        match self
+            .claims
+            .get_last_raw_message_by_subject(&self.claim_subject(id))
+            .await
+        {
+            Ok(m) => m.payload.as_ref() == DELIVERED,
+            // Claimed a moment ago and released since: not delivered.
+            Err(_) => false,
+        }
+    }
+
     /// Gives a claim up (the sink could not take the command after all).
     async fn unclaim(&self, id: &str) {
         if let Err(e) = self.claims.purge().filter(self.claim_subject(id)).await {
@@ -477,8 +525,16 @@ impl Inner {
                         self.unclaim(&meta.id).await;
                         return;
                     }
+                    self.mark_delivered(&meta.id).await;
                 }
-                Ok(false) => {} // delivered through another copy
+                Ok(false) => {
+                    if !self.delivered(&meta.id).await {
+                        // Someone is handing it over right now (and may give it back): keep
+                        // this copy, and the order — a later command must not overtake it.
+                        return;
+                    }
+                    // Delivered through another copy: this one goes.
+                }
                 Err(e) => {
                     tracing::warn!("cannot claim a queued command: {e}");
                     return;

@@ -399,8 +399,10 @@ fn register_commands(
         conn.device.app_uid().to_string(),
         conn.device.device_name().to_string(),
     );
-    *slot = None;
-    *slot = Some(router.register(key, sink));
+    // The new registration first, then the old one goes: the device never looks unreachable
+    // in between (on a cluster that would unsubscribe it and subscribe it again).
+    let registration = router.register(key, sink);
+    *slot = Some(registration);
 }
 
 fn credentials(req: &ConnectRequest) -> Option<DeviceCredentials> {
