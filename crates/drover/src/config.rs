@@ -99,6 +99,14 @@ pub struct ServeArgs {
     /// Seconds to wait for requests to finish on shutdown [default: 10].
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// The cluster's backends (PostgreSQL, NATS JetStream).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Where a cluster keeps its state; `drover serve` and `drover migrate` take the same flags.
+#[derive(Debug, Default, Args)]
+pub struct ClusterArgs {
     /// PostgreSQL registry shared by all nodes, `postgres://user:pass@host/db`
     /// [default: none, the embedded SQLite registry in the data directory].
     #[arg(
@@ -519,6 +527,7 @@ impl Config {
             ));
         }
         let database_url = args
+            .cluster
             .database_url
             .or(file.database_url)
             .filter(|u| !u.is_empty());
@@ -533,7 +542,7 @@ impl Config {
                 )));
             }
         }
-        let database_schema = args.database_schema.or(file.database_schema);
+        let database_schema = args.cluster.database_schema.or(file.database_schema);
         if let Some(s) = &database_schema {
             let ok = !s.is_empty()
                 && s.len() <= 48
@@ -547,6 +556,7 @@ impl Config {
             }
         }
         let database_max_connections = args
+            .cluster
             .database_max_connections
             .or(file.database_max_connections)
             .unwrap_or(d.database_max_connections);
@@ -555,7 +565,11 @@ impl Config {
                 "database_max_connections must be at least 2 (set --database-max-connections / DROVER_DATABASE_MAX_CONNECTIONS)".into(),
             ));
         }
-        let nats_url = args.nats_url.or(file.nats_url).filter(|u| !u.is_empty());
+        let nats_url = args
+            .cluster
+            .nats_url
+            .or(file.nats_url)
+            .filter(|u| !u.is_empty());
         if let Some(u) = &nats_url {
             let ok = u.split(',').all(|one| {
                 url::Url::parse(one.trim())
@@ -572,6 +586,7 @@ impl Config {
             }
         }
         let nats_prefix = args
+            .cluster
             .nats_prefix
             .or(file.nats_prefix)
             .unwrap_or(d.nats_prefix);
@@ -586,6 +601,7 @@ impl Config {
             )));
         }
         let nats_replicas = args
+            .cluster
             .nats_replicas
             .or(file.nats_replicas)
             .unwrap_or(d.nats_replicas);
@@ -733,27 +749,39 @@ mod tests {
     #[test]
     fn cluster_settings_are_checked() {
         let e = Config::load(ServeArgs {
-            database_url: Some("mysql://x@y/z".into()),
+            cluster: ClusterArgs {
+                database_url: Some("mysql://x@y/z".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.0.contains("--database-url / DROVER_DATABASE_URL"), "{e}");
         let e = Config::load(ServeArgs {
-            nats_url: Some("http://nats:4222".into()),
+            cluster: ClusterArgs {
+                nats_url: Some("http://nats:4222".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.0.contains("--nats-url / DROVER_NATS_URL"), "{e}");
         let e = Config::load(ServeArgs {
-            nats_prefix: Some("Bad.Prefix".into()),
+            cluster: ClusterArgs {
+                nats_prefix: Some("Bad.Prefix".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.0.contains("nats_prefix"), "{e}");
         let c = Config::load(ServeArgs {
-            database_url: Some("postgres://postgres@127.0.0.1/test".into()),
-            database_schema: Some("drover_a".into()),
-            nats_url: Some("nats://127.0.0.1:4222".into()),
+            cluster: ClusterArgs {
+                database_url: Some("postgres://postgres@127.0.0.1/test".into()),
+                database_schema: Some("drover_a".into()),
+                nats_url: Some("nats://127.0.0.1:4222".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap();

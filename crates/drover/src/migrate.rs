@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use drover::{Config, ServeArgs};
+use drover::{ClusterArgs, Config, ServeArgs};
 use drover_bus::{
     Consumer, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogConfig, Offset, StartFrom,
     StreamKey,
@@ -49,32 +49,10 @@ pub struct MigrateArgs {
     /// [default: ./drover-data].
     #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The cluster's PostgreSQL registry, `postgres://user:pass@host/db` (must be empty).
-    #[arg(
-        long,
-        env = "DROVER_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-    /// PostgreSQL schema of the registry tables [default: public].
-    #[arg(long, env = "DROVER_DATABASE_SCHEMA", value_name = "NAME")]
-    pub database_schema: Option<String>,
-    /// The cluster's NATS server with JetStream, `nats://host:4222`: events and group offsets
-    /// are copied there [default: none, events are not copied].
-    #[arg(
-        long,
-        env = "DROVER_NATS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub nats_url: Option<String>,
-    /// Prefix of the cluster's NATS streams and buckets [default: drover].
-    #[arg(long, env = "DROVER_NATS_PREFIX", value_name = "PREFIX")]
-    pub nats_prefix: Option<String>,
-    /// JetStream replicas of the streams created [default: 1].
-    #[arg(long, env = "DROVER_NATS_REPLICAS", value_name = "N")]
-    pub nats_replicas: Option<usize>,
+    /// The cluster: its PostgreSQL registry (required, must be empty) and NATS JetStream (events
+    /// and group offsets are copied there when given).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Days events are kept in the JetStream streams created (as the cluster's nodes set it)
     /// [default: 7].
     #[arg(long, env = "DROVER_EVENT_RETENTION_DAYS", value_name = "DAYS")]
@@ -139,11 +117,7 @@ impl Plan {
         let config = Config::load(ServeArgs {
             config: args.config,
             data_dir: args.data_dir,
-            database_url: args.database_url,
-            database_schema: args.database_schema,
-            nats_url: args.nats_url,
-            nats_prefix: args.nats_prefix,
-            nats_replicas: args.nats_replicas,
+            cluster: args.cluster,
             event_retention_days: args.event_retention_days,
             event_retention_bytes: args.event_retention_bytes,
             ..ServeArgs::default()
