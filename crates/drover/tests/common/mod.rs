@@ -37,7 +37,36 @@ fn postgres_registry(data_dir: &Path) -> Option<(String, String)> {
     for b in data_dir.as_os_str().as_encoded_bytes() {
         h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
     }
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sweep_dead_schemas(&url));
     Some((url, format!("drover_e2e_{}_{h:016x}", std::process::id())))
+}
+
+/// Drops the schemas of test processes that are gone (a server still busy when its
+/// [`TestServer`] was dropped can make that drop fail).
+fn sweep_dead_schemas(url: &str) {
+    let Ok(out) = std::process::Command::new("psql")
+        .arg(url)
+        .args([
+            "-tAc",
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'drover\\_e2e\\_%'",
+        ])
+        .output()
+    else {
+        return;
+    };
+    for schema in String::from_utf8_lossy(&out.stdout).lines() {
+        let pid = schema.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if pid.is_some() && !alive {
+            let _ = std::process::Command::new("psql")
+                .arg(url)
+                .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// Configuration for a test server in `data_dir`, API on an ephemeral port.
