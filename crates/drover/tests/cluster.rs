@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,29 +83,12 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut api, mut http, mut mqtt) = (None, None, None);
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            let bound = || {
-                line.rsplit_once("listening on ")
-                    .map(|(_, a)| a.trim_end_matches(')').to_string())
-            };
-            if line.contains("Management API") {
-                api = bound();
-            } else if line.contains("HTTP devices") {
-                http = bound();
-            } else if line.contains("MQTT devices") {
-                mqtt = bound();
-            } else if line.contains("Press Ctrl+C") {
-                break;
-            }
-        }
+        let banner = common::read_banner(&mut child);
         Node {
             child,
-            api: format!("http://{}", api.expect("node did not start")),
-            http: format!("http://{}", http.unwrap()),
-            mqtt_port: mqtt.unwrap().rsplit_once(':').unwrap().1.parse().unwrap(),
+            api: banner.api,
+            http: banner.http,
+            mqtt_port: banner.mqtt_port,
             _dir: dir,
         }
     }

@@ -281,3 +281,46 @@ pub async fn expect_error(r: Response, status: StatusCode, kind: &str) -> String
     assert_eq!(body["error"], kind, "error kind in {body}");
     body["message"].as_str().unwrap().to_string()
 }
+
+/// Where a `drover serve` process listens, read from its banner.
+pub struct Banner {
+    /// `http://<api addr>`
+    pub api: String,
+    /// `http://<HTTP device endpoint addr>`
+    pub http: String,
+    pub mqtt_port: u16,
+}
+
+/// Reads the banner of a `drover serve` child (stdout piped) up to "Press Ctrl+C": the bound
+/// addresses of the API, the HTTP device endpoint and MQTT.
+pub fn read_banner(child: &mut std::process::Child) -> Banner {
+    use std::io::BufRead;
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+    let (mut api, mut http, mut mqtt) = (None, None, None);
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let bound = || {
+            line.rsplit_once("listening on ")
+                .map(|(_, a)| a.trim_end_matches(')').to_string())
+        };
+        if line.contains("Management API") {
+            api = bound();
+        } else if line.contains("HTTP devices") {
+            http = bound();
+        } else if line.contains("MQTT devices") {
+            mqtt = bound();
+        } else if line.contains("Press Ctrl+C") {
+            break;
+        }
+    }
+    Banner {
+        api: format!("http://{}", api.expect("the server did not start")),
+        http: format!(
+            "http://{}",
+            http.expect("no HTTP device endpoint in the banner")
+        ),
+        mqtt_port: mqtt
+            .and_then(|m| m.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+            .expect("no MQTT endpoint in the banner"),
+    }
+}
