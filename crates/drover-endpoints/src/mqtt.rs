@@ -12,7 +12,8 @@
 //! - The event is appended durably before a QoS 1 PUBACK; MQTT 5 content type and user
 //!   properties are carried into it.
 //! - SUBSCRIBE: the command inboxes `command/inbox//#`, `command/inbox/<device>/#`,
-//!   `command/inbox/#` (commands arrive with a later issue); anything else is refused.
+//!   `command/inbox/#`; once one is stored in the session (the `subscribed` hook) the device's
+//!   queued commands are handed over; anything else is refused.
 //! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
 //!   the connection ends without a clean DISCONNECT.
 
@@ -31,7 +32,7 @@ use drover_model::spec::MqttDialect;
 use drover_model::Resource;
 use drover_mqtt::{
     Accepted, CloseReason, ConnectRequest, Inbound, Policy, PublishRefusal, QoS, Refusal,
-    SessionHandle, SubscribeRefusal, SubscribeRequest,
+    SessionHandle, SubscribeRefusal, SubscribeRequest, Subscription,
 };
 
 use crate::event::{detect_content_type, is_json, telemetry, Message};
@@ -577,27 +578,9 @@ impl Policy for DevicePolicy {
     async fn subscribe(
         &self,
         conn: &Self::Identity,
-        session: &SessionHandle,
+        _session: &SessionHandle,
         req: &SubscribeRequest,
     ) -> Vec<Result<QoS, SubscribeRefusal>> {
-        if req.filters.iter().any(|f| is_command_inbox(&f.filter)) {
-            // Once the subscription is stored (right after this returns), hand over what waits.
-            let (router, conn, session) = (self.commands.clone(), conn.clone(), session.clone());
-            tokio::spawn(async move {
-                for _ in 0..100 {
-                    if session
-                        .subscriptions()
-                        .iter()
-                        .any(|s| is_command_inbox(&s.filter))
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                // Only while still connected (`disconnected` clears the registration).
-                register_commands(&router, &conn, &session, true);
-            });
-        }
         req.filters
             .iter()
             .map(|f| {
@@ -611,6 +594,19 @@ impl Policy for DevicePolicy {
                 }
             })
             .collect()
+    }
+
+    /// A command inbox is stored in the session now: hand over what waits for the device.
+    async fn subscribed(
+        &self,
+        conn: &Self::Identity,
+        session: &SessionHandle,
+        granted: &[Subscription],
+    ) {
+        if granted.iter().any(|s| is_command_inbox(&s.filter)) {
+            // Only while still connected (`disconnected` clears the registration).
+            register_commands(&self.commands, conn, session, true);
+        }
     }
 
     async fn will(&self, conn: &Self::Identity, will: Inbound) {

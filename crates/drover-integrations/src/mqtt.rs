@@ -724,7 +724,7 @@ impl Policy for IntegrationPolicy {
         results
     }
 
-    async fn unsubscribe(
+    async fn unsubscribed(
         &self,
         client: &Self::Identity,
         session: &SessionHandle,

@@ -65,6 +65,18 @@ pub struct MqttConfig {
     pub read_buffer_size: usize,
     /// How often expired sessions are reaped (default 10 s).
     pub reap_interval: Duration,
+    /// Most subscriptions one session holds (default 100). Further filters are refused in the
+    /// SUBACK with 0x97 Quota exceeded (MQTT 3.1.1: 0x80); replacing an existing subscription
+    /// does not count.
+    pub max_subscriptions: usize,
+    /// Most topic filters one SUBSCRIBE may carry (default 32). The filters after the first
+    /// this many are refused with 0x97 Quota exceeded (MQTT 3.1.1: 0x80) without looking at
+    /// them.
+    pub max_filters_per_subscribe: usize,
+    /// Longest topic name or topic filter in bytes (default 1024; MQTT allows 65535). A longer
+    /// PUBLISH topic closes the connection (MQTT 5: DISCONNECT 0x90); a longer filter is
+    /// refused in the SUBACK with 0x8F (MQTT 3.1.1: 0x80).
+    pub max_topic_length: usize,
 }
 
 impl Default for MqttConfig {
@@ -91,6 +103,9 @@ impl Default for MqttConfig {
             write_buffer_high_water: 64 * 1024,
             read_buffer_size: 8 * 1024,
             reap_interval: Duration::from_secs(10),
+            max_subscriptions: 100,
+            max_filters_per_subscribe: 32,
+            max_topic_length: 1024,
         }
     }
 }
@@ -140,6 +155,15 @@ impl MqttConfig {
         if self.reap_interval.is_zero() {
             return fail("reap_interval", "must be positive");
         }
+        if self.max_subscriptions == 0 {
+            return fail("max_subscriptions", "must be at least 1");
+        }
+        if self.max_filters_per_subscribe == 0 {
+            return fail("max_filters_per_subscribe", "must be at least 1");
+        }
+        if !(16..=65535).contains(&self.max_topic_length) {
+            return fail("max_topic_length", "must be 16 to 65535 bytes");
+        }
         Ok(())
     }
 
@@ -161,6 +185,9 @@ impl MqttConfig {
         }
         self.write_buffer_high_water = self.write_buffer_high_water.max(1024);
         self.read_buffer_size = self.read_buffer_size.max(1024);
+        self.max_subscriptions = self.max_subscriptions.max(1);
+        self.max_filters_per_subscribe = self.max_filters_per_subscribe.max(1);
+        self.max_topic_length = self.max_topic_length.clamp(16, 65535);
         self
     }
 }

@@ -576,10 +576,10 @@ struct PublishMeta {
 }
 
 enum ControlDone {
+    /// The granted subscriptions are stored in the session (and the policy told) already.
     Subscribed {
         packet_id: NonZeroU16,
         codes: Vec<ReasonCode>,
-        granted: Vec<Subscription>,
         /// Filters the policy refused (or gave no answer for), for the log.
         refused: Vec<(ByteString, ReasonCode)>,
     },
@@ -784,6 +784,16 @@ impl State<'_> {
                 "empty topic name without topic alias",
             ));
         }
+        if topic.len() > self.cfg.max_topic_length {
+            return Err(protocol_error(
+                ReasonCode::TOPIC_NAME_INVALID,
+                format!(
+                    "topic name of {} bytes is longer than {} (max_topic_length)",
+                    topic.len(),
+                    self.cfg.max_topic_length
+                ),
+            ));
+        }
         if let Err(e) = topic::validate_topic_name(&topic) {
             return Err(protocol_error(
                 ReasonCode::TOPIC_NAME_INVALID,
@@ -859,18 +869,36 @@ impl State<'_> {
     }
 
     /// Splits a SUBSCRIBE into what the crate refuses by itself and what the policy decides.
+    /// The limits (filters per SUBSCRIBE, subscriptions per session, filter length) are applied
+    /// here, before the policy sees anything, so a flood of filters costs no policy work.
     fn prepare_subscribe(
         &self,
         filters: &[(ByteString, SubscriptionOptions)],
         user_properties: Vec<UserProperty>,
+        session: &Session,
     ) -> (Vec<Result<usize, ReasonCode>>, SubscribeRequest) {
+        let cfg = self.cfg;
+        let considered = filters.len().min(cfg.max_filters_per_subscribe);
         let mut request = SubscribeRequest {
-            filters: Vec::with_capacity(filters.len()),
+            filters: Vec::with_capacity(considered),
             user_properties,
         };
+        if filters.len() > considered {
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, "SUBSCRIBE with {} filters: the {} after the first {considered} refused with Quota exceeded (max_filters_per_subscribe)", filters.len(), filters.len() - considered);
+        }
+        let mut held = session.subscription_count();
+        let mut over_quota = 0usize;
         let pre = filters
             .iter()
-            .map(|(raw, options)| {
+            .enumerate()
+            .map(|(i, (raw, options))| {
+                if i >= considered {
+                    return Err(ReasonCode::QUOTA_EXCEEDED);
+                }
+                if raw.len() > cfg.max_topic_length {
+                    tracing::info!(peer = %self.peer, client_id = %self.client_id, "refused subscription: filter of {} bytes is longer than {} (max_topic_length)", raw.len(), cfg.max_topic_length);
+                    return Err(ReasonCode::TOPIC_FILTER_INVALID);
+                }
                 let (group, filter) = match topic::parse_subscription(raw) {
                     Ok(parsed) => parsed,
                     Err(e) => {
@@ -886,6 +914,17 @@ impl State<'_> {
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, "refused subscription {:?}: wildcards not available", &**raw);
                     return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 }
+                let repeated = request
+                    .filters
+                    .iter()
+                    .any(|r| r.filter == filter && r.share_group.as_deref() == group);
+                if !repeated && !session.has_subscription(group, filter) {
+                    if held >= cfg.max_subscriptions {
+                        over_quota += 1;
+                        return Err(ReasonCode::QUOTA_EXCEEDED);
+                    }
+                    held += 1;
+                }
                 request.filters.push(SubscriptionRequest {
                     filter: raw.slice_ref(filter),
                     share_group: group.map(|g| raw.slice_ref(g)),
@@ -894,21 +933,22 @@ impl State<'_> {
                 Ok(request.filters.len() - 1)
             })
             .collect();
+        if over_quota > 0 {
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, "refused {over_quota} subscription(s) with Quota exceeded: the session holds the most allowed ({}, max_subscriptions)", cfg.max_subscriptions);
+        }
         (pre, request)
     }
 
-    fn control_done(&mut self, done: ControlDone, session: &Session, wbuf: &mut BytesMut) {
+    fn control_done(&mut self, done: ControlDone, wbuf: &mut BytesMut) {
         match done {
             ControlDone::Subscribed {
                 packet_id,
                 codes,
-                granted,
                 refused,
             } => {
                 for (filter, code) in &refused {
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, "refused subscription {:?}: policy said {code}", &**filter);
                 }
-                session.add_subscriptions(granted);
                 self.codec.encode_suback(packet_id, &codes, wbuf);
             }
             ControlDone::Unsubscribed { packet_id, codes } => {
@@ -1057,7 +1097,7 @@ where
                     filters,
                     user_properties,
                 } => {
-                    let (pre, request) = st.prepare_subscribe(&filters, user_properties);
+                    let (pre, request) = st.prepare_subscribe(&filters, user_properties, session);
                     let raw: Vec<ByteString> = filters.into_iter().map(|(f, _)| f).collect();
                     control = Some(Box::pin(async move {
                         let results = if request.filters.is_empty() {
@@ -1096,10 +1136,13 @@ where
                             };
                             codes.push(code);
                         }
+                        if !granted.is_empty() {
+                            session.add_subscriptions(granted.clone());
+                            policy.subscribed(identity, handle, &granted).await;
+                        }
                         ControlDone::Subscribed {
                             packet_id,
                             codes,
-                            granted,
                             refused,
                         }
                     }));
@@ -1128,7 +1171,7 @@ where
                         .collect();
                     control = Some(Box::pin(async move {
                         if !gone.is_empty() {
-                            policy.unsubscribe(identity, handle, &gone).await;
+                            policy.unsubscribed(identity, handle, &gone).await;
                         }
                         ControlDone::Unsubscribed { packet_id, codes }
                     }));
@@ -1184,7 +1227,7 @@ where
                 None => Poll::Pending,
             }), if control.is_some() => {
                 control = None;
-                st.control_done(done, session, wbuf);
+                st.control_done(done, wbuf);
             }
             written = write_some(wr, wbuf, &mut needs_flush), if !wbuf.is_empty() || needs_flush => {
                 if let Err(e) = written {

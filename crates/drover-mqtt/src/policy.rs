@@ -125,7 +125,10 @@ pub trait Policy: Send + Sync + Sized + 'static {
 
     /// A SUBSCRIBE: one result per entry of `request.filters`, in the same order (missing
     /// entries count as refused with 0x80). A granted QoS above 1 is lowered to 1. Granted
-    /// subscriptions are stored in the session after this returns, then SUBACK is sent.
+    /// subscriptions are stored in the session after this returns, then
+    /// [`subscribed`](Self::subscribed) is called, then SUBACK is sent. Filters the crate
+    /// refuses by itself (limits of [`MqttConfig`](crate::MqttConfig), invalid filters,
+    /// unavailable features) are not in `request`.
     ///
     /// The default refuses everything (Not authorized).
     fn subscribe(
@@ -138,8 +141,21 @@ pub trait Policy: Send + Sync + Sized + 'static {
         async move { refused }
     }
 
-    /// Subscriptions removed from the session by an UNSUBSCRIBE (only those that existed).
-    fn unsubscribe(
+    /// The subscriptions a SUBSCRIBE granted are stored in the session (so
+    /// [`SessionHandle::subscription_qos`] finds them); SUBACK follows once this resolves. The
+    /// place to start delivering what waits for the new subscriptions.
+    fn subscribed(
+        &self,
+        _identity: &Self::Identity,
+        _session: &SessionHandle,
+        _granted: &[Subscription],
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Subscriptions removed from the session by an UNSUBSCRIBE (only those that existed),
+    /// after they were removed.
+    fn unsubscribed(
         &self,
         _identity: &Self::Identity,
         _session: &SessionHandle,

@@ -441,6 +441,19 @@ impl Session {
         }
     }
 
+    /// How many subscriptions the session holds.
+    pub(crate) fn subscription_count(&self) -> usize {
+        lock(&self.inner).subscriptions.len()
+    }
+
+    /// Whether the session holds the subscription `filter` of `group`.
+    pub(crate) fn has_subscription(&self, group: Option<&str>, filter: &str) -> bool {
+        lock(&self.inner)
+            .subscriptions
+            .iter()
+            .any(|s| &*s.filter == filter && s.share_group.as_deref() == group)
+    }
+
     /// Removes subscriptions; one entry per request, `None` when it did not exist.
     pub(crate) fn remove_subscriptions(
         &self,

@@ -51,8 +51,7 @@ async fn device(
         matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
     })
     .await;
-    // The router learns of the subscription right after the SUBACK.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The router learned of the subscription before the SUBACK was sent (the `subscribed` hook).
     (c, el)
 }
 
@@ -210,7 +209,6 @@ async fn request_response_over_mqtt_3_and_5() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let call = tokio::spawn(command(&t, "behind", "command=read&timeout=10").send());
     let publish = tokio::time::timeout(WAIT, async {
         loop {

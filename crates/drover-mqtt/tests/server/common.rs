@@ -58,6 +58,12 @@ pub enum Ev {
         filters: Vec<SubscriptionRequest>,
         user_properties: Vec<(String, String)>,
     },
+    /// The `subscribed` hook: what the session holds by then.
+    Subscribed {
+        client_id: String,
+        granted: Vec<Subscription>,
+        held: Vec<Subscription>,
+    },
     Unsubscribe {
         client_id: String,
         removed: Vec<Subscription>,
@@ -274,7 +280,15 @@ impl Policy for TestPolicy {
             .collect()
     }
 
-    async fn unsubscribe(&self, id: &Id, _session: &SessionHandle, removed: &[Subscription]) {
+    async fn subscribed(&self, id: &Id, session: &SessionHandle, granted: &[Subscription]) {
+        self.rec.push(Ev::Subscribed {
+            client_id: id.client_id.clone(),
+            granted: granted.to_vec(),
+            held: session.subscriptions(),
+        });
+    }
+
+    async fn unsubscribed(&self, id: &Id, _session: &SessionHandle, removed: &[Subscription]) {
         self.rec.push(Ev::Unsubscribe {
             client_id: id.client_id.clone(),
             removed: removed.to_vec(),

@@ -1,6 +1,6 @@
 //! SUBSCRIBE / UNSUBSCRIBE: per-filter outcomes, shared subscriptions, user properties.
 
-use drover_mqtt::{QoS, ReasonCode};
+use drover_mqtt::{MqttConfig, QoS, ReasonCode, Subscription};
 use rmqtt_codec::{v3, v5};
 
 use crate::common::*;
@@ -305,5 +305,152 @@ async fn rumqttc_v5_subscribe_with_user_properties() {
     assert_eq!(
         props,
         vec![("content-mode".to_string(), "binary".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn subscribed_hook_sees_the_stored_subscriptions_before_suback() {
+    let ts = TestServer::default().await;
+    let mut raw = ts.raw().await;
+    raw.connect_v5(v5_connect("hook")).await;
+    raw.send_v5(subscribe(1, &[("a/b", 1), ("deny/x", 1)], &[])).await;
+    assert_eq!(suback(&mut raw).await, vec![0x01, 0x87]);
+    // The hook ran before the SUBACK went out: it is recorded by now, no waiting needed.
+    let hooks: Vec<(Vec<Subscription>, Vec<Subscription>)> = ts
+        .rec
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Subscribed {
+                client_id,
+                granted,
+                held,
+            } if client_id == "hook" => Some((granted, held)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hooks.len(), 1, "one hook call per SUBSCRIBE");
+    let (granted, held) = &hooks[0];
+    assert_eq!(granted.len(), 1, "only granted filters: {granted:?}");
+    assert_eq!(&*granted[0].filter, "a/b");
+    assert_eq!(held, granted, "stored in the session when the hook runs");
+    // A SUBSCRIBE that grants nothing calls no hook.
+    raw.send_v5(subscribe(2, &[("deny/y", 1)], &[])).await;
+    assert_eq!(suback(&mut raw).await, vec![0x87]);
+    let calls = ts
+        .rec
+        .count(|e| matches!(e, Ev::Subscribed { client_id, .. } if client_id == "hook"));
+    assert_eq!(calls, 1);
+}
+
+fn limited() -> MqttConfig {
+    MqttConfig {
+        max_subscriptions: 3,
+        max_filters_per_subscribe: 4,
+        max_topic_length: 32,
+        ..MqttConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_per_session_are_capped_with_quota_exceeded() {
+    let ts = TestServer::start(limited()).await;
+    let mut raw = ts.raw().await;
+    raw.connect_v5(v5_connect("cap")).await;
+    raw.send_v5(subscribe(1, &[("t/1", 1), ("t/2", 1)], &[])).await;
+    assert_eq!(suback(&mut raw).await, vec![1, 1]);
+    // One slot left: the first new filter takes it, a repeat in the same packet and a
+    // replacement of a held subscription need none, the next new one is over the quota.
+    raw.send_v5(subscribe(
+        2,
+        &[("t/3", 1), ("t/3", 0), ("t/1", 0), ("t/4", 1)],
+        &[],
+    ))
+    .await;
+    assert_eq!(suback(&mut raw).await, vec![1, 0, 0, 0x97]);
+    assert_eq!(ts.handle("cap").subscriptions().len(), 3);
+    // The refused filter never reached the policy.
+    let seen: Vec<String> = ts
+        .rec
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Subscribe { filters, .. } => Some(filters),
+            _ => None,
+        })
+        .flatten()
+        .map(|f| f.filter.to_string())
+        .collect();
+    assert!(!seen.contains(&"t/4".to_string()), "{seen:?}");
+    // After an UNSUBSCRIBE there is room again.
+    raw.send_v5(v5::Packet::Unsubscribe(v5::Unsubscribe {
+        packet_id: pid(3),
+        user_properties: Vec::new(),
+        topic_filters: vec!["t/2".into()],
+    }))
+    .await;
+    assert!(matches!(
+        raw.recv_v5().await,
+        Some(v5::Packet::UnsubscribeAck(_))
+    ));
+    raw.send_v5(subscribe(4, &[("t/4", 1)], &[])).await;
+    assert_eq!(suback(&mut raw).await, vec![1]);
+}
+
+#[tokio::test]
+async fn filters_per_subscribe_and_filter_length_are_capped() {
+    let ts = TestServer::start(MqttConfig {
+        max_subscriptions: 100,
+        ..limited()
+    })
+    .await;
+    let mut raw = ts.raw().await;
+    raw.connect_v5(v5_connect("flood")).await;
+    let long = format!("t/{}", "x".repeat(40));
+    let filters: Vec<String> = (0..6).map(|i| format!("f/{i}")).collect();
+    let mut list: Vec<(&str, u8)> = vec![(long.as_str(), 1)];
+    list.extend(filters.iter().map(|f| (f.as_str(), 1)));
+    raw.send_v5(subscribe(1, &list, &[])).await;
+    assert_eq!(
+        suback(&mut raw).await,
+        vec![0x8F, 1, 1, 1, 0x97, 0x97, 0x97],
+        "the long filter is invalid, only the first 4 filters are considered"
+    );
+    // MQTT 3.1.1 gets 0x80 for each refusal, and the connection stays.
+    let mut raw3 = ts.raw().await;
+    raw3.connect_v3(v3_connect("flood3")).await;
+    let q = rmqtt_codec::types::QoS::AtLeastOnce;
+    raw3.send_v3(v3::Packet::Subscribe {
+        packet_id: pid(1),
+        topic_filters: (0..6).map(|i| (format!("g/{i}").into(), q)).collect(),
+    })
+    .await;
+    match raw3.recv_v3().await {
+        Some(v3::Packet::SubscribeAck { status, .. }) => {
+            let ok = v3::SubscribeReturnCode::Success(q);
+            let no = v3::SubscribeReturnCode::Failure;
+            assert_eq!(status, vec![ok, ok, ok, ok, no, no]);
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    raw3.send_v3(v3::Packet::PingRequest).await;
+    assert!(matches!(
+        raw3.recv_v3().await,
+        Some(v3::Packet::PingResponse)
+    ));
+}
+
+#[tokio::test]
+async fn a_publish_topic_over_the_length_limit_closes_with_0x90() {
+    let ts = TestServer::start(limited()).await;
+    let mut raw = ts.raw().await;
+    raw.connect_v5(v5_connect("longtopic")).await;
+    let topic = "x".repeat(33);
+    raw.send_v5(v5_publish(&topic, 1, 1, b"p")).await;
+    assert_eq!(expect_disconnect(&mut raw).await, 0x90);
+    assert_eq!(
+        ts.rec
+            .count(|e| matches!(e, Ev::Publish { client_id, .. } if client_id == "longtopic")),
+        0
     );
 }
