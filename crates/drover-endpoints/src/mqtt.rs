@@ -54,6 +54,11 @@ pub struct DeviceConnection {
     order: tokio::sync::Mutex<()>,
 }
 
+/// The CloudEvent extension that marks an event an MQTT 3.1.1 device published with RETAIN set
+/// (MQTT 5 devices are told retain is not available and are disconnected with 0x9A if they
+/// set it). Drover keeps no retained messages.
+pub const RETAIN_EXTENSION: &str = "mqttretain";
+
 /// How long a gateway's authorization for a device is reused.
 const TARGET_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -363,15 +368,20 @@ impl DevicePolicy {
                 return Err(PublishRefusal::PayloadFormatInvalid);
             }
         }
+        let mut extensions: Vec<(String, String)> = msg
+            .properties
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if msg.retain {
+            // MQTT 3.1.1 cannot refuse it: the event says the device asked (nothing is retained).
+            extensions.push((RETAIN_EXTENSION.into(), "true".into()));
+        }
         let message = Message {
             content_type: detect_content_type(declared.as_deref(), &msg.payload),
             data_schema: None,
-            extensions: msg
-                .properties
-                .user_properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extensions,
             data: msg.payload,
             channel,
         };

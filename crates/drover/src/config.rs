@@ -1,679 +1,433 @@
 //! Configuration: defaults < TOML file (`--config`) < environment (`DROVER_*`) < flags.
-//! Validated before any port is bound; problems name the setting to change.
+//!
+//! Every setting is declared once, in the [`settings!`] table below: its key (the file's key;
+//! `oidc.issuer_url` is `issuer_url` in the file's `[oidc]` table), type, default, value name,
+//! which commands take it, its check and its help. The flag (`--oidc-issuer-url`) and the
+//! environment variable (`DROVER_OIDC_ISSUER_URL`) are made from the key; layering
+//! ([`args`]), `--print-config` ([`Config::to_toml`]) and the table in docs/deployment.md
+//! ([`Config::markdown`], kept equal by a test) come from the table. Everything is checked
+//! before any port is bound; a problem exits with code 64 and one line naming the setting and
+//! how to set it.
+
+mod args;
+pub mod value;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::Args;
-use serde::{Deserialize, Serialize};
+pub use args::{ServeArgs, SettingArgs, MIGRATE, SERVE};
+pub use value::redacted_url;
+use value::{
+    any, at_least, at_least_usize, between, http_url, Codec, Hidden, Listen, Plain, UrlWithPassword,
+};
 
 /// A configuration problem: exit code 64 with this one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Settings of `drover serve` as flags and environment variables (each overrides the file).
-#[derive(Debug, Default, Args)]
-pub struct ServeArgs {
-    /// TOML configuration file (keys as in `--print-config`).
-    #[arg(long, env = "DROVER_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Directory of the embedded database and generated files [default: ./drover-data].
-    #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Listen address of the management API [default: 0.0.0.0:8011].
-    #[arg(long, env = "DROVER_API_ADDR", value_name = "ADDR")]
-    pub api_addr: Option<String>,
-    /// Listen address of the HTTP device endpoint, or `off` [default: 0.0.0.0:8088].
-    #[arg(long, env = "DROVER_HTTP_ADDR", value_name = "ADDR|off")]
-    pub http_addr: Option<String>,
-    /// Listen address of the HTTPS device endpoint, or `off` [default: 0.0.0.0:8443].
-    #[arg(long, env = "DROVER_HTTPS_ADDR", value_name = "ADDR|off")]
-    pub https_addr: Option<String>,
-    /// Listen address of the MQTT device endpoint, or `off` [default: 0.0.0.0:1883].
-    #[arg(long, env = "DROVER_MQTT_ADDR", value_name = "ADDR|off")]
-    pub mqtt_addr: Option<String>,
-    /// Listen address of the MQTT-over-TLS device endpoint, or `off` [default: 0.0.0.0:8883].
-    #[arg(long, env = "DROVER_MQTTS_ADDR", value_name = "ADDR|off")]
-    pub mqtts_addr: Option<String>,
-    /// Listen address of the MQTT integration (applications), or `off` [default: 0.0.0.0:18883].
-    #[arg(long, env = "DROVER_INTEGRATION_MQTT_ADDR", value_name = "ADDR|off")]
-    pub integration_mqtt_addr: Option<String>,
-    /// Listen address of the MQTT integration over TLS, or `off` [default: 0.0.0.0:18884].
-    #[arg(long, env = "DROVER_INTEGRATION_MQTTS_ADDR", value_name = "ADDR|off")]
-    pub integration_mqtts_addr: Option<String>,
-    /// MQTT-integration consumers this many events behind (and not catching up) are disconnected
-    /// [default: 10000; 0: never].
-    #[arg(long, env = "DROVER_INTEGRATION_MAX_LAG", value_name = "EVENTS")]
-    pub integration_max_lag: Option<u64>,
-    /// Server certificate chain (PEM) for TLS listeners [default: a generated development CA].
-    #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of `--tls-cert`.
-    #[arg(long, env = "DROVER_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Largest HTTP telemetry payload, in bytes [default: 262144].
-    #[arg(long, env = "DROVER_HTTP_BODY_LIMIT", value_name = "BYTES")]
-    pub http_body_limit: Option<usize>,
-    /// Days events are kept in each application's stream [default: 7].
-    #[arg(long, env = "DROVER_EVENT_RETENTION_DAYS", value_name = "DAYS")]
-    pub event_retention_days: Option<u32>,
-    /// Most bytes kept per application stream (oldest events go first) [default: 1073741824].
-    #[arg(long, env = "DROVER_EVENT_RETENTION_BYTES", value_name = "BYTES")]
-    pub event_retention_bytes: Option<u64>,
-    /// WebSocket consumers this many events behind are disconnected [default: 10000].
-    #[arg(long, env = "DROVER_WS_MAX_LAG", value_name = "EVENTS")]
-    pub ws_max_lag: Option<u64>,
-    /// Name of this node, carried in events as `instance` [default: drover].
-    #[arg(long, env = "DROVER_INSTANCE", value_name = "NAME")]
-    pub instance: Option<String>,
-    /// Access token of the system administrator `admin` (else generated at first start).
-    #[arg(
-        long,
-        env = "DROVER_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
-    /// Externally visible URL of the API (advertised to clients) [default: from each request].
-    #[arg(long, env = "DROVER_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-    /// Largest management API request body, in bytes [default: 1048576].
-    #[arg(long, env = "DROVER_API_BODY_LIMIT", value_name = "BYTES")]
-    pub api_body_limit: Option<usize>,
-    /// OIDC issuer whose Bearer JWTs are accepted (single sign-on) [default: none].
-    #[arg(long, env = "DROVER_OIDC_ISSUER_URL", value_name = "URL")]
-    pub oidc_issuer_url: Option<String>,
-    /// Required `aud` of OIDC tokens [default: not checked].
-    #[arg(long, env = "DROVER_OIDC_AUDIENCE", value_name = "AUD")]
-    pub oidc_audience: Option<String>,
-    /// Claim holding the user name in OIDC tokens [default: preferred_username].
-    #[arg(long, env = "DROVER_OIDC_USERNAME_CLAIM", value_name = "CLAIM")]
-    pub oidc_username_claim: Option<String>,
-    /// JWKS URL of the issuer [default: from its discovery document].
-    #[arg(long, env = "DROVER_OIDC_JWKS_URL", value_name = "URL")]
-    pub oidc_jwks_url: Option<String>,
-    /// Days registry change events are kept for watchers to resume from [default: 7].
-    #[arg(long, env = "DROVER_CHANGE_RETENTION_DAYS", value_name = "DAYS")]
-    pub change_retention_days: Option<u32>,
-    /// Seconds to wait for requests to finish on shutdown [default: 10].
-    #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
-    pub shutdown_grace: Option<u64>,
-    /// The cluster's backends (PostgreSQL, NATS JetStream).
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
+/// One setting, as the table declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Key in the file (dotted for tables) and in `--print-config`.
+    pub key: &'static str,
+    /// Default as text (`""`: none).
+    pub default: &'static str,
+    /// What the value looks like in help (`ADDR`, `SECONDS`, ...).
+    pub value_name: &'static str,
+    /// The commands that take it ([`SERVE`], [`MIGRATE`]).
+    pub scopes: u8,
+    /// Never echoed: values hidden in help and in errors.
+    pub secret: bool,
+    /// One line of help.
+    pub help: &'static str,
 }
 
-/// Where a cluster keeps its state; `drover serve` and `drover migrate` take the same flags.
-#[derive(Debug, Default, Args)]
-pub struct ClusterArgs {
-    /// PostgreSQL registry shared by all nodes, `postgres://user:pass@host/db`
-    /// [default: none, the embedded SQLite registry in the data directory].
-    #[arg(
-        long,
-        env = "DROVER_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-    /// PostgreSQL schema of the registry tables [default: public].
-    #[arg(long, env = "DROVER_DATABASE_SCHEMA", value_name = "NAME")]
-    pub database_schema: Option<String>,
-    /// Most PostgreSQL connections of this node [default: 16].
-    #[arg(long, env = "DROVER_DATABASE_MAX_CONNECTIONS", value_name = "N")]
-    pub database_max_connections: Option<u32>,
-    /// NATS server with JetStream for event streams and command routing between nodes,
-    /// `nats://host:4222` [default: none, the embedded event log].
-    #[arg(
-        long,
-        env = "DROVER_NATS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub nats_url: Option<String>,
-    /// Prefix of Drover's NATS subjects, streams and buckets (one per cluster) [default: drover].
-    #[arg(long, env = "DROVER_NATS_PREFIX", value_name = "PREFIX")]
-    pub nats_prefix: Option<String>,
-    /// JetStream replicas of Drover's streams [default: 1].
-    #[arg(long, env = "DROVER_NATS_REPLICAS", value_name = "N")]
-    pub nats_replicas: Option<usize>,
+impl Setting {
+    /// `--oidc-issuer-url` for `oidc.issuer_url`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.flag_name())
+    }
+
+    pub(crate) fn flag_name(&self) -> String {
+        self.key.replace(['_', '.'], "-")
+    }
+
+    /// `DROVER_OIDC_ISSUER_URL` for `oidc.issuer_url`.
+    pub fn env(&self) -> String {
+        format!("DROVER_{}", self.key.replace('.', "_").to_ascii_uppercase())
+    }
+
+    /// "(set --flag / DROVER_ENV or 'key' in the config file)".
+    pub fn how_to_set(&self) -> String {
+        format!(
+            "(set {} / {} or '{}' in the config file)",
+            self.flag(),
+            self.env(),
+            self.key
+        )
+    }
 }
 
-/// The configuration file; every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    api_addr: Option<String>,
-    http_addr: Option<String>,
-    https_addr: Option<String>,
-    mqtt_addr: Option<String>,
-    mqtts_addr: Option<String>,
-    integration_mqtt_addr: Option<String>,
-    integration_mqtts_addr: Option<String>,
-    integration_max_lag: Option<u64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    http_body_limit: Option<usize>,
-    event_retention_days: Option<u32>,
-    event_retention_bytes: Option<u64>,
-    ws_max_lag: Option<u64>,
-    instance: Option<String>,
-    admin_token: Option<String>,
-    public_url: Option<String>,
-    api_body_limit: Option<usize>,
-    shutdown_grace: Option<u64>,
-    change_retention_days: Option<u32>,
-    database_url: Option<String>,
-    database_schema: Option<String>,
-    database_max_connections: Option<u32>,
-    nats_url: Option<String>,
-    nats_prefix: Option<String>,
-    nats_replicas: Option<usize>,
-    oidc: Option<FileOidc>,
+/// Declares the settings: the [`Config`] struct, [`SETTINGS`], reading, checking and showing.
+/// Each entry: `/// help` `field: Type = "default", "VALUE", scopes, check, codec;`.
+macro_rules! settings {
+    ($(
+        #[doc = $help:literal]
+        $field:ident : $ty:ty = $default:literal, $value_name:literal, $scopes:expr, $check:expr, $codec:ty;
+    )*) => {
+        /// The effective configuration of `drover serve` (see the [module docs](self)).
+        #[derive(Clone, PartialEq)]
+        pub struct Config {
+            $(#[doc = $help] pub $field: $ty,)*
+        }
+
+        /// Every setting, in the order of `--help`, `--print-config` and the docs.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            key: key_of(stringify!($field)),
+            default: $default,
+            value_name: $value_name,
+            scopes: $scopes,
+            secret: <$codec as Codec<$ty>>::SECRET,
+            help: $help.trim_ascii(),
+        },)*];
+
+        impl Config {
+            /// Reads each setting from `text` (by key; the default when absent) and checks it.
+            fn read(text: &std::collections::BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
+                let mut settings = SETTINGS.iter();
+                Ok(Config {$(
+                    $field: {
+                        let setting = settings.next().ok_or_else(|| ConfigError("settings table out of order".into()))?;
+                        let raw = text.get(setting.key).map(String::as_str).unwrap_or(setting.default);
+                        let value: $ty = <$codec as Codec<$ty>>::parse(raw)
+                            .map_err(|problem| invalid(setting, raw, &problem))?;
+                        let check: fn(&$ty) -> Result<(), String> = $check;
+                        check(&value).map_err(|problem| invalid(setting, raw, &problem))?;
+                        value
+                    },
+                )*})
+            }
+
+            /// `(key, shown value)` of every setting that has a value.
+            fn shown(&self) -> Vec<(&'static str, toml::Value)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(v) = <$codec as Codec<$ty>>::show(&self.$field) {
+                        out.push((key_of(stringify!($field)), v));
+                    }
+                )*
+                out
+            }
+        }
+    };
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileOidc {
-    issuer_url: Option<String>,
-    audience: Option<String>,
-    username_claim: Option<String>,
-    jwks_url: Option<String>,
+/// The key of a field: `oidc__issuer_url` is `oidc.issuer_url` (a table in the file).
+const fn key_of(field: &'static str) -> &'static str {
+    match field.as_bytes() {
+        b"oidc_issuer_url" => "oidc.issuer_url",
+        b"oidc_audience" => "oidc.audience",
+        b"oidc_username_claim" => "oidc.username_claim",
+        b"oidc_jwks_url" => "oidc.jwks_url",
+        _ => field,
+    }
 }
 
-/// Single sign-on settings.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+fn invalid(setting: &Setting, raw: &str, problem: &str) -> ConfigError {
+    let shown = if setting.secret {
+        "<redacted>".to_string()
+    } else {
+        raw.to_string()
+    };
+    ConfigError(format!(
+        "invalid {} '{shown}': {problem} {}",
+        setting.key,
+        setting.how_to_set()
+    ))
+}
+
+const BOTH: u8 = SERVE | MIGRATE;
+
+settings! {
+    /// Directory of the embedded database, event log and generated files.
+    data_dir: PathBuf = "./drover-data", "DIR", BOTH, any, Plain;
+    /// Listen address of the management API (and the WebSocket integration).
+    api_addr: SocketAddr = "0.0.0.0:8011", "ADDR", SERVE, any, Plain;
+    /// Listen address of the HTTP device endpoint, or `off`.
+    http_addr: Option<SocketAddr> = "0.0.0.0:8088", "ADDR|off", SERVE, any, Listen;
+    /// Listen address of the HTTPS device endpoint, or `off`.
+    https_addr: Option<SocketAddr> = "0.0.0.0:8443", "ADDR|off", SERVE, any, Listen;
+    /// Listen address of the MQTT device endpoint, or `off`.
+    mqtt_addr: Option<SocketAddr> = "0.0.0.0:1883", "ADDR|off", SERVE, any, Listen;
+    /// Listen address of the MQTT-over-TLS device endpoint, or `off`.
+    mqtts_addr: Option<SocketAddr> = "0.0.0.0:8883", "ADDR|off", SERVE, any, Listen;
+    /// Listen address of the MQTT integration (applications), or `off`.
+    integration_mqtt_addr: Option<SocketAddr> = "0.0.0.0:18883", "ADDR|off", SERVE, any, Listen;
+    /// Listen address of the MQTT integration over TLS, or `off`.
+    integration_mqtts_addr: Option<SocketAddr> = "0.0.0.0:18884", "ADDR|off", SERVE, any, Listen;
+    /// MQTT-integration consumers this many events behind (and not catching up) are disconnected (0: never).
+    integration_max_lag: u64 = "10000", "EVENTS", SERVE, any, Plain;
+    /// Server certificate chain (PEM) for TLS listeners (none: a generated development CA).
+    tls_cert: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Private key (PEM) of `tls_cert`.
+    tls_key: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Largest HTTP telemetry payload, in bytes.
+    http_body_limit: usize = "262144", "BYTES", SERVE, at_least_usize::<1>, Plain;
+    /// Days events are kept in each application's stream.
+    event_retention_days: u32 = "7", "DAYS", BOTH, at_least::<1, u32>, Plain;
+    /// Most bytes kept per application stream (oldest events go first).
+    event_retention_bytes: u64 = "1073741824", "BYTES", BOTH, at_least::<1048576, u64>, Plain;
+    /// WebSocket consumers this many events behind are disconnected.
+    ws_max_lag: u64 = "10000", "EVENTS", SERVE, any, Plain;
+    /// Most subscriptions one MQTT session holds (device endpoint and MQTT integration); more are refused with Quota exceeded.
+    mqtt_max_subscriptions: usize = "100", "N", SERVE, at_least_usize::<1>, Plain;
+    /// Most topic filters in one MQTT SUBSCRIBE; the rest are refused with Quota exceeded.
+    mqtt_max_filters_per_subscribe: usize = "32", "N", SERVE, at_least_usize::<1>, Plain;
+    /// Longest MQTT topic name or filter, in bytes.
+    mqtt_max_topic_length: usize = "1024", "BYTES", SERVE, topic_length, Plain;
+    /// Name of this node, carried in events as `instance`.
+    instance: String = "drover", "NAME", SERVE, instance_name, Plain;
+    /// Access token of the system administrator `admin` (none: generated at first start).
+    admin_token: Option<String> = "", "TOKEN", SERVE, strong_token, Hidden;
+    /// Externally visible URL of the API, advertised to clients (none: from each request).
+    public_url: Option<String> = "", "URL", SERVE, http_url, Plain;
+    /// Largest management API request body, in bytes.
+    api_body_limit: usize = "1048576", "BYTES", SERVE, at_least_usize::<1>, Plain;
+    /// OIDC issuer whose Bearer JWTs are accepted (single sign-on; none: off).
+    oidc_issuer_url: Option<String> = "", "URL", SERVE, http_url, Plain;
+    /// Required `aud` of OIDC tokens (none: not checked).
+    oidc_audience: Option<String> = "", "AUD", SERVE, any, Plain;
+    /// Claim holding the user name in OIDC tokens.
+    oidc_username_claim: String = "preferred_username", "CLAIM", SERVE, not_empty, Plain;
+    /// JWKS URL of the OIDC issuer (none: from its discovery document).
+    oidc_jwks_url: Option<String> = "", "URL", SERVE, http_url, Plain;
+    /// Days registry change events are kept for watchers to resume from.
+    change_retention_days: u32 = "7", "DAYS", SERVE, at_least::<1, u32>, Plain;
+    /// Seconds to wait for requests to finish on shutdown.
+    shutdown_grace: u64 = "10", "SECONDS", SERVE, any, Plain;
+    /// PostgreSQL registry shared by all nodes, postgres://user:pass@host/db (none: the embedded SQLite registry in the data directory).
+    database_url: Option<String> = "", "URL", BOTH, postgres_url, UrlWithPassword;
+    /// PostgreSQL schema of the registry tables (none: public).
+    database_schema: Option<String> = "", "NAME", BOTH, schema_name, Plain;
+    /// Most PostgreSQL connections of this node.
+    database_max_connections: u32 = "16", "N", BOTH, at_least::<2, u32>, Plain;
+    /// NATS server with JetStream for event streams and command routing between nodes, nats://host:4222, several separated by commas (none: the embedded event log).
+    nats_url: Option<String> = "", "URL", BOTH, nats_urls, UrlWithPassword;
+    /// Prefix of Drover's NATS subjects, streams and buckets (one per cluster).
+    nats_prefix: String = "drover", "PREFIX", BOTH, nats_prefix, Plain;
+    /// JetStream replicas of Drover's streams.
+    nats_replicas: usize = "1", "N", BOTH, replicas, Plain;
+}
+
+// Checks of single settings (the problem in words; the setting's name is added).
+// They take `&String` where the setting is a `String`: the table calls them as `fn(&T)`.
+
+fn topic_length(v: &usize) -> Result<(), String> {
+    between::<16, 65535, u64>(&(*v as u64))
+}
+
+fn replicas(v: &usize) -> Result<(), String> {
+    between::<1, 5, u64>(&(*v as u64))
+}
+
+#[allow(clippy::ptr_arg)]
+fn not_empty(v: &String) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(())
+}
+
+#[allow(clippy::ptr_arg)]
+fn instance_name(v: &String) -> Result<(), String> {
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1 to 64 printable characters".into());
+    }
+    Ok(())
+}
+
+fn strong_token(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(t) if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err("is too weak: use at least 16 characters without spaces".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn postgres_url(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(u)
+            if !url::Url::parse(u)
+                .map(|p| matches!(p.scheme(), "postgres" | "postgresql"))
+                .unwrap_or(false) =>
+        {
+            Err("expected postgres://user[:password]@host[:port]/database".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn schema_name(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(s)
+            if s.is_empty()
+                || s.len() > 48
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                || s.as_bytes()[0].is_ascii_digit() =>
+        {
+            Err("1 to 48 characters of a-z, 0-9 and _, not starting with a digit".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn nats_urls(v: &Option<String>) -> Result<(), String> {
+    let Some(u) = v else { return Ok(()) };
+    let ok = u.split(',').all(|one| {
+        url::Url::parse(one.trim())
+            .map(|p| matches!(p.scheme(), "nats" | "tls" | "ws" | "wss") && p.host().is_some())
+            .unwrap_or(false)
+    });
+    if !ok {
+        return Err("expected nats://host:port (several separated by commas)".into());
+    }
+    Ok(())
+}
+
+#[allow(clippy::ptr_arg)]
+fn nats_prefix(v: &String) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 32
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err("1 to 32 characters of a-z, 0-9 and _".into());
+    }
+    Ok(())
+}
+
+/// Single sign-on settings, when an issuer is configured.
+#[derive(Debug, Clone, PartialEq)]
 pub struct OidcSettings {
     pub issuer_url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     pub username_claim: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
 }
 
-/// The effective configuration.
-#[derive(Clone, Serialize, PartialEq)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    pub api_addr: SocketAddr,
-    /// `None`: the listener is off.
-    #[serde(serialize_with = "listener")]
-    pub http_addr: Option<SocketAddr>,
-    #[serde(serialize_with = "listener")]
-    pub https_addr: Option<SocketAddr>,
-    #[serde(serialize_with = "listener")]
-    pub mqtt_addr: Option<SocketAddr>,
-    #[serde(serialize_with = "listener")]
-    pub mqtts_addr: Option<SocketAddr>,
-    #[serde(serialize_with = "listener")]
-    pub integration_mqtt_addr: Option<SocketAddr>,
-    #[serde(serialize_with = "listener")]
-    pub integration_mqtts_addr: Option<SocketAddr>,
-    pub integration_max_lag: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    pub http_body_limit: usize,
-    pub event_retention_days: u32,
-    pub event_retention_bytes: u64,
-    pub ws_max_lag: u64,
-    pub instance: String,
-    #[serde(serialize_with = "redact")]
-    pub admin_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_url: Option<String>,
-    pub api_body_limit: usize,
-    pub shutdown_grace: u64,
-    pub change_retention_days: u32,
-    /// The PostgreSQL registry (`None`: embedded SQLite).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redact_url")]
-    pub database_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_schema: Option<String>,
-    pub database_max_connections: u32,
-    /// The NATS JetStream event log and command routing (`None`: embedded log, one node).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redact_url")]
-    pub nats_url: Option<String>,
-    pub nats_prefix: String,
-    pub nats_replicas: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oidc: Option<OidcSettings>,
-}
-
-/// A URL (or several, separated by commas) with passwords replaced by `***`.
-pub fn redacted_url(u: &str) -> String {
-    u.split(',')
-        .map(|one| match url::Url::parse(one.trim()) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("***"));
-                parsed.to_string()
-            }
-            Ok(_) => one.trim().to_string(),
-            Err(_) => "<unparsable URL>".into(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn redact_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(u) => s.serialize_str(&redacted_url(u)),
-        None => s.serialize_none(),
-    }
-}
-
-fn listener<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(a) => s.serialize_str(&a.to_string()),
-        None => s.serialize_str("off"),
-    }
-}
-
-fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_str("<redacted>"),
-        None => s.serialize_none(),
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults are checked by a test; should one ever fail to read, the error says which.
+        match Config::read(&Default::default()) {
+            Ok(c) => c,
+            Err(e) => panic!("built-in default configuration is invalid: {e}"),
+        }
     }
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("data_dir", &self.data_dir)
-            .field("api_addr", &self.api_addr)
-            .field("http_addr", &self.http_addr)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("public_url", &self.public_url)
-            .field("api_body_limit", &self.api_body_limit)
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(redacted_url),
-            )
-            .field("nats_url", &self.nats_url.as_deref().map(redacted_url))
-            .field("nats_prefix", &self.nats_prefix)
-            .field("oidc", &self.oidc)
-            .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./drover-data"),
-            api_addr: SocketAddr::from(([0, 0, 0, 0], 8011)),
-            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8088))),
-            https_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
-            mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
-            mqtts_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8883))),
-            integration_mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 18883))),
-            integration_mqtts_addr: Some(SocketAddr::from(([0, 0, 0, 0], 18884))),
-            integration_max_lag: 10_000,
-            tls_cert: None,
-            tls_key: None,
-            http_body_limit: 256 * 1024,
-            event_retention_days: 7,
-            event_retention_bytes: 1 << 30,
-            ws_max_lag: 10_000,
-            instance: "drover".into(),
-            admin_token: None,
-            public_url: None,
-            api_body_limit: 1024 * 1024,
-            shutdown_grace: 10,
-            change_retention_days: 7,
-            database_url: None,
-            database_schema: None,
-            database_max_connections: 16,
-            nats_url: None,
-            nats_prefix: "drover".into(),
-            nats_replicas: 1,
-            oidc: None,
+        let mut d = f.debug_struct("Config");
+        for (key, value) in self.shown() {
+            d.field(key, &value);
         }
+        d.finish()
     }
-}
-
-fn addr(value: &str, key: &str, flag: &str, env: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| {
-        ConfigError(format!(
-            "invalid {key} '{value}': expected IP:PORT such as 0.0.0.0:8011 (set {flag} / {env} or '{key}' in the config file)"
-        ))
-    })
-}
-
-/// A listener address, or `off`.
-fn listener_addr(
-    value: &str,
-    key: &str,
-    flag: &str,
-    env: &str,
-) -> Result<Option<SocketAddr>, ConfigError> {
-    if value.eq_ignore_ascii_case("off") {
-        Ok(None)
-    } else {
-        addr(value, key, flag, env).map(Some)
-    }
-}
-
-fn http_url(value: &str, key: &str, flag: &str, env: &str) -> Result<String, ConfigError> {
-    let ok = url::Url::parse(value)
-        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .unwrap_or(false);
-    if ok {
-        Ok(value.trim_end_matches('/').to_string())
-    } else {
-        Err(ConfigError(format!(
-            "invalid {key} '{value}': expected an http(s) URL (set {flag} / {env} or '{key}' in the config file)"
-        )))
-    }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read config file {} (--config / DROVER_CONFIG): {e}",
-            path.display()
-        ))
-    })?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.message().replace('\n', " ");
-        ConfigError(format!("invalid config file {}: {msg}", path.display()))
-    })
 }
 
 impl Config {
-    /// Layers defaults, the file, the environment and the flags, and validates the result.
-    pub fn load(args: ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(p) => read_file(p)?,
-            None => FileConfig::default(),
-        };
-        let d = Config::default();
-        let data_dir = args.data_dir.or(file.data_dir).unwrap_or(d.data_dir);
-        if data_dir.as_os_str().is_empty() {
-            return Err(ConfigError(
-                "data_dir is empty (set --data-dir / DROVER_DATA_DIR)".into(),
-            ));
-        }
-        let api_addr = match args.api_addr.or(file.api_addr) {
-            Some(a) => addr(&a, "api_addr", "--api-addr", "DROVER_API_ADDR")?,
-            None => d.api_addr,
-        };
-        let http_addr = match args.http_addr.or(file.http_addr) {
-            Some(a) => listener_addr(&a, "http_addr", "--http-addr", "DROVER_HTTP_ADDR")?,
-            None => d.http_addr,
-        };
-        let https_addr = match args.https_addr.or(file.https_addr) {
-            Some(a) => listener_addr(&a, "https_addr", "--https-addr", "DROVER_HTTPS_ADDR")?,
-            None => d.https_addr,
-        };
-        let mqtt_addr = match args.mqtt_addr.or(file.mqtt_addr) {
-            Some(a) => listener_addr(&a, "mqtt_addr", "--mqtt-addr", "DROVER_MQTT_ADDR")?,
-            None => d.mqtt_addr,
-        };
-        let mqtts_addr = match args.mqtts_addr.or(file.mqtts_addr) {
-            Some(a) => listener_addr(&a, "mqtts_addr", "--mqtts-addr", "DROVER_MQTTS_ADDR")?,
-            None => d.mqtts_addr,
-        };
-        let integration_mqtt_addr = match args.integration_mqtt_addr.or(file.integration_mqtt_addr)
-        {
-            Some(a) => listener_addr(
-                &a,
-                "integration_mqtt_addr",
-                "--integration-mqtt-addr",
-                "DROVER_INTEGRATION_MQTT_ADDR",
-            )?,
-            None => d.integration_mqtt_addr,
-        };
-        let integration_mqtts_addr =
-            match args.integration_mqtts_addr.or(file.integration_mqtts_addr) {
-                Some(a) => listener_addr(
-                    &a,
-                    "integration_mqtts_addr",
-                    "--integration-mqtts-addr",
-                    "DROVER_INTEGRATION_MQTTS_ADDR",
-                )?,
-                None => d.integration_mqtts_addr,
-            };
-        let integration_max_lag = args
-            .integration_max_lag
-            .or(file.integration_max_lag)
-            .unwrap_or(d.integration_max_lag);
-        let tls_cert = args.tls_cert.or(file.tls_cert);
-        let tls_key = args.tls_key.or(file.tls_key);
-        if tls_cert.is_some() != tls_key.is_some() {
+    /// Layers defaults, the file, the environment and the flags, and checks the result.
+    pub fn load<const SCOPE: u8>(args: SettingArgs<SCOPE>) -> Result<Config, ConfigError> {
+        let text = args.layered()?;
+        let mut config = Config::read(&text)?;
+        config.settle()?;
+        Ok(config)
+    }
+
+    /// Checks what concerns several settings, and normalises.
+    fn settle(&mut self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key go together: set both --tls-cert / DROVER_TLS_CERT and --tls-key / DROVER_TLS_KEY, or neither".into(),
             ));
         }
-        let http_body_limit = args
-            .http_body_limit
-            .or(file.http_body_limit)
-            .unwrap_or(d.http_body_limit);
-        if http_body_limit == 0 {
-            return Err(ConfigError(
-                "http_body_limit must be at least 1 byte (set --http-body-limit / DROVER_HTTP_BODY_LIMIT)".into(),
-            ));
+        for u in [&mut self.public_url, &mut self.oidc_issuer_url]
+            .into_iter()
+            .flatten()
+        {
+            *u = u.trim_end_matches('/').to_string();
         }
-        let event_retention_days = args
-            .event_retention_days
-            .or(file.event_retention_days)
-            .unwrap_or(d.event_retention_days);
-        if event_retention_days == 0 {
-            return Err(ConfigError(
-                "event_retention_days must be at least 1 (set --event-retention-days / DROVER_EVENT_RETENTION_DAYS)".into(),
-            ));
-        }
-        let event_retention_bytes = args
-            .event_retention_bytes
-            .or(file.event_retention_bytes)
-            .unwrap_or(d.event_retention_bytes);
-        if event_retention_bytes < 1 << 20 {
-            return Err(ConfigError(
-                "event_retention_bytes must be at least 1048576 (set --event-retention-bytes / DROVER_EVENT_RETENTION_BYTES)".into(),
-            ));
-        }
-        let ws_max_lag = args.ws_max_lag.or(file.ws_max_lag).unwrap_or(d.ws_max_lag);
-        let instance = args.instance.or(file.instance).unwrap_or(d.instance);
-        if instance.is_empty()
-            || instance.len() > 64
-            || !instance.bytes().all(|b| b.is_ascii_graphic())
+        if self.oidc_issuer_url.is_none()
+            && (self.oidc_audience.is_some() || self.oidc_jwks_url.is_some())
         {
             return Err(ConfigError(
-                "instance must be 1 to 64 printable characters (set --instance / DROVER_INSTANCE)"
-                    .into(),
+                "oidc.audience and oidc.jwks_url need oidc.issuer_url (set --oidc-issuer-url / DROVER_OIDC_ISSUER_URL)".into(),
             ));
         }
-        let admin_token = args
-            .admin_token
-            .or(file.admin_token)
-            .filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError(
-                    "admin_token is too weak: use at least 16 characters without spaces (set --admin-token / DROVER_ADMIN_TOKEN)".into(),
-                ));
-            }
-        }
-        let public_url = args
-            .public_url
-            .or(file.public_url)
-            .map(|u| http_url(&u, "public_url", "--public-url", "DROVER_PUBLIC_URL"))
-            .transpose()?;
-        let api_body_limit = args
-            .api_body_limit
-            .or(file.api_body_limit)
-            .unwrap_or(d.api_body_limit);
-        if api_body_limit == 0 {
-            return Err(ConfigError(
-                "api_body_limit must be at least 1 byte (set --api-body-limit / DROVER_API_BODY_LIMIT)".into(),
-            ));
-        }
-        let shutdown_grace = args
-            .shutdown_grace
-            .or(file.shutdown_grace)
-            .unwrap_or(d.shutdown_grace);
-        let change_retention_days = args
-            .change_retention_days
-            .or(file.change_retention_days)
-            .unwrap_or(d.change_retention_days);
-        if change_retention_days == 0 {
-            return Err(ConfigError(
-                "change_retention_days must be at least 1 (set --change-retention-days / DROVER_CHANGE_RETENTION_DAYS)".into(),
-            ));
-        }
-        let database_url = args
-            .cluster
-            .database_url
-            .or(file.database_url)
-            .filter(|u| !u.is_empty());
-        if let Some(u) = &database_url {
-            let ok = url::Url::parse(u)
-                .map(|p| matches!(p.scheme(), "postgres" | "postgresql"))
-                .unwrap_or(false);
-            if !ok {
-                return Err(ConfigError(format!(
-                    "invalid database_url '{}': expected postgres://user[:password]@host[:port]/database (set --database-url / DROVER_DATABASE_URL)",
-                    redacted_url(u)
-                )));
-            }
-        }
-        let database_schema = args.cluster.database_schema.or(file.database_schema);
-        if let Some(s) = &database_schema {
-            let ok = !s.is_empty()
-                && s.len() <= 48
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                && !s.as_bytes()[0].is_ascii_digit();
-            if !ok {
-                return Err(ConfigError(format!(
-                    "invalid database_schema '{s}': 1 to 48 characters of a-z, 0-9 and _, not starting with a digit (set --database-schema / DROVER_DATABASE_SCHEMA)"
-                )));
-            }
-        }
-        let database_max_connections = args
-            .cluster
-            .database_max_connections
-            .or(file.database_max_connections)
-            .unwrap_or(d.database_max_connections);
-        if database_max_connections < 2 {
-            return Err(ConfigError(
-                "database_max_connections must be at least 2 (set --database-max-connections / DROVER_DATABASE_MAX_CONNECTIONS)".into(),
-            ));
-        }
-        let nats_url = args
-            .cluster
-            .nats_url
-            .or(file.nats_url)
-            .filter(|u| !u.is_empty());
-        if let Some(u) = &nats_url {
-            let ok = u.split(',').all(|one| {
-                url::Url::parse(one.trim())
-                    .map(|p| {
-                        matches!(p.scheme(), "nats" | "tls" | "ws" | "wss") && p.host().is_some()
-                    })
-                    .unwrap_or(false)
-            });
-            if !ok {
-                return Err(ConfigError(format!(
-                    "invalid nats_url '{}': expected nats://host:port (several separated by commas) (set --nats-url / DROVER_NATS_URL)",
-                    redacted_url(u)
-                )));
-            }
-        }
-        let nats_prefix = args
-            .cluster
-            .nats_prefix
-            .or(file.nats_prefix)
-            .unwrap_or(d.nats_prefix);
-        let ok = !nats_prefix.is_empty()
-            && nats_prefix.len() <= 32
-            && nats_prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok {
-            return Err(ConfigError(format!(
-                "invalid nats_prefix '{nats_prefix}': 1 to 32 characters of a-z, 0-9 and _ (set --nats-prefix / DROVER_NATS_PREFIX)"
-            )));
-        }
-        let nats_replicas = args
-            .cluster
-            .nats_replicas
-            .or(file.nats_replicas)
-            .unwrap_or(d.nats_replicas);
-        if !(1..=5).contains(&nats_replicas) {
-            return Err(ConfigError(
-                "nats_replicas must be 1 to 5 (set --nats-replicas / DROVER_NATS_REPLICAS)".into(),
-            ));
-        }
-        let fo = file.oidc.unwrap_or_default();
-        let oidc = match args.oidc_issuer_url.or(fo.issuer_url) {
-            Some(issuer) => Some(OidcSettings {
-                issuer_url: http_url(
-                    &issuer,
-                    "oidc.issuer_url",
-                    "--oidc-issuer-url",
-                    "DROVER_OIDC_ISSUER_URL",
-                )?,
-                audience: args.oidc_audience.or(fo.audience),
-                username_claim: args
-                    .oidc_username_claim
-                    .or(fo.username_claim)
-                    .unwrap_or_else(|| "preferred_username".into()),
-                jwks_url: args
-                    .oidc_jwks_url
-                    .or(fo.jwks_url)
-                    .map(|u| {
-                        http_url(
-                            &u,
-                            "oidc.jwks_url",
-                            "--oidc-jwks-url",
-                            "DROVER_OIDC_JWKS_URL",
-                        )
-                    })
-                    .transpose()?,
-            }),
-            None => None,
-        };
-        Ok(Config {
-            data_dir,
-            api_addr,
-            http_addr,
-            https_addr,
-            mqtt_addr,
-            mqtts_addr,
-            integration_mqtt_addr,
-            integration_mqtts_addr,
-            integration_max_lag,
-            tls_cert,
-            tls_key,
-            http_body_limit,
-            event_retention_days,
-            event_retention_bytes,
-            ws_max_lag,
-            instance,
-            admin_token,
-            public_url,
-            api_body_limit,
-            shutdown_grace,
-            change_retention_days,
-            database_url,
-            database_schema,
-            database_max_connections,
-            nats_url,
-            nats_prefix,
-            nats_replicas,
-            oidc,
+        Ok(())
+    }
+
+    /// Single sign-on, when configured.
+    pub fn oidc(&self) -> Option<OidcSettings> {
+        self.oidc_issuer_url.as_ref().map(|issuer| OidcSettings {
+            issuer_url: issuer.clone(),
+            audience: self.oidc_audience.clone(),
+            username_claim: self.oidc_username_claim.clone(),
+            jwks_url: self.oidc_jwks_url.clone(),
         })
     }
 
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        let mut root = toml::Table::new();
+        for (key, value) in self.shown() {
+            match key.split_once('.') {
+                Some((table, name)) => {
+                    let entry = root
+                        .entry(table)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(t) = entry {
+                        t.insert(name.to_string(), value);
+                    }
+                }
+                None => {
+                    root.insert(key.to_string(), value);
+                }
+            }
+        }
+        toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// The settings as a Markdown table (docs/deployment.md holds it; a test keeps it equal).
+    pub fn markdown() -> String {
+        let mut out = String::from(
+            "| key (file) | flag / environment | default | meaning |\n|---|---|---|---|\n",
+        );
+        for s in SETTINGS {
+            let default = if s.default.is_empty() {
+                "—".to_string()
+            } else {
+                format!("`{}`", s.default)
+            };
+            out.push_str(&format!(
+                "| `{}` | `{}` / `{}` | {} | {}{} |\n",
+                s.key,
+                s.flag(),
+                s.env(),
+                default,
+                s.help.replace('|', "\\|"),
+                if s.scopes & MIGRATE != 0 {
+                    " (also `drover migrate`)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out
     }
 }
 
@@ -683,42 +437,69 @@ mod tests {
     use super::*;
 
     #[test]
+    fn defaults_read_and_names_follow_the_keys() {
+        let c = Config::default();
+        assert_eq!(c.api_addr.to_string(), "0.0.0.0:8011");
+        assert_eq!(c.mqtt_max_subscriptions, 100);
+        let s = SETTINGS
+            .iter()
+            .find(|s| s.key == "oidc.issuer_url")
+            .unwrap();
+        assert_eq!(s.flag(), "--oidc-issuer-url");
+        assert_eq!(s.env(), "DROVER_OIDC_ISSUER_URL");
+        assert!(SETTINGS.iter().any(|s| s.key == "admin_token" && s.secret));
+        assert!(!SETTINGS.iter().any(|s| s.key == "data_dir" && s.secret));
+        let mut keys: Vec<_> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), SETTINGS.len(), "keys are unique");
+    }
+
+    #[test]
     fn layering_and_validation() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "api_addr = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[oidc]\nissuer_url = \"https://sso.example.com/realms/r/\"\n").unwrap();
-        let c = Config::load(ServeArgs {
-            config: Some(f.clone()),
-            data_dir: Some("/y".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        std::fs::write(&f, "api_addr = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\nhttp_addr = \"off\"\n[oidc]\nissuer_url = \"https://sso.example.com/realms/r/\"\n").unwrap();
+        let mut args = ServeArgs::from_pairs([("data_dir", "/y")]);
+        args.config = Some(f.clone());
+        let c = Config::load(args).unwrap();
         assert_eq!(c.api_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(c.data_dir, PathBuf::from("/y"));
+        assert_eq!(c.http_addr, None);
         assert_eq!(
-            c.oidc.unwrap().issuer_url,
+            c.oidc().unwrap().issuer_url,
             "https://sso.example.com/realms/r"
         );
 
-        let e = Config::load(ServeArgs {
-            api_addr: Some("nope".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Config::load(ServeArgs::from_pairs([("api_addr", "nope")])).unwrap_err();
         assert!(e.0.contains("--api-addr / DROVER_API_ADDR"), "{e}");
+        let e = Config::load(ServeArgs::from_pairs([("http_body_limit", "abc")])).unwrap_err();
+        assert!(
+            e.0.starts_with("invalid http_body_limit 'abc': expected a whole number"),
+            "{e}"
+        );
         std::fs::write(&f, "api_adr = \"x\"\n").unwrap();
-        let e = Config::load(ServeArgs {
+        let args = ServeArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        let e = Config::load(args).unwrap_err();
+        assert!(e.0.contains("unknown setting 'api_adr'"), "{e}");
+        std::fs::write(&f, "http_body_limit = 0\n").unwrap();
+        let args = ServeArgs {
             config: Some(f),
             ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.0.contains("unknown field `api_adr`"), "{e}");
-        let e = Config::load(ServeArgs {
-            admin_token: Some("short".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.0.contains("admin_token"), "{e}");
+        };
+        let e = Config::load(args).unwrap_err();
+        assert!(
+            e.0.contains("http_body_limit '0': must be at least 1"),
+            "{e}"
+        );
+        let e = Config::load(ServeArgs::from_pairs([("admin_token", "short")])).unwrap_err();
+        assert!(e.0.contains("admin_token '<redacted>'"), "{e}");
+        assert!(!e.0.contains("short"), "{e}");
+        let e = Config::load(ServeArgs::from_pairs([("tls_cert", "/c.pem")])).unwrap_err();
+        assert!(e.0.contains("tls_cert and tls_key go together"), "{e}");
     }
 
     #[test]
@@ -729,63 +510,75 @@ mod tests {
         };
         let t = c.to_toml();
         assert!(t.contains("admin_token = \"<redacted>\""), "{t}");
+        assert!(t.contains("http_addr = \"0.0.0.0:8088\""), "{t}");
         assert!(!t.contains("supersecret"));
         assert!(!format!("{c:?}").contains("supersecret"));
         let c = Config {
             database_url: Some("postgres://drover:hunter2hunter2@db:5432/drover".into()),
             nats_url: Some("nats://user:natspassword@nats:4222".into()),
+            oidc_issuer_url: Some("https://sso.example.com".into()),
             ..Default::default()
         };
         let t = c.to_toml();
         assert!(t.contains("postgres://drover:***@db:5432/drover"), "{t}");
-        assert_eq!(
-            redacted_url("nats://a:pw@n1:4222, nats://n2:4222"),
-            "nats://a:***@n1:4222,nats://n2:4222"
+        assert!(
+            t.contains("[oidc]\nissuer_url = \"https://sso.example.com\""),
+            "{t}"
         );
         assert!(!t.contains("hunter2") && !t.contains("natspassword"), "{t}");
         assert!(!format!("{c:?}").contains("hunter2"));
+        // What --print-config prints reads back as the same configuration.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("printed.toml");
+        let c = Config {
+            http_addr: None,
+            ..Default::default()
+        };
+        std::fs::write(&f, c.to_toml()).unwrap();
+        let args = ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(args).unwrap(), c);
     }
 
     #[test]
     fn cluster_settings_are_checked() {
-        let e = Config::load(ServeArgs {
-            cluster: ClusterArgs {
-                database_url: Some("mysql://x@y/z".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e =
+            Config::load(ServeArgs::from_pairs([("database_url", "mysql://x@y/z")])).unwrap_err();
         assert!(e.0.contains("--database-url / DROVER_DATABASE_URL"), "{e}");
-        let e = Config::load(ServeArgs {
-            cluster: ClusterArgs {
-                nats_url: Some("http://nats:4222".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e =
+            Config::load(ServeArgs::from_pairs([("nats_url", "http://nats:4222")])).unwrap_err();
         assert!(e.0.contains("--nats-url / DROVER_NATS_URL"), "{e}");
-        let e = Config::load(ServeArgs {
-            cluster: ClusterArgs {
-                nats_prefix: Some("Bad.Prefix".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Config::load(ServeArgs::from_pairs([("nats_prefix", "Bad.Prefix")])).unwrap_err();
         assert!(e.0.contains("nats_prefix"), "{e}");
-        let c = Config::load(ServeArgs {
-            cluster: ClusterArgs {
-                database_url: Some("postgres://postgres@127.0.0.1/test".into()),
-                database_schema: Some("drover_a".into()),
-                nats_url: Some("nats://127.0.0.1:4222".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
+        let c = Config::load(ServeArgs::from_pairs([
+            ("database_url", "postgres://postgres@127.0.0.1/test"),
+            ("database_schema", "drover_a"),
+            ("nats_url", "nats://127.0.0.1:4222"),
+        ]))
         .unwrap();
         assert_eq!(c.nats_prefix, "drover");
         assert_eq!(c.database_schema.as_deref(), Some("drover_a"));
+    }
+
+    #[test]
+    fn the_deployment_guide_lists_every_setting() {
+        let doc = include_str!("../../../docs/deployment.md");
+        let begin = "<!-- settings:begin (generated from crates/drover/src/config.rs) -->\n";
+        let end = "<!-- settings:end -->";
+        let start = doc.find(begin).map(|i| i + begin.len());
+        let stop = doc.find(end);
+        let (Some(start), Some(stop)) = (start, stop) else {
+            panic!(
+                "docs/deployment.md lacks the settings markers; paste:\n{begin}{}{end}",
+                Config::markdown()
+            );
+        };
+        assert_eq!(
+            &doc[start..stop],
+            Config::markdown(),
+            "docs/deployment.md's settings table is out of date; replace it with the above"
+        );
     }
 }

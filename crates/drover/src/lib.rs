@@ -7,5 +7,5 @@ pub mod config;
 pub mod server;
 pub mod tls;
 
-pub use config::{ClusterArgs, Config, ConfigError, ServeArgs};
+pub use config::{Config, ConfigError, ServeArgs, SettingArgs};
 pub use server::{start, AdminToken, Server, StartError};

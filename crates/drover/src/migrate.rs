@@ -17,13 +17,14 @@
 //! changed since 2.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use drover::{ClusterArgs, Config, ServeArgs};
+use drover::config::MIGRATE;
+use drover::{Config, SettingArgs};
 use drover_bus::{
     Consumer, EmbeddedLog, EventLog, JetStreamConfig, JetStreamLog, LogConfig, Offset, StartFrom,
     StreamKey,
@@ -42,24 +43,10 @@ const BATCH: usize = 256;
 /// from the environment and the `--config` file) as `drover serve`'s.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// TOML configuration file (keys as in `drover serve --print-config`); flags override it.
-    #[arg(long, env = "DROVER_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded installation (`registry.db`, `events/`)
-    /// [default: ./drover-data].
-    #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The cluster: its PostgreSQL registry (required, must be empty) and NATS JetStream (events
-    /// and group offsets are copied there when given).
+    /// The data directory, the cluster's settings and the event retention, as `drover serve`
+    /// reads them (the same flags, environment variables and configuration file keys).
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Days events are kept in the JetStream streams created (as the cluster's nodes set it)
-    /// [default: 7].
-    #[arg(long, env = "DROVER_EVENT_RETENTION_DAYS", value_name = "DAYS")]
-    pub event_retention_days: Option<u32>,
-    /// Most bytes kept per JetStream stream [default: 1073741824].
-    #[arg(long, env = "DROVER_EVENT_RETENTION_BYTES", value_name = "BYTES")]
-    pub event_retention_bytes: Option<u64>,
+    pub settings: SettingArgs<MIGRATE>,
     /// Read everything and check the targets, write nothing; prints what would be copied.
     #[arg(long)]
     pub dry_run: bool,
@@ -114,15 +101,7 @@ struct Plan {
 
 impl Plan {
     fn new(args: MigrateArgs) -> anyhow::Result<Self> {
-        let config = Config::load(ServeArgs {
-            config: args.config,
-            data_dir: args.data_dir,
-            cluster: args.cluster,
-            event_retention_days: args.event_retention_days,
-            event_retention_bytes: args.event_retention_bytes,
-            ..ServeArgs::default()
-        })
-        .map_err(|e| Usage(e.0))?;
+        let config = Config::load(args.settings).map_err(|e| Usage(e.0))?;
         let Some(database_url) = config.database_url.clone() else {
             bail!(Usage(
                 "drover migrate needs the target registry: set --database-url / DROVER_DATABASE_URL".into()

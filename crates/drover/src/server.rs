@@ -134,6 +134,16 @@ async fn bind(
     })
 }
 
+/// The MQTT settings both MQTT listeners (devices, integration) share.
+fn mqtt_config(config: &Config) -> MqttConfig {
+    MqttConfig {
+        max_subscriptions: config.mqtt_max_subscriptions,
+        max_filters_per_subscribe: config.mqtt_max_filters_per_subscribe,
+        max_topic_length: config.mqtt_max_topic_length,
+        ..MqttConfig::default()
+    }
+}
+
 /// Starts every part of the platform and returns once all listeners are bound.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     ensure_data_dir(&config.data_dir)?;
@@ -350,7 +360,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let authenticator = Arc::new(DeviceAuthenticator::new(directory.clone()));
 
     let http = reqwest_client()?;
-    let oidc = config.oidc.as_ref().map(|o| {
+    let oidc = config.oidc().map(|o| {
         OidcValidator::new(
             OidcConfig {
                 issuer_url: o.issuer_url.clone(),
@@ -379,7 +389,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             public_url: config.public_url.clone(),
             fallback_host: "localhost".into(),
             body_limit: config.api_body_limit,
-            oidc_issuer: config.oidc.as_ref().map(|o| o.issuer_url.clone()),
+            oidc_issuer: config.oidc_issuer_url.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             endpoints: Arc::new(move |host: &str| {
                 let mut v = Vec::new();
@@ -451,7 +461,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         // the latency of one fsync.
         MqttConfig {
             inbound_concurrency: 64,
-            ..MqttConfig::default()
+            ..mqtt_config(&config)
         },
     );
     let _ = mqtt_slot.set(Arc::downgrade(&mqtt));
@@ -497,7 +507,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             log.clone(),
         ));
     }
-    let integration = integration.into_server(MqttConfig::default());
+    let integration = integration.into_server(mqtt_config(&config));
     if let Some(listener) = imqtt_listener {
         let (server, mut stop) = (integration.clone(), stop_rx.clone());
         servers.spawn(async move {

@@ -244,6 +244,51 @@ fn invalid_api_addr_exits_64() {
     assert!(r.stderr.contains("DROVER_API_ADDR"), "{}", r.stderr);
 }
 
+/// A value of the wrong type is a configuration problem like any other (exit 64, one line),
+/// whether it comes from a flag, the environment or the file.
+#[test]
+fn numbers_that_are_not_numbers_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drover.toml");
+    std::fs::write(&file, "http_body_limit = \"abc\"\n").unwrap();
+    let variants: [(&str, Box<dyn Fn(&mut std::process::Command)>); 3] = [
+        (
+            "flag",
+            Box::new(|c| {
+                c.args(["--http-body-limit", "abc"]);
+            }),
+        ),
+        (
+            "environment",
+            Box::new(|c| {
+                c.env("DROVER_HTTP_BODY_LIMIT", "abc");
+            }),
+        ),
+        (
+            "file",
+            Box::new(|c| {
+                c.arg("--config").arg(&file);
+            }),
+        ),
+    ];
+    for (source, set) in variants {
+        let mut cmd = drover();
+        cmd.args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"));
+        set(&mut cmd);
+        let r = run(cmd);
+        assert_eq!(r.code, Some(EXIT_CONFIG), "{source}: {}", r.stderr);
+        let lines = r.stderr_lines();
+        assert_eq!(lines.len(), 1, "{source}: one line on stderr: {lines:?}");
+        assert!(
+            lines[0].contains("invalid http_body_limit 'abc'")
+                && lines[0].contains("--http-body-limit / DROVER_HTTP_BODY_LIMIT"),
+            "{source}: {}",
+            lines[0]
+        );
+    }
+}
+
 #[test]
 fn unknown_config_key_exits_64() {
     let dir = tempfile::tempdir().unwrap();

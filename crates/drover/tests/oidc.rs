@@ -114,12 +114,8 @@ fn now() -> i64 {
 async fn drover_for(issuer: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
-    config.oidc = Some(drover::config::OidcSettings {
-        issuer_url: issuer.to_string(),
-        audience: Some(AUDIENCE.into()),
-        username_claim: "preferred_username".into(),
-        jwks_url: None,
-    });
+    config.oidc_issuer_url = Some(issuer.to_string());
+    config.oidc_audience = Some(AUDIENCE.into());
     let mut t = TestServer::start_with(config).await;
     t.dir = Some(dir);
     t

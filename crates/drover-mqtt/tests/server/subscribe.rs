@@ -313,7 +313,8 @@ async fn subscribed_hook_sees_the_stored_subscriptions_before_suback() {
     let ts = TestServer::default().await;
     let mut raw = ts.raw().await;
     raw.connect_v5(v5_connect("hook")).await;
-    raw.send_v5(subscribe(1, &[("a/b", 1), ("deny/x", 1)], &[])).await;
+    raw.send_v5(subscribe(1, &[("a/b", 1), ("deny/x", 1)], &[]))
+        .await;
     assert_eq!(suback(&mut raw).await, vec![0x01, 0x87]);
     // The hook ran before the SUBACK went out: it is recorded by now, no waiting needed.
     let hooks: Vec<(Vec<Subscription>, Vec<Subscription>)> = ts
@@ -357,7 +358,8 @@ async fn subscriptions_per_session_are_capped_with_quota_exceeded() {
     let ts = TestServer::start(limited()).await;
     let mut raw = ts.raw().await;
     raw.connect_v5(v5_connect("cap")).await;
-    raw.send_v5(subscribe(1, &[("t/1", 1), ("t/2", 1)], &[])).await;
+    raw.send_v5(subscribe(1, &[("t/1", 1), ("t/2", 1)], &[]))
+        .await;
     assert_eq!(suback(&mut raw).await, vec![1, 1]);
     // One slot left: the first new filter takes it, a repeat in the same packet and a
     // replacement of a held subscription need none, the next new one is over the quota.
