@@ -4,7 +4,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::net::IpAddr;
+
 use base64::Engine as _;
+use drover_auth::user::{AuthenticatedUser, UserAuthError, UserCredential};
 use drover_model::Principal;
 
 use crate::error::ApiError;
@@ -63,43 +66,61 @@ fn credential(parts: &Parts) -> Result<Option<Credential>, ApiError> {
     }
 }
 
-/// Authenticates the request's credential, if it has one.
-pub async fn authenticate(state: &ApiState, parts: &Parts) -> Result<Option<Principal>, ApiError> {
-    match credential(parts)? {
-        None => Ok(None),
-        Some(Credential::Basic { user, secret }) => {
-            if user.is_empty() || secret.is_empty() {
-                return Err(ApiError::Unauthorized(
-                    "Basic credentials need a user name and an access token".into(),
-                ));
+/// The peer's address (axum's `ConnectInfo`, which the API listener sets).
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// Checks a credential with the user authenticator; refusals become API errors (logged, at a
+/// limited rate).
+pub async fn check(
+    state: &ApiState,
+    credential: &UserCredential,
+    source: IpAddr,
+) -> Result<AuthenticatedUser, ApiError> {
+    state
+        .users
+        .authenticate(credential, source)
+        .await
+        .map_err(|e| refusal(state, credential, source, e))
+}
+
+fn refusal(
+    state: &ApiState,
+    credential: &UserCredential,
+    source: IpAddr,
+    e: UserAuthError,
+) -> ApiError {
+    match e {
+        UserAuthError::Unavailable(m) => ApiError::Unavailable(m),
+        UserAuthError::Throttled(t) => ApiError::Throttled(t),
+        e => {
+            if let Some(held_back) = state.users.throttle().admit_log() {
+                tracing::info!(%source, ?credential, held_back, "rejected credentials: {e}");
             }
-            let p = state
-                .registry
-                .authenticate_token(&user, &secret)
-                .await
-                .map_err(|e| {
-                    tracing::info!(user = %user, "rejected access token: {e}");
-                    ApiError::from(e)
-                })?;
-            Ok(Some(p))
-        }
-        Some(Credential::Bearer(jwt)) => {
-            let Some(oidc) = &state.oidc else {
-                return Err(ApiError::Unauthorized(
-                    "Bearer tokens are accepted only when single sign-on (oidc.issuer_url) is configured; use Basic '<user>:<access token>'".into(),
-                ));
-            };
-            let user = oidc.validate(&jwt).await.map_err(|e| {
-                if e.is_unavailable() {
-                    ApiError::Unavailable(format!("single sign-on issuer unavailable: {e}"))
-                } else {
-                    tracing::info!("rejected bearer token: {e}");
-                    ApiError::Unauthorized(format!("invalid bearer token: {e}"))
-                }
-            })?;
-            Ok(Some(state.registry.principal_for(&user).await?))
+            ApiError::Unauthorized(e.to_string())
         }
     }
+}
+
+/// Authenticates the request's credential, if it has one.
+pub async fn authenticate(
+    state: &ApiState,
+    parts: &Parts,
+) -> Result<Option<AuthenticatedUser>, ApiError> {
+    let credential = match credential(parts)? {
+        None => return Ok(None),
+        Some(Credential::Basic { user, secret }) => UserCredential::Token {
+            user,
+            token: secret,
+        },
+        Some(Credential::Bearer(jwt)) => UserCredential::Bearer(jwt),
+    };
+    check(state, &credential, peer_ip(parts)).await.map(Some)
 }
 
 impl FromRequestParts<ApiState> for Caller {
@@ -110,7 +131,7 @@ impl FromRequestParts<ApiState> for Caller {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         match authenticate(state, parts).await? {
-            Some(p) => Ok(Caller(p)),
+            Some(u) => Ok(Caller(u.principal)),
             None => Err(ApiError::Unauthorized(
                 "authentication required: use HTTP Basic '<user>:<access token>' or a Bearer token"
                     .into(),

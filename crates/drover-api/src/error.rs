@@ -39,6 +39,9 @@ pub enum ApiError {
     DeviceUnreachable(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// Too many failed authentications from the caller's address.
+    #[error(transparent)]
+    Throttled(drover_auth::throttle::Throttled),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::DeviceUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -85,7 +88,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
             ApiError::Gone(_) => "Gone",
             ApiError::DeviceUnreachable(_) => "DeviceUnreachable",
-            ApiError::TooManyRequests(_) => "TooManyRequests",
+            ApiError::TooManyRequests(_) | ApiError::Throttled(_) => "TooManyRequests",
             ApiError::Timeout(_) => "Timeout",
             ApiError::BadGateway(_) => "ExternalEndpointError",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
@@ -137,9 +140,14 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"drover\""),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            ApiError::Throttled(t) => Some(t.retry_after.as_secs() + 1),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

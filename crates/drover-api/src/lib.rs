@@ -23,7 +23,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::routing::get;
 use axum::{Json, Router};
-use drover_auth::OidcValidator;
 use drover_registry::Registry;
 use serde_json::Value;
 use utoipa::OpenApi;
@@ -55,8 +54,10 @@ pub struct ApiSettings {
     pub oidc_issuer: Option<String>,
     pub version: String,
     pub endpoints: EndpointsFn,
-    /// WebSocket integration: disconnect consumers this many events behind.
+    /// WebSocket integration: disconnect streams opened live this many events behind (0: never).
     pub ws_max_lag: u64,
+    /// WebSocket integration: disconnect clients that take no frame for this long.
+    pub ws_send_timeout: std::time::Duration,
     /// Readiness probe of the backends (`None`: ready while running).
     pub readiness: Option<ReadinessFn>,
 }
@@ -70,7 +71,8 @@ impl Default for ApiSettings {
             oidc_issuer: None,
             version: env!("CARGO_PKG_VERSION").into(),
             endpoints: Arc::new(|_| Vec::new()),
-            ws_max_lag: 10_000,
+            ws_max_lag: 0,
+            ws_send_timeout: std::time::Duration::from_secs(30),
             readiness: None,
         }
     }
@@ -84,7 +86,12 @@ pub struct ApiState {
     pub log: Option<Arc<dyn drover_bus::EventLog>>,
     /// Sends commands (the command API).
     pub commands: Option<Arc<drover_integrations::commands::CommandService>>,
-    pub oidc: Option<OidcValidator>,
+    /// Authenticates users (access tokens; Bearer JWTs with single sign-on), throttling
+    /// failures; shared with the MQTT integration.
+    pub users: Arc<drover_auth::user::UserAuthenticator>,
+    /// Each user's integration connections (WebSocket streams count here, with the MQTT
+    /// integration's).
+    pub user_connections: Arc<drover_integrations::limits::UserConnections>,
     pub settings: Arc<ApiSettings>,
     /// Turns true when the server shuts down: long-lived responses end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -6,9 +6,10 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use drover_auth::user::{AuthenticatedUser, UserCredential};
 use drover_bus::StreamKey;
+use drover_integrations::access::AccessCheck;
 use drover_integrations::websocket::{self, StreamOptions};
-use drover_model::Principal;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,24 +43,15 @@ pub struct WsQuery {
     api_key: Option<String>,
 }
 
-async fn caller(s: &ApiState, parts: &Parts, q: &WsQuery) -> ApiResult<Principal> {
+async fn caller(s: &ApiState, parts: &Parts, q: &WsQuery) -> ApiResult<AuthenticatedUser> {
     let header = crate::auth::authenticate(s, parts).await?;
     let query = match (&q.token, &q.username, &q.api_key) {
         (None, None, None) => None,
-        (Some(jwt), None, None) => {
-            let oidc = s.oidc.as_ref().ok_or_else(|| {
-                ApiError::Unauthorized("'token' needs single sign-on (oidc.issuer_url) configured; use username and api_key".into())
-            })?;
-            let user = oidc.validate(jwt).await.map_err(|e| {
-                if e.is_unavailable() {
-                    ApiError::Unavailable(format!("single sign-on issuer unavailable: {e}"))
-                } else {
-                    ApiError::Unauthorized(format!("invalid token: {e}"))
-                }
-            })?;
-            Some(s.registry.principal_for(&user).await?)
-        }
-        (None, Some(user), Some(key)) => Some(s.registry.authenticate_token(user, key).await?),
+        (Some(jwt), None, None) => Some(UserCredential::Bearer(jwt.clone())),
+        (None, Some(user), Some(key)) => Some(UserCredential::Token {
+            user: user.clone(),
+            token: key.clone(),
+        }),
         _ => {
             return Err(ApiError::BadRequest(
                 "use either 'token' or 'username' with 'api_key' in the query, not a mix".into(),
@@ -70,7 +62,8 @@ async fn caller(s: &ApiState, parts: &Parts, q: &WsQuery) -> ApiResult<Principal
         (Some(_), Some(_)) => Err(ApiError::BadRequest(
             "more than one credential in the request: send the Authorization header or query credentials, not both".into(),
         )),
-        (Some(p), None) | (None, Some(p)) => Ok(p),
+        (Some(u), None) => Ok(u),
+        (None, Some(c)) => crate::auth::check(s, &c, crate::auth::peer_ip(parts)).await,
         (None, None) => Err(ApiError::Unauthorized(
             "authentication required: HTTP Basic '<user>:<access token>', Bearer, or ?username=&api_key=".into(),
         )),
@@ -84,8 +77,12 @@ async fn upgrade(
     channel: Option<String>,
     q: WsQuery,
 ) -> ApiResult<Response> {
-    let who = caller(&s, &parts, &q).await?;
-    let application = s.registry.get_app(&who, &app).await?;
+    let user = caller(&s, &parts, &q).await?;
+    let application = s.registry.get_app(&user.principal, &app).await?;
+    let slot = s
+        .user_connections
+        .acquire(user.name())
+        .map_err(|e| ApiError::TooManyRequests(e.to_string()))?;
     let Some(log) = s.log.clone() else {
         return Err(ApiError::Unavailable(
             "the event stream is not available on this node".into(),
@@ -127,14 +124,22 @@ async fn upgrade(
         from_earliest,
         channel,
         max_lag: s.settings.ws_max_lag,
+        send_timeout: s.settings.ws_send_timeout,
     };
-    tracing::info!(app = %app, user = who.name(), group = ?opts.group, "websocket integration connected");
-    let consumer = websocket::open(log.as_ref(), &stream, &opts)
+    tracing::info!(app = %app, user = user.name(), group = ?opts.group, "websocket integration connected");
+    let opened = websocket::open(log.as_ref(), &stream, &opts)
         .await
         .map_err(|e| ApiError::Unavailable(format!("event stream unavailable: {e}")))?;
     let shutdown = s.shutdown.clone();
+    let access = AccessCheck::new(s.users.clone(), s.registry.clone());
+    let revoked = async move {
+        let _slot = slot;
+        access.revoked(&user, &app).await.to_string()
+    };
     Ok(ws
-        .on_upgrade(move |socket| websocket::serve(socket, consumer, log, stream, opts, shutdown))
+        .on_upgrade(move |socket| {
+            websocket::serve(socket, opened, log, stream, opts, revoked, shutdown)
+        })
         .into_response())
 }
 

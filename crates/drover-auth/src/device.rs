@@ -9,6 +9,7 @@
 //! application invalidates it at once — without any event plumbing.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -16,6 +17,8 @@ use drover_model::spec::{self, Credential, Password};
 use drover_model::Resource;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+
+use crate::throttle::{Throttle, Throttled};
 
 /// Reads the registry for authentication. Implementations return resources regardless of who
 /// asks (this is the platform itself asking).
@@ -136,6 +139,9 @@ pub enum AuthError {
     NotAGateway { gateway: String, device: String },
     #[error("client certificate refused: {0}")]
     Certificate(String),
+    /// Too many failed attempts from this source: refused unchecked.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -178,10 +184,18 @@ pub struct DeviceAuthenticator {
     directory: Arc<dyn DeviceDirectory>,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
     hashing: Semaphore,
+    throttle: Arc<Throttle>,
 }
 
 impl DeviceAuthenticator {
+    /// An authenticator that throttles nothing (tests, tools); servers use
+    /// [`with_throttle`](Self::with_throttle).
     pub fn new(directory: Arc<dyn DeviceDirectory>) -> Self {
+        Self::with_throttle(directory, Arc::new(Throttle::disabled()))
+    }
+
+    /// An authenticator whose failed password attempts go through `throttle`.
+    pub fn with_throttle(directory: Arc<dyn DeviceDirectory>, throttle: Arc<Throttle>) -> Self {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -189,13 +203,19 @@ impl DeviceAuthenticator {
             directory,
             cache: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(workers),
+            throttle,
         }
     }
 
-    /// Who is this device?
+    /// Who is this device, presenting `creds` from `source`? Password attempts go through the
+    /// throttle (see [`crate::throttle`]): a locked-out source is refused unchecked
+    /// ([`AuthError::Throttled`]), and a failed attempt's answer may wait. Every refusal of a
+    /// password costs the same work whether the application and device exist or not (a dummy
+    /// hash verification stands in), so timing tells nothing.
     pub async fn authenticate(
         &self,
         creds: &DeviceCredentials,
+        source: IpAddr,
     ) -> Result<AuthenticatedDevice, AuthError> {
         match creds {
             DeviceCredentials::Password {
@@ -204,18 +224,59 @@ impl DeviceAuthenticator {
                 application,
                 device,
             } => {
-                self.password(
-                    username,
-                    password,
-                    application.as_deref(),
-                    device.as_deref(),
-                )
-                .await
+                self.throttle.check(source)?;
+                let identity = format!(
+                    "device:{}/{}",
+                    application.as_deref().unwrap_or(""),
+                    device.as_deref().unwrap_or(username)
+                );
+                let mut hashed = false;
+                let result = self
+                    .password(
+                        username,
+                        password,
+                        application.as_deref(),
+                        device.as_deref(),
+                        &mut hashed,
+                    )
+                    .await;
+                match result {
+                    Ok(d) => {
+                        self.throttle.succeeded(source, &identity);
+                        Ok(d)
+                    }
+                    Err(e) if e.is_unavailable() => Err(e),
+                    Err(e) => {
+                        if !hashed {
+                            self.dummy_verification(password).await;
+                        }
+                        let wait = self.throttle.failed(source, &identity);
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(e)
+                    }
+                }
             }
             DeviceCredentials::Certificate { chain, application } => {
                 self.certificate(chain, application.as_deref()).await
             }
         }
+    }
+
+    /// The throttle of failed attempts (for rate-limited logging of refusals).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// As much work as verifying a password against a stored hash (SHA-512 crypt, the
+    /// registry's default), for refusals that needed none.
+    async fn dummy_verification(&self, password: &str) {
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let hash = DUMMY
+            .get_or_init(|| crate::password::hash_sha512_crypt("drover-dummy-password"))
+            .clone();
+        let _ = self.verify(password, vec![Password::Sha512(hash)]).await;
     }
 
     /// X.509: the application by the certificate's issuer DN (one of its trust anchors), the
@@ -280,12 +341,14 @@ impl DeviceAuthenticator {
         Err(last.unwrap_or_else(|| AuthError::Certificate("no matching application".into())))
     }
 
+    /// Sets `hashed` when a stored hash was verified (the expensive part).
     async fn password(
         &self,
         username: &str,
         password: &str,
         application: Option<&str>,
         device: Option<&str>,
+        hashed: &mut bool,
     ) -> Result<AuthenticatedDevice, AuthError> {
         // The forms of the contract:
         //   `device@app` + password; `device` + application; `user` + application + device.
@@ -352,6 +415,7 @@ impl DeviceAuthenticator {
             })
             .unwrap_or(false);
         if !cached {
+            *hashed = candidates.iter().any(|p| !matches!(p, Password::Plain(_)));
             if !self.verify(password, candidates).await? {
                 return Err(AuthError::WrongCredentials(app, dev_name));
             }

@@ -10,6 +10,11 @@
 //! - [`oidc`]: validation of Bearer JWTs issued by a configured OpenID Connect provider, with
 //!   lazily fetched and cached signing keys.
 //! - [`x509`]: parsing of application trust anchors (base64-encoded PEM certificates).
+//! - [`device`]: device authentication (passwords, X.509) against a `DeviceDirectory`.
+//! - [`user`]: user authentication (access tokens, OIDC JWT) against a `UserDirectory`, and
+//!   the re-check of long-lived sessions when access may have been taken away.
+//! - [`throttle`]: defence against guessing credentials (per-source lockout, per-identity
+//!   delays) and rate-limited logging of failures.
 //!
 //! It knows nothing of transports (HTTP, MQTT, CoAP) and nothing of storage: callers look up
 //! the stored hash or trust anchor and hand it in. Expensive verifications (bcrypt, SHA-512 crypt)
@@ -19,7 +24,9 @@
 pub mod device;
 pub mod oidc;
 pub mod password;
+pub mod throttle;
 pub mod token;
+pub mod user;
 pub mod x509;
 
 pub use oidc::{OidcConfig, OidcError, OidcValidator};

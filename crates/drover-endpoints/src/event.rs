@@ -93,3 +93,47 @@ mod tests {
         assert_eq!(detect_content_type(None, b""), None);
     }
 }
+
+/// Longest channel name, in bytes (as MQTT topics: `mqtt_max_topic_length`'s default).
+pub const MAX_CHANNEL_LEN: usize = 1024;
+
+/// Checks a channel name as MQTT topic names are checked (the same channel reaches
+/// applications as an MQTT topic level): not empty, at most [`MAX_CHANNEL_LEN`] bytes, no
+/// wildcard (`+`, `#`) and no control character (U+0000 to U+001F, U+007F).
+pub fn validate_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty() {
+        return Err("the channel must not be empty".into());
+    }
+    if channel.len() > MAX_CHANNEL_LEN {
+        return Err(format!(
+            "the channel is {} bytes long, the most is {MAX_CHANNEL_LEN}",
+            channel.len()
+        ));
+    }
+    if let Some(c) = channel
+        .chars()
+        .find(|c| matches!(c, '+' | '#') || c.is_control())
+    {
+        return Err(format!(
+            "the channel contains {c:?}: wildcards (+, #) and control characters are not allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_checked_like_topic_names() {
+        for ok in ["telemetry", "a/b/c", "état", "a b"] {
+            assert!(validate_channel(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a+b", "a/#", "nul\0", "tab\t", "del\u{7f}"] {
+            assert!(validate_channel(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_channel(&"x".repeat(MAX_CHANNEL_LEN)).is_ok());
+        assert!(validate_channel(&"x".repeat(MAX_CHANNEL_LEN + 1)).is_err());
+    }
+}

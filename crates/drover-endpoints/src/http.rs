@@ -6,6 +6,7 @@
 //! when they are wrong; 406 when a JSON content type does not parse; 413 over the body limit;
 //! 503 when the stream cannot take it now.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use drover_bus::{BusError, EventLog, StreamKey};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::event::{detect_content_type, is_json, telemetry, Message};
+use crate::event::{detect_content_type, is_json, telemetry, validate_channel, Message};
 
 /// Settings of the HTTP endpoint.
 #[derive(Debug, Clone)]
@@ -88,6 +89,8 @@ struct HttpError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// Sent as `Retry-After` (seconds, rounded up).
+    retry_after: Option<Duration>,
 }
 
 fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> HttpError {
@@ -95,6 +98,7 @@ fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> 
         status,
         kind,
         message: message.into(),
+        retry_after: None,
     }
 }
 
@@ -111,9 +115,14 @@ impl IntoResponse for HttpError {
                 HeaderValue::from_static("Basic realm=\"drover\""),
             );
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match (self.retry_after, self.status) {
+            (Some(d), _) => Some(d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         r
     }
@@ -214,11 +223,11 @@ async fn accept(
             ))
         }
     };
-    if channel.is_empty() {
+    if let Err(why) = validate_channel(&channel) {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "the channel must not be empty",
+            format!("invalid channel: {why}"),
         ));
     }
     let client_certs = req
@@ -250,14 +259,15 @@ async fn accept(
             ))
         }
     };
-    let sender = match s.auth.authenticate(&creds).await {
+    let source = peer_ip(&req);
+    let sender = match s.auth.authenticate(&creds, source).await {
         Ok(d) => d,
-        Err(e) => return Err(auth_failure(&e, &creds)),
+        Err(e) => return Err(auth_failure(&e, &creds, &s.auth)),
     };
     let device = match &q.as_device {
         Some(target) => match s.auth.authorize_as(&sender, target).await {
             Ok(d) => d,
-            Err(e) => return Err(auth_failure(&e, &creds)),
+            Err(e) => return Err(auth_failure(&e, &creds, &s.auth)),
         },
         None => sender.device.clone(),
     };
@@ -422,9 +432,9 @@ async fn command_reply(
         };
         let responder = s
             .auth
-            .authenticate(&creds)
+            .authenticate(&creds, peer_ip(&req))
             .await
-            .map_err(|e| auth_failure(&e, &creds))?;
+            .map_err(|e| auth_failure(&e, &creds, &s.auth))?;
         let body = Bytes::from_request(req, &()).await.map_err(|e| {
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -479,7 +489,7 @@ async fn command_reply(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn auth_failure(e: &AuthError, creds: &DeviceCredentials) -> HttpError {
+fn auth_failure(e: &AuthError, creds: &DeviceCredentials, auth: &DeviceAuthenticator) -> HttpError {
     if e.is_unavailable() {
         tracing::warn!("device authentication unavailable: {e}");
         return error(
@@ -488,10 +498,30 @@ fn auth_failure(e: &AuthError, creds: &DeviceCredentials) -> HttpError {
             "device authentication is unavailable, retry later",
         );
     }
-    tracing::info!(credentials = ?creds, "device refused: {e}");
+    if let Some(held_back) = auth.throttle().admit_log() {
+        tracing::info!(credentials = ?creds, held_back, "device refused: {e}");
+    }
+    if let AuthError::Throttled(t) = e {
+        return HttpError {
+            retry_after: Some(t.retry_after),
+            ..error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                t.to_string(),
+            )
+        };
+    }
     error(
         StatusCode::FORBIDDEN,
         "AuthenticationError",
         "authentication failed",
     )
+}
+
+/// The peer's address (axum's `ConnectInfo`, which every listener of the endpoint sets).
+fn peer_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }

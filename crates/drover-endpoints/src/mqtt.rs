@@ -483,13 +483,18 @@ impl Policy for DevicePolicy {
             tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, "MQTT connect refused: no credentials (user name `device@app` and password, or a client certificate)");
             return Err(Refusal::BadCredentials);
         };
-        let device = self.auth.authenticate(&creds).await.map_err(|e: AuthError| {
+        let peer = req.connection.peer_addr;
+        let device = self.auth.authenticate(&creds, peer.ip()).await.map_err(|e: AuthError| {
             if e.is_unavailable() {
-                tracing::warn!(peer = %req.connection.peer_addr, "MQTT connect: authentication unavailable: {e}");
-                Refusal::ServerUnavailable
-            } else {
-                tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, credentials = ?creds, "MQTT connect refused: {e}");
-                Refusal::BadCredentials
+                tracing::warn!(%peer, "MQTT connect: authentication unavailable: {e}");
+                return Refusal::ServerUnavailable;
+            }
+            if let Some(held_back) = self.auth.throttle().admit_log() {
+                tracing::info!(%peer, client_id = %req.client_id, credentials = ?creds, held_back, "MQTT connect refused: {e}");
+            }
+            match e {
+                AuthError::Throttled(_) => Refusal::ConnectionRateExceeded,
+                _ => Refusal::BadCredentials,
             }
         })?;
         let key = format!("{}/{}", device.app_name(), device.device_name());

@@ -4,7 +4,9 @@
 //!
 //! Integrations know nothing of device protocols: they meet the endpoints only in the bus.
 
+pub mod access;
 pub mod cloudevent;
 pub mod commands;
+pub mod limits;
 pub mod mqtt;
 pub mod websocket;

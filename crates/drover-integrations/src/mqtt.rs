@@ -100,7 +100,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_auth::OidcValidator;
+use drover_auth::user::{AuthenticatedUser, UserAuthError, UserAuthenticator, UserCredential};
 use drover_bus::{EventLog, StreamKey};
 use drover_model::names::encode_segment;
 use drover_model::Principal;
@@ -110,6 +110,9 @@ use drover_mqtt::{
     SubscribeRefusal, SubscribeRequest, Subscription, SubscriptionRequest,
 };
 use drover_registry::{Registry, RegistryError};
+
+use crate::access::{AccessCheck, CheckError};
+use crate::limits::{ConnectionSlot, UserConnections};
 
 use self::dispatch::{lock, Group, Member, Tuning};
 pub use self::message::{ContentMode, STRUCTURED_CONTENT_TYPE};
@@ -147,6 +150,10 @@ impl Default for IntegrationSettings {
 pub struct IntegrationClient {
     /// The user.
     pub principal: Principal,
+    /// How the user authenticated (checked again when access changes).
+    user: AuthenticatedUser,
+    /// The user's connection slot, freed with the connection.
+    _slot: Option<ConnectionSlot>,
     /// The MQTT client identifier.
     pub client_id: ByteString,
     /// `<user>/<client id>`, the user percent-encoded.
@@ -182,6 +189,8 @@ struct SubEntry {
     qos: QoS,
     mode: ContentMode,
     app_uid: String,
+    /// The application's name (its access is checked again when access changes).
+    app: String,
 }
 
 struct SessionSubs {
@@ -193,6 +202,9 @@ struct SessionSubs {
 struct State {
     sessions: HashMap<String, SessionSubs>,
     shared: HashMap<SharedKey, Arc<Group>>,
+    /// Who each session belongs to (set when a connection is established, dropped when the
+    /// session ends): checked again when access changes.
+    users: HashMap<String, (AuthenticatedUser, SessionHandle)>,
 }
 
 /// Removes a member from its group; a group left empty is removed and queued for stopping.
@@ -245,7 +257,9 @@ async fn stop_all(groups: Vec<Arc<Group>>) {
 /// The MQTT integration's policy (see the [module docs](self)).
 pub struct IntegrationPolicy {
     registry: Arc<dyn Registry>,
-    oidc: Option<OidcValidator>,
+    users: Arc<UserAuthenticator>,
+    access: AccessCheck,
+    connections: Option<Arc<UserConnections>>,
     log: Arc<dyn EventLog>,
     settings: IntegrationSettings,
     state: Mutex<State>,
@@ -258,23 +272,25 @@ impl std::fmt::Debug for IntegrationPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IntegrationPolicy")
             .field("settings", &self.settings)
-            .field("oidc", &self.oidc.is_some())
+            .field("users", &self.users)
             .finish_non_exhaustive()
     }
 }
 
 impl IntegrationPolicy {
-    /// A policy that authenticates users against `registry` (and `oidc`, when single sign-on is
-    /// configured) and delivers from `log`.
+    /// A policy that authenticates users with `users`, authorizes them against `registry` and
+    /// delivers from `log`.
     pub fn new(
         registry: Arc<dyn Registry>,
-        oidc: Option<OidcValidator>,
+        users: Arc<UserAuthenticator>,
         log: Arc<dyn EventLog>,
         settings: IntegrationSettings,
     ) -> Self {
         IntegrationPolicy {
+            access: AccessCheck::new(users.clone(), registry.clone()),
             registry,
-            oidc,
+            users,
+            connections: None,
             log,
             settings,
             state: Mutex::new(State::default()),
@@ -288,6 +304,13 @@ impl IntegrationPolicy {
     /// their work with the other nodes that run them (see [`drover_bus::groups`]).
     pub fn with_group_peers(mut self, peers: Arc<dyn drover_bus::groups::GroupPeers>) -> Self {
         self.group_peers = Some(peers);
+        self
+    }
+
+    /// Counts each user's connections against `limits` (shared with the WebSocket integration):
+    /// a CONNECT over the limit is refused with 0x97 Quota exceeded (3.1.1: 3).
+    pub fn with_user_connections(mut self, limits: Arc<UserConnections>) -> Self {
+        self.connections = Some(limits);
         self
     }
 
@@ -317,7 +340,11 @@ impl IntegrationPolicy {
     /// ([`MqttServer::closed`]) stops every consumer after committing what was acknowledged.
     pub fn into_server(self, config: MqttConfig) -> Arc<MqttServer<Self>> {
         let config = self.mqtt_config(config);
-        MqttServer::new(self, config)
+        let server = MqttServer::new(self, config);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(watch_access(Arc::downgrade(&server)));
+        }
+        server
     }
 
     /// How many consumer groups are delivering.
@@ -347,7 +374,7 @@ impl IntegrationPolicy {
         }
     }
 
-    async fn authenticate(&self, req: &ConnectRequest) -> Result<Principal, Refusal> {
+    async fn authenticate(&self, req: &ConnectRequest) -> Result<AuthenticatedUser, Refusal> {
         let peer = req.connection.peer_addr;
         let client_id = &req.client_id;
         let Some(password) = req.password.as_ref() else {
@@ -358,46 +385,96 @@ impl IntegrationPolicy {
             tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: the password is not UTF-8");
             return Err(Refusal::BadCredentials);
         };
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::warn!(%peer, %client_id, "MQTT integration: CONNECT refused: {what} unavailable: {e}");
-            Refusal::ServerUnavailable
-        };
-        if let (Some(oidc), 2) = (&self.oidc, password.matches('.').count()) {
-            let user = match oidc.validate(password).await {
-                Ok(user) => user,
-                Err(e) if e.is_unavailable() => {
-                    return Err(unavailable("single sign-on issuer", &e))
-                }
-                Err(e) => {
-                    tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: invalid bearer token: {e}");
-                    return Err(Refusal::BadCredentials);
-                }
+        let credential = if self.users.single_sign_on() && password.matches('.').count() == 2 {
+            UserCredential::Bearer(password.to_string())
+        } else {
+            let Some(user) = req.username.as_deref().filter(|u| !u.is_empty()) else {
+                tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: no user name (send the user name and an access token)");
+                return Err(Refusal::BadCredentials);
             };
-            return match self.registry.principal_for(&user).await {
-                Ok(p) => Ok(p),
-                Err(e @ (RegistryError::Unavailable(_) | RegistryError::Internal(_))) => {
-                    Err(unavailable("registry", &e))
-                }
-                Err(e) => {
-                    tracing::info!(%peer, %client_id, user = %user, "MQTT integration: CONNECT refused: {e}");
-                    Err(Refusal::BadCredentials)
-                }
-            };
-        }
-        let Some(user) = req.username.as_deref().filter(|u| !u.is_empty()) else {
-            tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: no user name (send the user name and an access token)");
-            return Err(Refusal::BadCredentials);
+            UserCredential::Token {
+                user: user.to_string(),
+                token: password.to_string(),
+            }
         };
-        match self.registry.authenticate_token(user, password).await {
-            Ok(p) => Ok(p),
-            Err(e @ (RegistryError::Unavailable(_) | RegistryError::Internal(_))) => {
-                Err(unavailable("registry", &e))
+        match self.users.authenticate(&credential, peer.ip()).await {
+            Ok(user) => Ok(user),
+            Err(UserAuthError::Unavailable(e)) => {
+                tracing::warn!(%peer, %client_id, "MQTT integration: CONNECT refused: {e}");
+                Err(Refusal::ServerUnavailable)
             }
             Err(e) => {
-                tracing::info!(%peer, %client_id, user = %user, "MQTT integration: CONNECT refused: access token rejected: {e}");
-                Err(Refusal::BadCredentials)
+                if let Some(held_back) = self.users.throttle().admit_log() {
+                    tracing::info!(%peer, %client_id, ?credential, held_back, "MQTT integration: CONNECT refused: {e}");
+                }
+                Err(match e {
+                    UserAuthError::Throttled(_) => Refusal::ConnectionRateExceeded,
+                    _ => Refusal::BadCredentials,
+                })
             }
         }
+    }
+
+    /// Checks every session's access again; ends those that lost it (their clients get
+    /// DISCONNECT 0x87 Not authorized and start a new session when they come back). Returns
+    /// whether some check could not be answered (to try again shortly).
+    async fn recheck_sessions(&self, server: &MqttServer<Self>) -> bool {
+        let sessions: Vec<(String, AuthenticatedUser, Vec<String>)> = {
+            let st = lock(&self.state);
+            st.users
+                .iter()
+                .map(|(key, (user, _))| {
+                    let mut apps: Vec<String> = st
+                        .sessions
+                        .get(key)
+                        .map(|s| s.subs.values().map(|e| e.app.clone()).collect())
+                        .unwrap_or_default();
+                    apps.sort();
+                    apps.dedup();
+                    (key.clone(), user.clone(), apps)
+                })
+                .collect()
+        };
+        let mut principals: HashMap<String, Result<Principal, CheckError>> = HashMap::new();
+        let mut unanswered = false;
+        for (key, user, apps) in sessions {
+            let id = format!("{user:?}");
+            let principal = match principals.get(&id) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.access.principal(&user).await;
+                    principals.insert(id, p.clone());
+                    p
+                }
+            };
+            let verdict = match principal {
+                Ok(p) => {
+                    let mut verdict = Ok(());
+                    for app in &apps {
+                        verdict = self.access.may_read(&p, app).await;
+                        if verdict.is_err() {
+                            break;
+                        }
+                    }
+                    verdict
+                }
+                Err(e) => Err(e),
+            };
+            match verdict {
+                Ok(()) => {}
+                Err(CheckError::Unanswered(e)) => {
+                    tracing::warn!(session = %key, "MQTT integration: {e}; checking again shortly");
+                    unanswered = true;
+                }
+                Err(CheckError::Revoked(r)) => {
+                    tracing::info!(session = %key, user = user.name(), "MQTT integration: ending the session: {r}");
+                    server
+                        .end_session(&key, drover_mqtt::ReasonCode::NOT_AUTHORIZED)
+                        .await;
+                }
+            }
+        }
+        unanswered
     }
 
     async fn subscribe_one(
@@ -554,6 +631,7 @@ impl IntegrationPolicy {
                         qos,
                         mode,
                         app_uid: stream.app_uid.clone(),
+                        app: app.metadata.name.clone(),
                     },
                 );
             })
@@ -590,11 +668,24 @@ impl Policy for IntegrationPolicy {
     type Identity = Arc<IntegrationClient>;
 
     async fn connect(&self, req: &ConnectRequest) -> Result<Accepted<Self::Identity>, Refusal> {
-        let principal = self.authenticate(req).await?;
+        let user = self.authenticate(req).await?;
+        let principal = user.principal.clone();
+        let slot = match &self.connections {
+            Some(limits) => match limits.acquire(principal.name()) {
+                Ok(slot) => Some(slot),
+                Err(e) => {
+                    tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, "MQTT integration: CONNECT refused: {e}");
+                    return Err(Refusal::QuotaExceeded);
+                }
+            },
+            None => None,
+        };
         let session_key = format!("{}/{}", encode_segment(principal.name()), req.client_id);
         tracing::debug!(peer = %req.connection.peer_addr, client_id = %req.client_id, user = principal.name(), "MQTT integration: client authenticated");
         let client = IntegrationClient {
             principal,
+            user,
+            _slot: slot,
             client_id: req.client_id.clone(),
             session_key: session_key.clone(),
             persistent: !req.session_expiry.is_zero(),
@@ -608,6 +699,10 @@ impl Policy for IntegrationPolicy {
 
     async fn connected(&self, client: &Self::Identity, session: &SessionHandle, present: bool) {
         tracing::debug!(user = client.principal.name(), client_id = %client.client_id, present, "MQTT integration: client connected");
+        lock(&self.state).users.insert(
+            session.key().to_string(),
+            (client.user.clone(), session.clone()),
+        );
         self.refresh_online(session.key());
         let _ = client.session.set(session.clone());
     }
@@ -760,6 +855,13 @@ impl Policy for IntegrationPolicy {
         {
             let mut guard = lock(&self.state);
             let st = &mut *guard;
+            if st
+                .users
+                .get(session_key)
+                .is_some_and(|(_, handle)| handle.is_ended())
+            {
+                st.users.remove(session_key);
+            }
             let ended = st
                 .sessions
                 .get(session_key)
@@ -781,5 +883,33 @@ impl Policy for IntegrationPolicy {
             );
         }
         stop_all(to_stop).await;
+    }
+}
+
+/// Follows the registry's access changes and ends the sessions whose user lost access (see
+/// [`IntegrationPolicy::recheck_sessions`]); stops with the server.
+async fn watch_access(server: std::sync::Weak<MqttServer<IntegrationPolicy>>) {
+    let mut changes = match server.upgrade() {
+        Some(s) => s.policy().access.changes(),
+        None => return,
+    };
+    changes.mark_unchanged();
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        loop {
+            let Some(server) = server.upgrade() else {
+                return;
+            };
+            if server.is_shutting_down() {
+                return;
+            }
+            if !server.policy().recheck_sessions(&server).await {
+                break;
+            }
+            drop(server);
+            tokio::time::sleep(drover_auth::user::RECHECK_RETRY).await;
+        }
     }
 }

@@ -1,7 +1,16 @@
 //! The WebSocket integration: an application's events, one structured JSON CloudEvent per text
 //! frame. A named group resumes from its committed offset; without a group (or with a new one)
-//! the stream starts live, unless the client asks for everything retained. A slow client lags on
-//! the durable log — it never slows ingestion — and is disconnected past a configurable lag.
+//! the stream starts live, unless the client asks for everything retained.
+//!
+//! Events are read from the durable log in batches of [`BATCH`] and sent at the client's pace:
+//! a slow client lags on the log, which costs the server nothing per client, so a client
+//! replaying a long history (`from=earliest`, a group resuming) is never cut off for lag. What a
+//! client can hold on the server is its socket and this task: a client that does not take a
+//! frame for [`StreamOptions::send_timeout`] is disconnected (1008 "client not reading"). An
+//! application that prefers being disconnected to falling behind a *live* stream may set
+//! [`StreamOptions::max_lag`] (streams opened live only; off by default). The stream ends when the
+//! user loses access to the application (1008 "access revoked: ..."), when the application is
+//! deleted (1001) or the server shuts down (1001).
 
 use std::sync::Arc;
 
@@ -11,8 +20,9 @@ use futures::{SinkExt, StreamExt};
 
 use crate::cloudevent;
 
-/// Close code for a consumer that fell too far behind (1008: policy violation).
-pub const CLOSE_LAGGING: u16 = 1008;
+/// Close code for a live consumer that fell too far behind, a client that does not read, and a
+/// user whose access was revoked (1008: policy violation).
+pub const CLOSE_POLICY: u16 = 1008;
 /// Close code when the application was deleted or the server stops (1001: going away).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code when the event log failed (1011: internal error).
@@ -27,23 +37,34 @@ pub struct StreamOptions {
     pub from_earliest: bool,
     /// Only events of this channel.
     pub channel: Option<String>,
-    /// Disconnect when this many events behind the end of the stream.
+    /// A stream opened live (no group offset, not from the earliest event) is disconnected when
+    /// this many events behind the end of the stream (0: never).
     pub max_lag: u64,
+    /// A client that does not take a frame for this long is disconnected.
+    pub send_timeout: std::time::Duration,
+}
+
+impl StreamOptions {
+    /// Whether the stream starts live: no group offset and not from the earliest event.
+    fn starts_live(&self, committed: Option<drover_bus::Offset>) -> bool {
+        committed.is_none() && !self.from_earliest
+    }
 }
 
 /// Events read from the log per batch (bounds memory per client).
-const BATCH: usize = 100;
+pub const BATCH: usize = 100;
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
 
+/// Sends the close frame, unless the client does not take it within a second (a client that
+/// does not read gets the connection closed without one).
 async fn close(sink: &mut Sink, code: u16, reason: String) {
     tracing::debug!(code, %reason, "closing websocket");
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(frame)).await;
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -54,36 +75,49 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A consumer as [`open`] opened it.
+pub struct Opened {
+    consumer: Box<dyn Consumer>,
+    /// Whether the lag limit applies (the stream started live).
+    live: bool,
+}
+
 /// Opens the consumer a client asked for. Done before the WebSocket handshake completes, so
 /// "live" means every event appended after the client got its `101 Switching Protocols`.
 pub async fn open(
     log: &dyn EventLog,
     stream: &StreamKey,
     opts: &StreamOptions,
-) -> drover_bus::Result<Box<dyn Consumer>> {
-    let start = match &opts.group {
-        Some(group) => match log.committed(stream, group).await? {
-            Some(offset) => StartFrom::After(offset),
-            None if opts.from_earliest => StartFrom::Earliest,
-            None => StartFrom::Latest,
-        },
+) -> drover_bus::Result<Opened> {
+    let committed = match &opts.group {
+        Some(group) => log.committed(stream, group).await?,
+        None => None,
+    };
+    let start = match committed {
+        Some(offset) => StartFrom::After(offset),
         None if opts.from_earliest => StartFrom::Earliest,
         None => StartFrom::Latest,
     };
     tracing::debug!(app = %stream.app, group = ?opts.group, ?start, "websocket consumer opened");
-    log.consume(stream, start).await
+    Ok(Opened {
+        consumer: log.consume(stream, start).await?,
+        live: opts.starts_live(committed),
+    })
 }
 
 /// Streams the consumer's events to the client until it goes away, the application is deleted,
-/// or the server shuts down (`shutdown` turns true).
+/// `revoked` resolves (the user lost access: its text is the close reason), or the server shuts
+/// down (`shutdown` turns true).
 pub async fn serve(
     socket: WebSocket,
-    mut consumer: Box<dyn Consumer>,
+    opened: Opened,
     log: Arc<dyn EventLog>,
     stream: StreamKey,
     opts: StreamOptions,
+    revoked: impl std::future::Future<Output = String> + Send,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Opened { mut consumer, live } = opened;
     let (mut sink, mut incoming) = socket.split();
     // Clients may send anything (drg sends token refreshes); only their going away matters. A
     // separate task watches for it, so reading the log is never interrupted half-way.
@@ -97,67 +131,117 @@ pub async fn serve(
         let _ = gone_tx.send(());
     });
     let _watcher = AbortOnDrop(watcher);
-    loop {
+    let mut revoked = std::pin::pin!(revoked);
+    let ended = loop {
         let batch = tokio::select! {
             b = consumer.next_batch(BATCH) => b,
             _ = &mut gone => return,
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return close(&mut sink, CLOSE_GOING_AWAY, "server shutting down".into()).await,
+            reason = &mut revoked => {
+                tracing::info!(app = %stream.app, group = ?opts.group, "closing websocket stream: {reason}");
+                break Some((CLOSE_POLICY, reason));
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break Some((CLOSE_GOING_AWAY, "server shutting down".into())),
         };
         let batch = match batch {
             Ok(b) if b.is_empty() => {
-                return close(
-                    &mut sink,
+                break Some((
                     CLOSE_GOING_AWAY,
                     format!("application '{}' was deleted", stream.app),
-                )
-                .await
+                ))
             }
             Ok(b) => b,
-            Err(e) => {
-                return close(
-                    &mut sink,
-                    CLOSE_ERROR,
-                    format!("event log unavailable: {e}"),
-                )
-                .await
-            }
+            Err(e) => break Some((CLOSE_ERROR, format!("event log unavailable: {e}"))),
         };
-        let mut last = 0;
-        for record in batch {
-            let lag = consumer.end().saturating_sub(record.offset);
-            if opts.max_lag > 0 && lag > opts.max_lag {
-                tracing::info!(app = %stream.app, group = ?opts.group, lag, "disconnecting lagging websocket consumer");
-                if let (Some(g), true) = (&opts.group, last > 0) {
-                    let _ = log.commit(&stream, g, last).await;
-                }
-                return close(
-                    &mut sink,
-                    CLOSE_LAGGING,
-                    format!(
-                        "consumer too slow: {lag} events behind (limit {})",
-                        opts.max_lag
-                    ),
-                )
-                .await;
-            }
-            last = record.offset;
-            if opts
-                .channel
-                .as_ref()
-                .is_some_and(|c| *c != record.event.channel)
-            {
-                continue;
-            }
-            let text = cloudevent::to_json(&record.event).to_string();
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                // Gone: what was not sent is not committed, the group gets it again.
-                return;
+        match send_batch(&mut sink, &mut *consumer, batch, &opts, live).await {
+            Sent::All(last) => commit(&*log, &stream, &opts, last).await,
+            Sent::Stopped { last, close } => {
+                commit(&*log, &stream, &opts, last).await;
+                break close;
             }
         }
-        if let Some(g) = &opts.group {
-            if let Err(e) = log.commit(&stream, g, last).await {
-                tracing::warn!(app = %stream.app, group = %g, "cannot commit websocket group offset: {e}");
+    };
+    if let Some((code, reason)) = ended {
+        close(&mut sink, code, reason).await;
+    }
+}
+
+/// How sending a batch ended.
+enum Sent {
+    /// Every event was sent; the offset of the last one read.
+    All(drover_bus::Offset),
+    /// Stopped early: the last offset sent (0: none), and how to close (`None`: the client is
+    /// gone).
+    Stopped {
+        last: drover_bus::Offset,
+        close: Option<(u16, String)>,
+    },
+}
+
+async fn send_batch(
+    sink: &mut Sink,
+    consumer: &mut dyn Consumer,
+    batch: Vec<drover_bus::Record>,
+    opts: &StreamOptions,
+    live: bool,
+) -> Sent {
+    let mut last = 0;
+    for record in batch {
+        let lag = consumer.end().saturating_sub(record.offset);
+        if live && opts.max_lag > 0 && lag > opts.max_lag {
+            tracing::info!(group = ?opts.group, lag, "disconnecting a live websocket consumer that fell behind");
+            return Sent::Stopped {
+                last,
+                close: Some((
+                    CLOSE_POLICY,
+                    format!(
+                        "consumer too slow: {lag} events behind the live stream (limit {})",
+                        opts.max_lag
+                    ),
+                )),
+            };
+        }
+        if opts
+            .channel
+            .as_ref()
+            .is_none_or(|c| *c == record.event.channel)
+        {
+            let text = cloudevent::to_json(&record.event).to_string();
+            match tokio::time::timeout(opts.send_timeout, sink.send(Message::Text(text.into())))
+                .await
+            {
+                Ok(Ok(())) => {}
+                // Gone: what was not sent is not committed, the group gets it again.
+                Ok(Err(_)) => return Sent::Stopped { last, close: None },
+                Err(_) => {
+                    tracing::info!(group = ?opts.group, "disconnecting a websocket client that does not read");
+                    return Sent::Stopped {
+                        last,
+                        close: Some((
+                            CLOSE_POLICY,
+                            format!(
+                                "client not reading: no frame taken for {} s",
+                                opts.send_timeout.as_secs()
+                            ),
+                        )),
+                    };
+                }
             }
+        }
+        last = record.offset;
+    }
+    Sent::All(last)
+}
+
+/// Commits a group's offset (nothing without a group or before the first event).
+async fn commit(
+    log: &dyn EventLog,
+    stream: &StreamKey,
+    opts: &StreamOptions,
+    last: drover_bus::Offset,
+) {
+    if let (Some(g), true) = (&opts.group, last > 0) {
+        if let Err(e) = log.commit(stream, g, last).await {
+            tracing::warn!(app = %stream.app, group = %g, "cannot commit websocket group offset: {e}");
         }
     }
 }

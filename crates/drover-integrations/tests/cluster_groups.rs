@@ -37,7 +37,8 @@ async fn node(
     name: &str,
 ) -> SocketAddr {
     let client = async_nats::connect(url).await.unwrap();
-    let policy = IntegrationPolicy::new(registry, None, log.clone(), common::settings())
+    let users = common::users(registry.clone());
+    let policy = IntegrationPolicy::new(registry, users, log.clone(), common::settings())
         .with_group_peers(NatsGroups::new(client, prefix, name, log));
     let server = policy.into_server(MqttConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

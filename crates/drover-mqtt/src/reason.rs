@@ -71,6 +71,8 @@ impl ReasonCode {
     pub const SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: ReasonCode = ReasonCode(0xA1);
     /// 0xA2 Wildcard Subscriptions not supported.
     pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: ReasonCode = ReasonCode(0xA2);
+    /// 0x9F Connection rate exceeded.
+    pub const CONNECTION_RATE_EXCEEDED: ReasonCode = ReasonCode(0x9F);
 
     /// Whether this code reports a failure (>= 0x80).
     pub fn is_error(self) -> bool {
@@ -155,6 +157,9 @@ pub enum Refusal {
     Banned,
     /// Quota exceeded: 3.1.1 code 3, v5 0x97.
     QuotaExceeded,
+    /// Too many connection attempts (e.g. failed authentications) from this client: 3.1.1
+    /// code 3 (server unavailable: retry later), v5 0x9F.
+    ConnectionRateExceeded,
 }
 
 impl Refusal {
@@ -168,6 +173,7 @@ impl Refusal {
             Refusal::ClientIdInvalid => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
             Refusal::Banned => ReasonCode::BANNED,
             Refusal::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
+            Refusal::ConnectionRateExceeded => ReasonCode::CONNECTION_RATE_EXCEEDED,
         }
     }
 
@@ -175,7 +181,10 @@ impl Refusal {
     pub fn v3_return_code(self) -> u8 {
         match self {
             Refusal::ClientIdInvalid => 2,
-            Refusal::ServerUnavailable | Refusal::ServerBusy | Refusal::QuotaExceeded => 3,
+            Refusal::ServerUnavailable
+            | Refusal::ServerBusy
+            | Refusal::QuotaExceeded
+            | Refusal::ConnectionRateExceeded => 3,
             Refusal::BadCredentials => 4,
             Refusal::NotAuthorized | Refusal::Banned => 5,
         }
@@ -337,4 +346,7 @@ pub enum SessionEndReason {
     CleanStart,
     /// The server shut down.
     ServerShutdown,
+    /// The policy ended it ([`MqttServer::end_session`](crate::MqttServer::end_session)), e.g.
+    /// because the user's access was revoked.
+    Ended,
 }

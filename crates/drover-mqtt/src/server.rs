@@ -115,6 +115,18 @@ impl<P: Policy> MqttServer<P> {
         self.sessions_ended(ended).await;
     }
 
+    /// Ends the session `key` now: its state is discarded ([`Policy::session_ended`] is called
+    /// with [`SessionEndReason::Ended`](crate::SessionEndReason::Ended)) and its connection, if
+    /// any, is closed (MQTT 5 clients get DISCONNECT with `reason`, e.g.
+    /// [`ReasonCode::NOT_AUTHORIZED`](crate::ReasonCode::NOT_AUTHORIZED)). A client that connects
+    /// again starts a new session. Returns whether the session existed.
+    pub async fn end_session(&self, key: &str, reason: crate::ReasonCode) -> bool {
+        let mut ended = Vec::new();
+        let existed = self.sessions.end(key, reason, &mut ended);
+        self.sessions_ended(ended).await;
+        existed
+    }
+
     /// Discards sessions whose expiry passed; returns how many. Runs periodically by itself.
     pub async fn reap_expired(&self) -> usize {
         let mut ended = Vec::new();

@@ -192,12 +192,18 @@ impl Inner {
     }
 
     fn end(&mut self, reason: SessionEndReason) {
+        let kick = match reason {
+            SessionEndReason::ServerShutdown => CloseReason::ServerShutdown,
+            _ => CloseReason::TakenOver,
+        };
+        self.end_with(reason, kick);
+    }
+
+    /// Ends the session; an attached connection closes for `kick`.
+    fn end_with(&mut self, reason: SessionEndReason, kick: CloseReason) {
         self.ended.get_or_insert(reason);
         if let Some(link) = self.link.take() {
-            link.signal.kick(match reason {
-                SessionEndReason::ServerShutdown => CloseReason::ServerShutdown,
-                _ => CloseReason::TakenOver,
-            });
+            link.signal.kick(kick);
         }
         // Dropping the senders fails the deliveries with `SessionEnded`.
         self.pending.clear();
@@ -872,6 +878,18 @@ impl SessionStore {
                 true
             }
         });
+    }
+
+    /// Ends the session `key`, closing its connection (MQTT 5: DISCONNECT with `reason`).
+    pub(crate) fn end(&self, key: &str, reason: ReasonCode, ended: &mut Ended) -> bool {
+        let mut map = lock(&self.sessions);
+        let Some(session) = map.remove(key) else {
+            return false;
+        };
+        lock(&session.inner).end_with(SessionEndReason::Ended, CloseReason::Kicked(reason));
+        session.space.close();
+        ended.push((session, SessionEndReason::Ended));
+        true
     }
 
     /// Ends every session (server shutdown).

@@ -257,6 +257,11 @@ pub trait Registry: Send + Sync + 'static {
     async fn readable_apps(&self, who: &Principal) -> Result<Option<Vec<String>>>;
     /// A receiver that sees the latest committed revision.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// A receiver that moves whenever a commit (on any node) may have taken access away from
+    /// someone: a token or user deleted, an application's members changed, its ownership moved,
+    /// the configured administrator token replaced. Long-lived sessions check their access
+    /// again when it moves (see `drover_auth::user`).
+    fn subscribe_access(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
     /// Stops background work and closes the store's connections; calls after it fail.

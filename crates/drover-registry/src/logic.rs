@@ -265,10 +265,112 @@ pub fn device_names(dev: &Resource) -> Vec<(&'static str, String)> {
 }
 
 /// Pagination of an in-memory, already filtered and ordered list.
+/// What a reader (who may not change the device) sees of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces the secrets of a device's spec — passwords and password hashes, pre-shared keys,
+/// the header values of external command endpoints (which may carry credentials) — by
+/// [`REDACTED`], keeping their shape (a reader sees that a `pass` credential hashed with
+/// SHA-512 exists, not the hash).
+pub fn redact_secrets(dev: &mut Resource) {
+    fn hide(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(tagged) => {
+                for inner in tagged.values_mut() {
+                    *inner = serde_json::Value::String(REDACTED.into());
+                }
+            }
+            other => *other = serde_json::Value::String(REDACTED.into()),
+        }
+    }
+    for section in ["authentication", "credentials"] {
+        let Some(creds) = dev
+            .spec
+            .get_mut(section)
+            .and_then(|s| s.get_mut("credentials"))
+            .and_then(|c| c.as_array_mut())
+        else {
+            continue;
+        };
+        for c in creds {
+            if let Some(p) = c.get_mut("pass") {
+                hide(p);
+            }
+            if let Some(p) = c.get_mut("user").and_then(|u| u.get_mut("password")) {
+                hide(p);
+            }
+            if let Some(k) = c.get_mut("psk").and_then(|u| u.get_mut("key")) {
+                hide(k);
+            }
+        }
+    }
+    let endpoints = dev
+        .spec
+        .get_mut("commands")
+        .and_then(|c| c.get_mut("commands"))
+        .and_then(|c| c.as_array_mut());
+    for e in endpoints.into_iter().flatten() {
+        let headers = e
+            .get_mut("external")
+            .and_then(|x| x.get_mut("headers"))
+            .and_then(|h| h.as_object_mut());
+        for v in headers.into_iter().flat_map(|h| h.values_mut()) {
+            *v = serde_json::Value::String(REDACTED.into());
+        }
+    }
+}
+
 pub fn page<T>(items: Vec<T>, limit: Option<usize>, offset: usize) -> Vec<T> {
     items
         .into_iter()
         .skip(offset)
         .take(limit.unwrap_or(usize::MAX))
         .collect()
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_redacted_and_shapes_kept() {
+        let mut dev = new_resource(
+            drover_model::ResourceInput {
+                metadata: serde_json::from_value(json!({"name": "d"})).expect("metadata"),
+                spec: serde_json::from_value(json!({
+                    "authentication": {"credentials": [
+                        {"pass": {"sha512": "$6$salt$hash"}},
+                        {"pass": "plain"},
+                        {"user": {"username": "alice", "password": {"bcrypt": "$2b$..."}, "unique": true}},
+                        {"psk": {"key": "c2VjcmV0"}},
+                        {"cert": {}}
+                    ]},
+                    "commands": {"commands": [{"external": {"url": "https://x", "headers": {"Authorization": "Bearer s3cret"}}}]},
+                    "gatewaySelector": {"matchNames": ["gw"]}
+                }))
+                .expect("spec"),
+                ..Default::default()
+            },
+            Some("app"),
+            chrono::Utc::now(),
+        );
+        redact_secrets(&mut dev);
+        let spec = serde_json::to_value(&dev.spec).expect("json");
+        assert_eq!(
+            spec["authentication"]["credentials"],
+            json!([
+                {"pass": {"sha512": REDACTED}},
+                {"pass": REDACTED},
+                {"user": {"username": "alice", "password": {"bcrypt": REDACTED}, "unique": true}},
+                {"psk": {"key": REDACTED}},
+                {"cert": {}}
+            ])
+        );
+        assert_eq!(
+            spec["commands"]["commands"][0]["external"],
+            json!({"url": "https://x", "headers": {"Authorization": REDACTED}})
+        );
+        assert_eq!(spec["gatewaySelector"], json!({"matchNames": ["gw"]}));
+    }
 }

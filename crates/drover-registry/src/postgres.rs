@@ -4,10 +4,11 @@
 //!   (`SELECT … FOR UPDATE` first thing in every write transaction, held until commit), and within
 //!   a node by the registry's writer lock before they take a connection. Revisions are therefore
 //!   allocated, and become visible, strictly in commit order on every node.
-//! - **Other nodes learn of a commit** through `NOTIFY <channel>, '<revision>'`, sent in the write
-//!   transaction (so it is delivered only if, and when, it commits). A background task listens,
-//!   re-reads the counter whenever its connection was (re)established, and polls it every
-//!   [`PgOptions::poll_interval`] in case a notification was lost. It reconnects with backoff
+//! - **Other nodes learn of a commit** through `NOTIFY <channel>, '<revision>'` (or `'access'`
+//!   when the commit moved the access counter, see [`crate::Registry::subscribe_access`]), sent
+//!   in the write transaction (so it is delivered only if, and when, it commits). A background
+//!   task listens, re-reads the counters whenever its connection was (re)established, and polls
+//!   them every [`PgOptions::poll_interval`] in case a notification was lost. It reconnects with backoff
 //!   after PostgreSQL restarts, and stops when the registry is closed or dropped.
 //! - **Failures**: no connection within [`PgOptions::acquire_timeout`], a lost connection or a
 //!   database shutting down become [`RegistryError::Unavailable`]; a transaction the database
@@ -27,7 +28,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::sql::{failure, sql_driver, Fallible, Sql};
-use crate::store::{advance, committed_revision, Backend, SqlRegistry};
+use crate::store::{
+    advance, committed_access, committed_revision, Announcement, Backend, SqlRegistry,
+};
 use crate::{RegistryError, Result};
 
 /// The registry on PostgreSQL.
@@ -172,11 +175,13 @@ impl SqlRegistry<PostgresStore> {
             .connect_lazy_with(base.application_name(&format!("{name}/listener")));
 
         let (revision, _) = watch::channel(committed_revision(&mut pool.clone()).await?);
+        let (access, _) = watch::channel(committed_access(&mut pool.clone()).await?);
         let follower = Follower {
             pool: pool.clone(),
             listen_pool: listen_pool.clone(),
             channel: channel.clone(),
             revision: revision.clone(),
+            access: access.clone(),
             poll_interval: options.poll_interval,
         };
         let follower = tokio::spawn(follower.run()).abort_handle();
@@ -186,7 +191,7 @@ impl SqlRegistry<PostgresStore> {
             channel,
             follower,
         };
-        Ok(Self::new(store, revision))
+        Ok(Self::new(store, revision, access))
     }
 }
 
@@ -228,8 +233,12 @@ impl Backend for PostgresStore {
             .map_err(failure)
     }
 
-    async fn announce(&self, tx: &mut Self::Tx, revision: u64) -> Fallible<()> {
-        let payload = revision.to_string();
+    async fn announce(&self, tx: &mut Self::Tx, what: Announcement) -> Fallible<()> {
+        // Followers re-read both counters on a payload that is not a revision.
+        let payload = match what.access {
+            Some(_) => "access".to_string(),
+            None => what.revision.to_string(),
+        };
         tx.exec(
             "SELECT pg_notify($1, $2)",
             &[self.channel.as_str().into(), payload.as_str().into()],
@@ -255,6 +264,7 @@ struct Follower {
     listen_pool: PgPool,
     channel: String,
     revision: watch::Sender<u64>,
+    access: watch::Sender<u64>,
     poll_interval: Duration,
 }
 
@@ -319,10 +329,19 @@ impl Follower {
         Ok(listener)
     }
 
-    /// Reads the counter; a failure is for the next tick to mend.
+    /// Reads the counters; a failure is for the next tick to mend.
     async fn refresh(&self) {
-        match committed_revision(&mut self.pool.clone()).await {
-            Ok(revision) => advance(&self.revision, revision),
+        let mut db = self.pool.clone();
+        let read = async {
+            let revision = committed_revision(&mut db).await?;
+            let access = committed_access(&mut db).await?;
+            Ok::<_, crate::sql::Failure>((revision, access))
+        };
+        match read.await {
+            Ok((revision, access)) => {
+                advance(&self.revision, revision);
+                advance(&self.access, access);
+            }
             Err(e) => tracing::debug!(
                 "cannot read the registry revision: {}",
                 RegistryError::from(e)

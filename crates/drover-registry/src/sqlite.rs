@@ -15,7 +15,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use crate::sql::{failure, sql_driver, Fallible};
-use crate::store::{committed_revision, Backend, SqlRegistry};
+use crate::store::{committed_access, committed_revision, Announcement, Backend, SqlRegistry};
 use crate::{RegistryError, Result};
 
 /// The embedded SQLite registry.
@@ -107,7 +107,8 @@ impl SqlRegistry<SqliteStore> {
                 ))
             })?;
         let (revision, _) = watch::channel(committed_revision(&mut pool.clone()).await?);
-        Ok(Self::new(SqliteStore { pool }, revision))
+        let (access, _) = watch::channel(committed_access(&mut pool.clone()).await?);
+        Ok(Self::new(SqliteStore { pool }, revision, access))
     }
 }
 
@@ -132,7 +133,7 @@ impl Backend for SqliteStore {
         self.pool.begin().await.map_err(failure)
     }
 
-    async fn announce(&self, _: &mut Self::Tx, _: u64) -> Fallible<()> {
+    async fn announce(&self, _: &mut Self::Tx, _: Announcement) -> Fallible<()> {
         Ok(())
     }
 

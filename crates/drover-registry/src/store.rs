@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use drover_auth::device::{DeviceDirectory, DirectoryError};
+use drover_auth::user::UserDirectory;
 use drover_model::role::permits;
 use drover_model::{Kind, Members, Permission, Principal, Resource, ResourceInput};
 use tokio::sync::{watch, Mutex, MutexGuard};
@@ -53,11 +54,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn begin_write(&self) -> Fallible<Self::Tx>;
     /// Begins a transaction that sees one consistent snapshot.
     async fn begin_read(&self) -> Fallible<Self::Tx>;
-    /// Runs in a write transaction that moved the revision counter, just before the commit.
-    async fn announce(&self, tx: &mut Self::Tx, revision: u64) -> Fallible<()>;
+    /// Runs in a write transaction that moved the revision or access counter, just before the
+    /// commit.
+    async fn announce(&self, tx: &mut Self::Tx, what: Announcement) -> Fallible<()>;
     /// The pool, for statements that need no transaction.
     fn pool(&self) -> Self::Pool;
     async fn close(&self);
+}
+
+/// What a commit tells the other nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Announcement {
+    /// The revision after the commit.
+    pub revision: u64,
+    /// The access counter, when the commit moved it.
+    pub access: Option<u64>,
 }
 
 type Directory<T> = std::result::Result<T, DirectoryError>;
@@ -70,6 +81,11 @@ fn directory<T>(answer: Fallible<T>) -> Directory<T> {
 /// The revision of the last commit.
 pub async fn committed_revision(db: &mut impl Sql) -> Fallible<u64> {
     tables::meta(db, tables::REVISION).await
+}
+
+/// The access counter of the last commit.
+pub async fn committed_access(db: &mut impl Sql) -> Fallible<u64> {
+    tables::meta(db, tables::ACCESS).await
 }
 
 /// Moves the watched revision forward (never back: notifications and local commits race).
@@ -92,6 +108,8 @@ pub struct SqlRegistry<B> {
     writer: Mutex<()>,
     /// The latest committed revision this process knows of.
     revision: watch::Sender<u64>,
+    /// The latest access counter this process knows of.
+    access: watch::Sender<u64>,
 }
 
 fn not_found_app(app: &str) -> RegistryError {
@@ -114,6 +132,11 @@ fn require_admin(who: &Principal) -> Result<()> {
 }
 
 impl AppRow {
+    /// Whether `who` may do `what` with the application.
+    fn permits(&self, who: &Principal, what: Permission) -> bool {
+        permits(who, self.owner.as_deref(), &self.members, what)
+    }
+
     fn authorize(&self, who: &Principal, what: Permission) -> Result<()> {
         let name = &self.doc.metadata.name;
         if !permits(who, self.owner.as_deref(), &self.members, Permission::Read) {
@@ -151,6 +174,8 @@ struct Write<'r, B: Backend> {
     base: u64,
     revision: u64,
     changes: Vec<Change>,
+    /// Whether this write may take access away from someone (moves the access counter).
+    revokes: bool,
     now: DateTime<Utc>,
     _writer: MutexGuard<'r, ()>,
 }
@@ -190,12 +215,27 @@ impl<B: Backend> Write<'_, B> {
         let moved = self.revision != self.base;
         if moved {
             tables::set_revision(&mut self.tx, self.revision).await?;
-            let backend = &self.registry.backend;
-            backend.announce(&mut self.tx, self.revision).await?;
+        }
+        let access = match self.revokes {
+            true => Some(tables::bump_access(&mut self.tx).await?),
+            false => None,
+        };
+        if moved || access.is_some() {
+            let announcement = Announcement {
+                revision: self.revision,
+                access,
+            };
+            self.registry
+                .backend
+                .announce(&mut self.tx, announcement)
+                .await?;
         }
         self.tx.commit().await?;
         if moved {
             advance(&self.registry.revision, self.revision);
+        }
+        if let Some(access) = access {
+            advance(&self.registry.access, access);
         }
         Ok(())
     }
@@ -275,12 +315,18 @@ impl<B: Backend> Write<'_, B> {
 }
 
 impl<B: Backend> SqlRegistry<B> {
-    /// The registry over `backend`, whose last commit is `revision`.
-    pub(crate) fn new(backend: B, revision: watch::Sender<u64>) -> Self {
+    /// The registry over `backend`, whose last commit is `revision` with the access counter at
+    /// `access` (the backend may move both watches on other nodes' commits).
+    pub(crate) fn new(
+        backend: B,
+        revision: watch::Sender<u64>,
+        access: watch::Sender<u64>,
+    ) -> Self {
         Self {
             backend,
             writer: Mutex::new(()),
             revision,
+            access,
         }
     }
 
@@ -300,6 +346,7 @@ impl<B: Backend> SqlRegistry<B> {
             base: revision,
             revision,
             changes: Vec::new(),
+            revokes: false,
             now: Utc::now(),
             _writer: writer,
         })
@@ -500,10 +547,14 @@ impl<B: Backend> Registry for SqlRegistry<B> {
 
     async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource> {
         let mut db = self.backend.pool();
-        readable_app(&mut db, who, app).await?;
-        Ok(tables::load_device(&mut db, app, device)
+        let row = readable_app(&mut db, who, app).await?;
+        let mut dev = tables::load_device(&mut db, app, device)
             .await?
-            .ok_or_else(|| not_found_device(app, device))?)
+            .ok_or_else(|| not_found_device(app, device))?;
+        if !row.permits(who, Permission::Write) {
+            logic::redact_secrets(&mut dev);
+        }
+        Ok(dev)
     }
 
     async fn list_devices(
@@ -513,9 +564,12 @@ impl<B: Backend> Registry for SqlRegistry<B> {
         opts: &ListOptions,
     ) -> Result<Listing<Resource>> {
         let (mut tx, revision) = self.read().await?;
-        readable_app(&mut tx, who, app).await?;
+        let row = readable_app(&mut tx, who, app).await?;
         let mut items = tables::all_devices(&mut tx, app).await?;
         items.retain(|d| opts.selector.matches(&d.metadata.labels));
+        if !row.permits(who, Permission::Write) {
+            items.iter_mut().for_each(logic::redact_secrets);
+        }
         Ok(Listing {
             items: logic::page(items, opts.limit, opts.offset),
             revision,
@@ -624,6 +678,7 @@ impl<B: Backend> Registry for SqlRegistry<B> {
             }
             row.members = doc.members.clone();
             row.members_version = uuid::Uuid::new_v4().to_string();
+            w.revokes = true;
             w.save_app(&row).await?;
             w.commit().await
         })
@@ -670,6 +725,7 @@ impl<B: Backend> Registry for SqlRegistry<B> {
                 .into());
             }
             row.owner = row.transfer_to.take();
+            w.revokes = true;
             w.save_app(&row).await?;
             w.commit().await
         })
@@ -793,6 +849,7 @@ impl<B: Backend> Registry for SqlRegistry<B> {
             if !tables::delete_user(&mut w.tx, name).await? {
                 return Err(RegistryError::NotFound(format!("user '{name}' not found")).into());
             }
+            w.revokes = true;
             // Apps the user owned stay, owned by nobody (only system administrators reach them);
             // memberships and pending transfers to the user end, so a new user of the same name
             // inherits nothing.
@@ -865,9 +922,22 @@ impl<B: Backend> Registry for SqlRegistry<B> {
     async fn delete_token(&self, who: &Principal, prefix: &str) -> Result<()> {
         self.retry(move || async move {
             let mut w = self.begin_write().await?;
+            if who.name() == ADMIN_USER
+                && tables::count_tokens(&mut w.tx, ADMIN_USER).await? == 1
+                && tables::tokens(&mut w.tx, ADMIN_USER)
+                    .await?
+                    .iter()
+                    .any(|t| t.prefix == prefix)
+            {
+                return Err(RegistryError::Conflict(format!(
+                    "token '{prefix}' is the last access token of the system administrator '{ADMIN_USER}': create another one first (POST /api/tokens/v1alpha1), or the installation can only be recovered by restarting with DROVER_ADMIN_TOKEN"
+                ))
+                .into());
+            }
             if !tables::delete_token(&mut w.tx, who.name(), prefix).await? {
                 return Err(RegistryError::NotFound(format!("token '{prefix}' not found")).into());
             }
+            w.revokes = true;
             w.commit().await
         })
         .await
@@ -937,6 +1007,10 @@ impl<B: Backend> Registry for SqlRegistry<B> {
         self.revision.subscribe()
     }
 
+    fn subscribe_access(&self) -> watch::Receiver<u64> {
+        self.access.subscribe()
+    }
+
     async fn ping(&self) -> Result<()> {
         committed_revision(&mut self.backend.pool()).await?;
         Ok(())
@@ -964,5 +1038,20 @@ impl<B: Backend> DeviceDirectory for SqlRegistry<B> {
 
     async fn applications_by_trust_anchor(&self, subject: &str) -> Directory<Vec<Resource>> {
         directory(tables::apps_by_trust_anchor(&mut self.backend.pool(), subject).await)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> UserDirectory for SqlRegistry<B> {
+    async fn token_owner(&self, token_hash: &str) -> Directory<Option<(String, bool)>> {
+        directory(tables::token_owner_by_hash(&mut self.backend.pool(), token_hash).await)
+    }
+
+    async fn user_admin(&self, user: &str) -> Directory<Option<bool>> {
+        directory(tables::user_admin(&mut self.backend.pool(), user).await)
+    }
+
+    fn access_changes(&self) -> watch::Receiver<u64> {
+        self.access.subscribe()
     }
 }

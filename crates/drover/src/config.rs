@@ -14,11 +14,13 @@ pub mod value;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use args::{ServeArgs, SettingArgs, MIGRATE, SERVE};
 pub use value::redacted_url;
 use value::{
-    any, at_least, at_least_usize, between, http_url, Codec, Hidden, Listen, Plain, UrlWithPassword,
+    any, at_least, at_least_usize, between, duration_between, http_url, Codec, Hidden, Listen,
+    Plain, UrlWithPassword,
 };
 
 /// A configuration problem: exit code 64 with this one line.
@@ -178,8 +180,20 @@ settings! {
     event_retention_days: u32 = "7", "DAYS", BOTH, at_least::<1, u32>, Plain;
     /// Most bytes kept per application stream (oldest events go first).
     event_retention_bytes: u64 = "1073741824", "BYTES", BOTH, at_least::<1048576, u64>, Plain;
-    /// WebSocket consumers this many events behind are disconnected.
-    ws_max_lag: u64 = "10000", "EVENTS", SERVE, any, Plain;
+    /// WebSocket streams opened live (no group offset, not from=earliest) this many events behind the end of the stream are disconnected (0: never; replays are never cut off for lag).
+    ws_max_lag: u64 = "0", "EVENTS", SERVE, any, Plain;
+    /// WebSocket clients that take no frame for this long are disconnected (1008).
+    ws_send_timeout: Duration = "30s", "DURATION", SERVE, timeout, Plain;
+    /// Integration connections (WebSocket streams and MQTT integration connections together) one user may hold open on this node (0: no limit).
+    integration_max_connections_per_user: usize = "100", "N", SERVE, any, Plain;
+    /// Throttle failed authentications (device HTTP and MQTT, API, integrations): lock out addresses, slow down attacked identities.
+    auth_throttle: bool = "true", "BOOL", SERVE, any, Plain;
+    /// Failed authentications allowed per address (and per identity) before delays start.
+    auth_free_failures: u32 = "5", "N", SERVE, any, Plain;
+    /// Longest lockout of an address after failed authentications (each further failure doubles it from 1 s).
+    auth_max_delay: Duration = "60s", "DURATION", SERVE, timeout, Plain;
+    /// Longest wait of the answer to a failed authentication of an identity under attack (a right credential is never delayed).
+    auth_identity_max_delay: Duration = "2s", "DURATION", SERVE, timeout, Plain;
     /// Most subscriptions one MQTT session holds (device endpoint and MQTT integration); more are refused with Quota exceeded.
     mqtt_max_subscriptions: usize = "100", "N", SERVE, at_least_usize::<1>, Plain;
     /// Most topic filters in one MQTT SUBSCRIBE; the rest are refused with Quota exceeded.
@@ -222,6 +236,11 @@ settings! {
 
 // Checks of single settings (the problem in words; the setting's name is added).
 // They take `&String` where the setting is a `String`: the table calls them as `fn(&T)`.
+
+/// A timeout or delay: from 100 ms to one day.
+fn timeout(d: &Duration) -> Result<(), String> {
+    duration_between::<100, 86_400>(d)
+}
 
 fn topic_length(v: &usize) -> Result<(), String> {
     between::<16, 65535, u64>(&(*v as u64))
@@ -562,23 +581,25 @@ mod tests {
         assert_eq!(c.database_schema.as_deref(), Some("drover_a"));
     }
 
+    /// `DROVER_BLESS=1 cargo test -p drover --lib the_deployment` rewrites the table.
     #[test]
     fn the_deployment_guide_lists_every_setting() {
-        let doc = include_str!("../../../docs/deployment.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/deployment.md");
+        let doc = std::fs::read_to_string(path).unwrap();
         let begin = "<!-- settings:begin (generated from crates/drover/src/config.rs) -->\n";
         let end = "<!-- settings:end -->";
-        let start = doc.find(begin).map(|i| i + begin.len());
-        let stop = doc.find(end);
-        let (Some(start), Some(stop)) = (start, stop) else {
-            panic!(
-                "docs/deployment.md lacks the settings markers; paste:\n{begin}{}{end}",
-                Config::markdown()
-            );
+        let (Some(start), Some(stop)) = (doc.find(begin).map(|i| i + begin.len()), doc.find(end))
+        else {
+            panic!("docs/deployment.md lacks the settings markers {begin:?} … {end:?}");
         };
-        assert_eq!(
-            &doc[start..stop],
-            Config::markdown(),
-            "docs/deployment.md's settings table is out of date; replace it with the above"
-        );
+        let table = Config::markdown();
+        if doc[start..stop] != table {
+            if std::env::var_os("DROVER_BLESS").is_some() {
+                let fixed = format!("{}{table}{}", &doc[..start], &doc[stop..]);
+                std::fs::write(path, fixed).unwrap();
+                return;
+            }
+            panic!("docs/deployment.md's settings table is out of date: run DROVER_BLESS=1 cargo test -p drover --lib the_deployment");
+        }
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use drover_api::{ApiSettings, ApiState};
 use drover_auth::device::{DeviceAuthenticator, DeviceDirectory};
+use drover_auth::throttle::{Throttle, ThrottleConfig};
+use drover_auth::user::{UserAuthenticator, UserDirectory};
 use drover_auth::{OidcConfig, OidcValidator};
 use drover_bus::cluster::{ClusterConfig, NatsPeers, TakeoverHandler};
 use drover_bus::commands::{CommandRouter, RouterConfig};
@@ -16,6 +18,7 @@ use drover_bus::nats::{JetStreamConfig, JetStreamLog};
 use drover_bus::{EventLog, StreamKey};
 use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
+use drover_integrations::limits::UserConnections;
 use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
 use drover_model::Kind;
 use drover_mqtt::{MqttConfig, MqttServer};
@@ -134,6 +137,17 @@ async fn bind(
     })
 }
 
+/// Failed-authentication throttling, as configured.
+fn throttle_config(config: &Config) -> ThrottleConfig {
+    ThrottleConfig {
+        enabled: config.auth_throttle,
+        free_failures: config.auth_free_failures,
+        max_delay: config.auth_max_delay,
+        max_identity_delay: config.auth_identity_max_delay,
+        ..ThrottleConfig::default()
+    }
+}
+
 /// The MQTT settings both MQTT listeners (devices, integration) share.
 fn mqtt_config(config: &Config) -> MqttConfig {
     MqttConfig {
@@ -218,9 +232,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tracing::warn!("this node serves TLS with a development CA of its own: devices that trust it cannot connect to other nodes; give every node the same --tls-cert / --tls-key");
     }
 
-    let (registry, directory): (Arc<dyn Registry>, Arc<dyn DeviceDirectory>) = match &config
-        .database_url
-    {
+    type Directories = (
+        Arc<dyn Registry>,
+        Arc<dyn DeviceDirectory>,
+        Arc<dyn UserDirectory>,
+    );
+    let (registry, directory, user_directory): Directories = match &config.database_url {
         Some(url) => {
             let pg = Arc::new(
                     PostgresRegistry::connect(
@@ -238,7 +255,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                         ))
                     })?,
                 );
-            (pg.clone(), pg)
+            (pg.clone(), pg.clone(), pg)
         }
         None => {
             let sqlite = Arc::new(
@@ -246,7 +263,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     .await
                     .map_err(|e| StartError::Runtime(e.to_string()))?,
             );
-            (sqlite.clone(), sqlite)
+            (sqlite.clone(), sqlite.clone(), sqlite)
         }
     };
     let token_file = config.data_dir.join("admin-token");
@@ -357,7 +374,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         log.clone(),
         config.instance.clone(),
     ));
-    let authenticator = Arc::new(DeviceAuthenticator::new(directory.clone()));
+    let throttle = Arc::new(Throttle::new(throttle_config(&config)));
+    let authenticator = Arc::new(DeviceAuthenticator::with_throttle(
+        directory.clone(),
+        throttle.clone(),
+    ));
 
     let http = reqwest_client()?;
     let oidc = config.oidc().map(|o| {
@@ -371,7 +392,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             http.clone(),
         )
     });
-    let oidc_validator = oidc.clone();
+    let users = Arc::new(UserAuthenticator::new(
+        user_directory,
+        oidc,
+        throttle.clone(),
+    ));
+    let user_connections = UserConnections::new(config.integration_max_connections_per_user);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let advertised_http = http_addr.map(|a| a.port());
@@ -384,7 +410,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         registry: registry.clone(),
         log: Some(log.clone()),
         commands: Some(command_service.clone()),
-        oidc,
+        users: users.clone(),
+        user_connections: user_connections.clone(),
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
             fallback_host: "localhost".into(),
@@ -419,6 +446,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 v
             }),
             ws_max_lag: config.ws_max_lag,
+            ws_send_timeout: config.ws_send_timeout,
             readiness: Some(readiness(registry.clone(), nats.clone(), jetstream.clone())),
         }),
         shutdown: stop_rx.clone(),
@@ -491,14 +519,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let mut integration = IntegrationPolicy::new(
         registry.clone(),
-        oidc_validator.clone(),
+        users.clone(),
         log.clone(),
         IntegrationSettings {
             max_lag: config.integration_max_lag,
             ..IntegrationSettings::default()
         },
     )
-    .with_commands(command_service.clone());
+    .with_commands(command_service.clone())
+    .with_user_connections(user_connections.clone());
     if let Some(client) = &nats {
         integration = integration.with_group_peers(drover_bus::cluster::NatsGroups::new(
             client.clone(),

@@ -251,7 +251,8 @@ fn numbers_that_are_not_numbers_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drover.toml");
     std::fs::write(&file, "http_body_limit = \"abc\"\n").unwrap();
-    let variants: [(&str, Box<dyn Fn(&mut std::process::Command)>); 3] = [
+    type Set<'a> = Box<dyn Fn(&mut std::process::Command) + 'a>;
+    let variants: [(&str, Set<'_>); 3] = [
         (
             "flag",
             Box::new(|c| {

@@ -129,7 +129,12 @@ impl Env {
                 .await
                 .expect("log"),
         );
-        let policy = IntegrationPolicy::new(registry.clone(), None, log.clone(), settings);
+        let policy = IntegrationPolicy::new(
+            registry.clone(),
+            users(registry.clone()),
+            log.clone(),
+            settings,
+        );
         let server = policy.into_server(mqtt);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -493,4 +498,13 @@ impl V5 {
     pub fn kill(self) {
         self.task.abort();
     }
+}
+
+/// The user authenticator of a test server: access tokens of `registry`, nothing throttled.
+pub fn users(registry: Arc<SqliteRegistry>) -> Arc<drover_auth::user::UserAuthenticator> {
+    Arc::new(drover_auth::user::UserAuthenticator::new(
+        registry,
+        None,
+        Arc::new(drover_auth::throttle::Throttle::disabled()),
+    ))
 }

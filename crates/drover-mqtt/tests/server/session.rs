@@ -330,3 +330,60 @@ async fn session_limit_refuses_new_sessions() {
         v5::ConnectAckReason::Success
     );
 }
+
+#[tokio::test]
+async fn the_policy_can_end_a_session_and_its_connection() {
+    let ts = TestServer::default().await;
+    let mut raw = ts.raw().await;
+    raw.connect_v5(v5::Connect {
+        username: Some("session:app/ended".into()),
+        clean_start: false,
+        session_expiry_interval_secs: 600,
+        ..v5_connect("ended")
+    })
+    .await;
+    raw.send_v5(v5::Packet::Subscribe(v5::Subscribe {
+        packet_id: pid(1),
+        id: None,
+        user_properties: Vec::new(),
+        topic_filters: vec![("a/b".into(), Default::default())],
+    }))
+    .await;
+    assert!(matches!(
+        raw.recv_v5().await,
+        Some(v5::Packet::SubscribeAck(_))
+    ));
+    let key = "app/ended";
+    let handle = ts.handle(key);
+    assert!(
+        ts.server
+            .end_session(key, drover_mqtt::ReasonCode::NOT_AUTHORIZED)
+            .await
+    );
+    assert_eq!(expect_disconnect(&mut raw).await, 0x87);
+    assert!(handle.is_ended());
+    assert!(ts.server.session(key).is_none());
+    ts.rec
+        .wait("session_ended", |e| {
+            matches!(e, Ev::SessionEnded { key: k, reason: SessionEndReason::Ended } if k == key)
+                .then_some(())
+        })
+        .await;
+    // Connecting again starts over: no session present, no subscriptions.
+    let mut again = ts.raw().await;
+    let ack = again
+        .connect_v5(v5::Connect {
+            username: Some("session:app/ended".into()),
+            clean_start: false,
+            session_expiry_interval_secs: 600,
+            ..v5_connect("ended")
+        })
+        .await;
+    assert!(!ack.session_present);
+    assert!(ts.handle(key).subscriptions().is_empty());
+    assert!(
+        !ts.server
+            .end_session("no/such", drover_mqtt::ReasonCode::NOT_AUTHORIZED)
+            .await
+    );
+}

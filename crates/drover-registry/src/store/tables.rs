@@ -68,6 +68,15 @@ pub async fn set_revision(db: &mut impl Sql, revision: u64) -> Fallible<()> {
     Ok(())
 }
 
+pub const ACCESS: &str = "SELECT access FROM meta WHERE id = 1";
+
+/// Moves the access counter (in a write transaction, which holds the `meta` row) and returns it.
+pub async fn bump_access(db: &mut impl Sql) -> Fallible<u64> {
+    db.exec("UPDATE meta SET access = access + 1 WHERE id = 1", &[])
+        .await?;
+    meta(db, ACCESS).await
+}
+
 pub async fn compacted(db: &mut impl Sql) -> Fallible<u64> {
     meta(db, "SELECT compacted FROM meta WHERE id = 1").await
 }
@@ -433,12 +442,16 @@ pub async fn delete_token(db: &mut impl Sql, user: &str, prefix: &str) -> Fallib
 
 /// The owner of the token and whether it is a system administrator.
 pub async fn token_owner(db: &mut impl Sql, token: &str) -> Fallible<Option<(String, bool)>> {
-    let hash = drover_auth::token::hash(token);
+    token_owner_by_hash(db, &drover_auth::token::hash(token)).await
+}
+
+/// The owner of the token stored under `hash`, and whether they are an administrator.
+pub async fn token_owner_by_hash(
+    db: &mut impl Sql,
+    hash: &str,
+) -> Fallible<Option<(String, bool)>> {
     let sql = "SELECT t.user_name, u.admin FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.hash = $1";
-    map_row(db, sql, &[hash.as_str().into()], |r| {
-        Ok((r.text(0)?, r.flag(1)?))
-    })
-    .await
+    map_row(db, sql, &[hash.into()], |r| Ok((r.text(0)?, r.flag(1)?))).await
 }
 
 // the outbox

@@ -6,10 +6,52 @@ use drover_registry::{AdminBootstrap, RegistryError};
 use crate::{admin, user, Subject};
 
 conformance!(
+    access_changes_move_with_every_revocation,
     tokens_authenticate_until_deleted,
     the_administrator_is_bootstrapped_once,
     only_administrators_manage_users,
 );
+
+/// Every commit that may take access away moves `subscribe_access` (and the user directory's
+/// `access_changes`), and nothing else does.
+async fn access_changes_move_with_every_revocation(reg: Subject) {
+    use drover_auth::user::UserDirectory as _;
+    let access = reg.subscribe_access();
+    let seen = || *access.borrow();
+    let directory_seen = reg.access_changes();
+    let start = seen();
+    crate::new_app(&reg, "acc").await;
+    let app = "acc";
+    assert_eq!(seen(), start, "creating an application revokes nothing");
+    let (_, t1) = reg.create_user(&admin(), "alice", false).await.unwrap();
+    let alice = user("alice");
+    let t2 = reg.create_token(&alice, None).await.unwrap();
+    assert_eq!(seen(), start, "creating users and tokens revokes nothing");
+    let members = drover_registry::MembersDoc {
+        resource_version: None,
+        members: serde_json::from_value(serde_json::json!({"alice": {"role": "reader"}})).unwrap(),
+    };
+    reg.set_members(&admin(), app, members.clone())
+        .await
+        .unwrap();
+    let after_members = seen();
+    assert!(after_members > start, "changing members moves it");
+    reg.set_members(&admin(), app, members).await.unwrap();
+    assert_eq!(
+        seen(),
+        after_members,
+        "an unchanged member list writes nothing"
+    );
+    reg.delete_token(&alice, &t1.prefix).await.unwrap();
+    let after_token = seen();
+    assert!(after_token > after_members, "deleting a token moves it");
+    reg.delete_user(&admin(), "alice").await.unwrap();
+    assert!(seen() > after_token, "deleting a user moves it");
+    assert_eq!(*directory_seen.borrow(), seen());
+    // The token hash directory answers by hash, and forgets deleted users' tokens.
+    let hash = drover_auth::token::hash(&t2.token);
+    assert_eq!(reg.token_owner(&hash).await.unwrap(), None);
+}
 
 fn is_unauthorized<T: std::fmt::Debug>(res: Result<T, RegistryError>) {
     assert_err!(res, Unauthorized);

@@ -62,15 +62,16 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use drover_auth::device::DeviceDirectory;
+use drover_auth::user::UserDirectory;
 use drover_model::{Principal, Resource, ResourceInput};
 use drover_registry::{PgOptions, PostgresRegistry, Registry, SqliteRegistry};
 use sqlx::Connection;
 
-/// What a check gets: a registry that is also a device directory.
+/// What a check gets: a registry that is also a device and a user directory.
 pub type Subject = Arc<dyn Store>;
 
-pub trait Store: Registry + DeviceDirectory {}
-impl<T: Registry + DeviceDirectory> Store for T {}
+pub trait Store: Registry + DeviceDirectory + UserDirectory {}
+impl<T: Registry + DeviceDirectory + UserDirectory> Store for T {}
 
 /// Creates an application with nothing but a name, as the system administrator.
 pub async fn new_app(reg: &Subject, name: &str) -> Resource {

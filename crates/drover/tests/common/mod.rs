@@ -87,6 +87,9 @@ pub fn config(data_dir: &Path) -> Config {
         integration_mqtt_addr: Some("127.0.0.1:0".parse().unwrap()),
         integration_mqtts_addr: Some("127.0.0.1:0".parse().unwrap()),
         admin_token: Some(ADMIN_TOKEN.to_string()),
+        // Every test client comes from 127.0.0.1, and many tests send wrong credentials on
+        // purpose: throttling is tested on its own (tests/brute_force.rs).
+        auth_throttle: false,
         ..Config::default()
     }
 }
