@@ -15,7 +15,6 @@ conformance!(
 /// Every commit that may take access away moves `subscribe_access` (and the user directory's
 /// `access_changes`), and nothing else does.
 async fn access_changes_move_with_every_revocation(reg: Subject) {
-    use drover_auth::user::UserDirectory as _;
     let access = reg.subscribe_access();
     let seen = || *access.borrow();
     let directory_seen = reg.access_changes();
