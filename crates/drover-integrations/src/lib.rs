@@ -7,4 +7,5 @@
 pub mod cloudevent;
 pub mod commands;
 pub mod mqtt;
+pub mod outbound;
 pub mod websocket;
