@@ -59,6 +59,9 @@ pub struct ApiSettings {
     pub ws_max_lag: u64,
     /// Readiness probe of the backends (`None`: ready while running).
     pub readiness: Option<ReadinessFn>,
+    /// The outbound address policy: devices whose external command endpoints it refuses
+    /// (literal addresses, `localhost`) are refused at write time (400).
+    pub outbound: Arc<drover_integrations::outbound::OutboundPolicy>,
 }
 
 impl Default for ApiSettings {
@@ -72,6 +75,7 @@ impl Default for ApiSettings {
             endpoints: Arc::new(|_| Vec::new()),
             ws_max_lag: 10_000,
             readiness: None,
+            outbound: Arc::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use drover_integrations::outbound::{AllowEntry, OutboundPolicy};
 use serde::{Deserialize, Serialize};
 
 /// A configuration problem: exit code 64 with this one line.
@@ -99,6 +100,11 @@ pub struct ServeArgs {
     /// Seconds to wait for requests to finish on shutdown [default: 10].
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// Exceptions to the outbound address policy, comma-separated CIDRs, addresses or host
+    /// names that tenant-configured URLs (external command endpoints) may reach although they
+    /// are loopback, link-local, private, … [default: none].
+    #[arg(long, env = "DROVER_OUTBOUND_ALLOW", value_name = "CIDR|HOST,...")]
+    pub outbound_allow: Option<String>,
     /// The cluster's backends (PostgreSQL, NATS JetStream).
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -164,6 +170,7 @@ struct FileConfig {
     api_body_limit: Option<usize>,
     shutdown_grace: Option<u64>,
     change_retention_days: Option<u32>,
+    outbound_allow: Option<OutboundAllowList>,
     database_url: Option<String>,
     database_schema: Option<String>,
     database_max_connections: Option<u32>,
@@ -171,6 +178,14 @@ struct FileConfig {
     nats_prefix: Option<String>,
     nats_replicas: Option<usize>,
     oidc: Option<FileOidc>,
+}
+
+/// `outbound_allow` in the file: a list, or one comma-separated string like the flag.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OutboundAllowList {
+    List(Vec<String>),
+    Joined(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +243,8 @@ pub struct Config {
     pub api_body_limit: usize,
     pub shutdown_grace: u64,
     pub change_retention_days: u32,
+    /// Exceptions to the outbound address policy (CIDRs and host names).
+    pub outbound_allow: Vec<AllowEntry>,
     /// The PostgreSQL registry (`None`: embedded SQLite).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redact_url")]
     pub database_url: Option<String>,
@@ -290,6 +307,7 @@ impl std::fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("public_url", &self.public_url)
+            .field("outbound_allow", &self.outbound_allow)
             .field("api_body_limit", &self.api_body_limit)
             .field(
                 "database_url",
@@ -326,6 +344,7 @@ impl Default for Config {
             api_body_limit: 1024 * 1024,
             shutdown_grace: 10,
             change_retention_days: 7,
+            outbound_allow: Vec::new(),
             database_url: None,
             database_schema: None,
             database_max_connections: 16,
@@ -370,6 +389,22 @@ fn http_url(value: &str, key: &str, flag: &str, env: &str) -> Result<String, Con
             "invalid {key} '{value}': expected an http(s) URL (set {flag} / {env} or '{key}' in the config file)"
         )))
     }
+}
+
+/// The allow-list of the outbound address policy: the flag (or environment) replaces the file's.
+fn outbound_allow(
+    arg: Option<String>,
+    file: Option<OutboundAllowList>,
+) -> Result<Vec<AllowEntry>, ConfigError> {
+    let (joined, from) = match (arg, file) {
+        (Some(a), _) => (a, "--outbound-allow / DROVER_OUTBOUND_ALLOW"),
+        (None, Some(OutboundAllowList::Joined(j))) => (j, "'outbound_allow' in the config file"),
+        (None, Some(OutboundAllowList::List(l))) => {
+            (l.join(","), "'outbound_allow' in the config file")
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    OutboundPolicy::parse_list(&joined).map_err(|e| ConfigError(format!("{e} (set {from})")))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -526,6 +561,7 @@ impl Config {
                 "change_retention_days must be at least 1 (set --change-retention-days / DROVER_CHANGE_RETENTION_DAYS)".into(),
             ));
         }
+        let outbound_allow = outbound_allow(args.outbound_allow, file.outbound_allow)?;
         let database_url = args
             .cluster
             .database_url
@@ -661,6 +697,7 @@ impl Config {
             api_body_limit,
             shutdown_grace,
             change_retention_days,
+            outbound_allow,
             database_url,
             database_schema,
             database_max_connections,
@@ -744,6 +781,49 @@ mod tests {
         );
         assert!(!t.contains("hunter2") && !t.contains("natspassword"), "{t}");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn outbound_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "outbound_allow = [\"10.0.0.0/8\", \"lns.internal\"]\n").unwrap();
+        let load = |flag: Option<&str>| {
+            Config::load(ServeArgs {
+                config: Some(f.clone()),
+                outbound_allow: flag.map(str::to_string),
+                ..Default::default()
+            })
+        };
+        let shown = |c: &Config| {
+            c.outbound_allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(&load(None).unwrap()), ["10.0.0.0/8", "lns.internal"]);
+        assert!(load(None)
+            .unwrap()
+            .to_toml()
+            .contains("outbound_allow = [\"10.0.0.0/8\", \"lns.internal\"]"));
+        // The flag replaces the file's list; empty means none.
+        assert_eq!(
+            shown(&load(Some("127.0.0.1, ::1")).unwrap()),
+            ["127.0.0.1/32", "::1/128"]
+        );
+        assert!(load(Some("")).unwrap().outbound_allow.is_empty());
+        let e = load(Some("127.0.0.1,10.0.0.0/33")).unwrap_err();
+        assert!(e.0.contains("'10.0.0.0/33'"), "{e}");
+        assert!(
+            e.0.contains("--outbound-allow / DROVER_OUTBOUND_ALLOW"),
+            "{e}"
+        );
+        // One string in the file, like the flag.
+        std::fs::write(&f, "outbound_allow = \"192.168.0.0/16,bad host\"\n").unwrap();
+        let e = load(None).unwrap_err();
+        assert!(e.0.contains("'bad host'"), "{e}");
+        assert!(e.0.contains("'outbound_allow' in the config file"), "{e}");
+        assert!(Config::default().outbound_allow.is_empty());
     }
 
     #[test]
