@@ -121,6 +121,12 @@ impl From<drover_model::ValidationError> for ApiError {
     }
 }
 
+impl From<drover_integrations::commands::EndpointRefused> for ApiError {
+    fn from(e: drover_integrations::commands::EndpointRefused) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

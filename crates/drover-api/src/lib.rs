@@ -60,6 +60,9 @@ pub struct ApiSettings {
     pub ws_send_timeout: std::time::Duration,
     /// Readiness probe of the backends (`None`: ready while running).
     pub readiness: Option<ReadinessFn>,
+    /// The outbound address policy: devices whose external command endpoints it refuses
+    /// (literal addresses, `localhost`) are refused at write time (400).
+    pub outbound: Arc<drover_integrations::outbound::OutboundPolicy>,
 }
 
 impl Default for ApiSettings {
@@ -74,6 +77,7 @@ impl Default for ApiSettings {
             ws_max_lag: 0,
             ws_send_timeout: std::time::Duration::from_secs(30),
             readiness: None,
+            outbound: Arc::default(),
         }
     }
 }

@@ -68,6 +68,16 @@ fn created(location: String, res: Resource) -> Response {
     resp
 }
 
+/// External command endpoints the outbound address policy refuses outright (a literal address or
+/// `localhost`) are refused before the registry sees the device; names are judged when a command
+/// is sent.
+fn check_command_endpoints(s: &ApiState, input: &ResourceInput) -> ApiResult<()> {
+    Ok(drover_integrations::commands::check_endpoints(
+        &s.settings.outbound,
+        &input.spec,
+    )?)
+}
+
 /// `DELETE` bodies: optional `{"preconditions": {"uid", "resourceVersion"}}`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +195,7 @@ async fn create_device(
     Path(app): Path<String>,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> ApiResult<Response> {
+    check_command_endpoints(&s, &input)?;
     let dev = s.registry.create_device(&who, &app, input).await?;
     Ok(created(
         format!(
@@ -217,6 +228,7 @@ async fn update_device(
     Path((app, device)): Path<(String, String)>,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> ApiResult<StatusCode> {
+    check_command_endpoints(&s, &input)?;
     s.registry.update_device(&who, &app, &device, input).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,6 +12,8 @@ use drover_model::{Event, Permission, Principal};
 use drover_registry::{Registry, RegistryError};
 use tokio::sync::oneshot;
 
+use crate::outbound::{OutboundClient, OutboundError, OutboundPolicy, OutboundRefusal};
+
 /// Longest time (seconds) a caller may wait for a reply.
 pub const MAX_TIMEOUT: u64 = 300;
 /// Longest time (seconds) a command may wait for an offline device.
@@ -42,7 +44,73 @@ pub enum SendError {
     #[error(transparent)]
     Routing(#[from] CommandError),
     #[error("the external command endpoint failed: {0}")]
-    External(String),
+    External(#[source] ExternalError),
+}
+
+/// Why an external command endpoint did not take a command.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    #[error("invalid method '{method}' for {url}")]
+    Method {
+        url: String,
+        method: String,
+        #[source]
+        source: axum::http::method::InvalidMethod,
+    },
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+}
+
+impl ExternalError {
+    /// Worth another attempt: the endpoint may be back (connection errors, time-outs, 5xx; not
+    /// a request that cannot be built, e.g. a bad header).
+    fn is_transient(&self) -> bool {
+        match self {
+            ExternalError::Status { status, .. } => status.is_server_error(),
+            ExternalError::Outbound(OutboundError::Transport(e)) => !e.is_builder(),
+            _ => false,
+        }
+    }
+}
+
+/// An external command endpoint in a device's spec that the outbound address policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("spec.commands: the external endpoint '{url}' is {source}")]
+pub struct EndpointRefused {
+    pub url: String,
+    #[source]
+    pub source: OutboundRefusal,
+}
+
+/// Write-time check of a device's `spec.commands`: refuses external endpoints whose URL names a
+/// literal address or `localhost` the policy does not allow. Host names are judged when a command
+/// is sent (on what they resolve to then); a section that does not parse is left to the
+/// registry's validation.
+pub fn check_endpoints(
+    policy: &OutboundPolicy,
+    spec: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), EndpointRefused> {
+    let Some(section) = spec.get("commands") else {
+        return Ok(());
+    };
+    let Ok(commands) = serde_json::from_value::<drover_model::spec::Commands>(section.clone())
+    else {
+        return Ok(());
+    };
+    for drover_model::spec::CommandEndpoint::External(e) in commands.commands {
+        if let Ok(url) = reqwest::Url::parse(&e.url) {
+            policy.check_url(&url).map_err(|source| EndpointRefused {
+                url: e.url.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// A sent command; with a timeout, the reply to wait for.
@@ -58,7 +126,7 @@ pub struct CommandService {
     router: Arc<CommandRouter>,
     log: Arc<dyn EventLog>,
     instance: String,
-    http: reqwest::Client,
+    outbound: OutboundClient,
 }
 
 /// Attempts of an external endpoint call.
@@ -95,65 +163,71 @@ fn validate(req: &CommandRequest) -> Result<(), SendError> {
 }
 
 impl CommandService {
+    /// `outbound` makes the calls to external endpoints (under the outbound address policy).
     pub fn new(
         registry: Arc<dyn Registry>,
         router: Arc<CommandRouter>,
         log: Arc<dyn EventLog>,
         instance: String,
+        outbound: OutboundClient,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(EXTERNAL_TIMEOUT)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             registry,
             router,
             log,
             instance,
-            http,
+            outbound,
         }
     }
 
     /// Calls an external endpoint (`spec.commands.commands[].external` of the device or of a
     /// gateway): `{"application", "device", "command", "payload": base64}` by default method
-    /// POST, retried on connection errors and 5xx. Returns whether it took the command.
+    /// POST, retried on connection errors and 5xx. Refusals by the outbound address policy,
+    /// redirects (not followed) and 4xx are not retried.
     async fn call_external(
         &self,
         endpoint: &drover_model::spec::ExternalEndpoint,
         command: &Command,
-    ) -> Result<(), String> {
+    ) -> Result<(), ExternalError> {
         use base64::Engine as _;
-        let method = endpoint
-            .method
-            .as_deref()
-            .unwrap_or("POST")
+        let method = endpoint.method.as_deref().unwrap_or("POST");
+        let method = method
             .parse::<reqwest::Method>()
-            .map_err(|e| format!("invalid method: {e}"))?;
+            .map_err(|source| ExternalError::Method {
+                url: endpoint.url.clone(),
+                method: method.to_string(),
+                source,
+            })?;
         let body = serde_json::json!({
             "application": command.app,
             "device": command.device,
             "command": command.name,
             "payload": base64::engine::general_purpose::STANDARD.encode(&command.payload),
         });
-        let mut last = String::new();
-        for attempt in 1..=EXTERNAL_ATTEMPTS {
-            let mut req = self.http.request(method.clone(), &endpoint.url).json(&body);
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .outbound
+                .request(method.clone(), &endpoint.url)?
+                .timeout(EXTERNAL_TIMEOUT)
+                .json(&body);
             for (k, v) in &endpoint.headers {
                 req = req.header(k, v);
             }
-            match req.send().await {
+            let error = match self.outbound.send(req).await {
                 Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_client_error() => {
-                    return Err(format!("{} answered {}", endpoint.url, r.status()))
-                }
-                Ok(r) => last = format!("{} answered {}", endpoint.url, r.status()),
-                Err(e) => last = format!("{}: {e}", endpoint.url),
+                Ok(r) => ExternalError::Status {
+                    url: endpoint.url.clone(),
+                    status: r.status(),
+                },
+                Err(e) => e.into(),
+            };
+            if attempt >= EXTERNAL_ATTEMPTS || !error.is_transient() {
+                return Err(error);
             }
-            if attempt < EXTERNAL_ATTEMPTS {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            attempt += 1;
         }
-        Err(last)
     }
 
     /// External endpoints that take commands for `device`: its own, then its gateways'.
@@ -228,13 +302,13 @@ impl CommandService {
         // the command goes there, as an HTTP call.
         let gateways: Vec<String> = responders[1..].to_vec();
         let external = self.external_endpoints(&req.app, &target, &gateways).await;
-        let outcome = if !external.is_empty() {
-            let mut result = Err(String::new());
-            for endpoint in &external {
-                result = self.call_external(endpoint, &command).await;
+        let outcome = if let Some((first, rest)) = external.split_first() {
+            let mut result = self.call_external(first, &command).await;
+            for endpoint in rest {
                 if result.is_ok() {
                     break;
                 }
+                result = self.call_external(endpoint, &command).await;
             }
             match result {
                 Ok(()) => Outcome::Delivered,

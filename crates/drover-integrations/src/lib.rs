@@ -9,4 +9,5 @@ pub mod cloudevent;
 pub mod commands;
 pub mod limits;
 pub mod mqtt;
+pub mod outbound;
 pub mod websocket;

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use args::{ServeArgs, SettingArgs, MIGRATE, SERVE};
+use drover_integrations::outbound::AllowEntry;
 pub use value::redacted_url;
 use value::{
-    any, at_least, at_least_usize, between, duration_between, http_url, Codec, Hidden, Listen,
-    Plain, UrlWithPassword,
+    any, at_least, at_least_usize, between, duration_between, http_url, AllowList, Codec, Hidden,
+    Listen, Plain, UrlWithPassword,
 };
 
 /// A configuration problem: exit code 64 with this one line.
@@ -220,6 +221,8 @@ settings! {
     change_retention_days: u32 = "7", "DAYS", SERVE, at_least::<1, u32>, Plain;
     /// Seconds to wait for requests to finish on shutdown.
     shutdown_grace: u64 = "10", "SECONDS", SERVE, any, Plain;
+    /// Exceptions to the outbound address policy: CIDRs, addresses or host names that tenant-configured URLs (external command endpoints) may reach although they are loopback, link-local, private, … (comma-separated; none by default).
+    outbound_allow: Vec<AllowEntry> = "", "CIDR|HOST,...", SERVE, any, AllowList;
     /// PostgreSQL registry shared by all nodes, postgres://user:pass@host/db (none: the embedded SQLite registry in the data directory).
     database_url: Option<String> = "", "URL", BOTH, postgres_url, UrlWithPassword;
     /// PostgreSQL schema of the registry tables (none: public).
@@ -559,6 +562,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Config::load(args).unwrap(), c);
+    }
+
+    #[test]
+    fn outbound_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "outbound_allow = [\"10.0.0.0/8\", \"lns.internal\"]\n").unwrap();
+        let load = |flag: Option<&str>| {
+            let mut args = ServeArgs::from_pairs(flag.map(|v| ("outbound_allow", v)));
+            args.config = Some(f.clone());
+            Config::load(args)
+        };
+        let shown = |c: &Config| {
+            c.outbound_allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(&load(None).unwrap()), ["10.0.0.0/8", "lns.internal"]);
+        assert!(load(None)
+            .unwrap()
+            .to_toml()
+            .contains("outbound_allow = [\"10.0.0.0/8\", \"lns.internal\"]"));
+        // The flag replaces the file's list; empty means none.
+        assert_eq!(
+            shown(&load(Some("127.0.0.1, ::1")).unwrap()),
+            ["127.0.0.1/32", "::1/128"]
+        );
+        assert!(load(Some("")).unwrap().outbound_allow.is_empty());
+        let e = load(Some("127.0.0.1,10.0.0.0/33")).unwrap_err();
+        assert!(e.0.contains("'10.0.0.0/33'"), "{e}");
+        assert!(
+            e.0.contains("--outbound-allow / DROVER_OUTBOUND_ALLOW"),
+            "{e}"
+        );
+        // One string in the file, like the flag.
+        std::fs::write(&f, "outbound_allow = \"192.168.0.0/16,bad host\"\n").unwrap();
+        let e = load(None).unwrap_err();
+        assert!(e.0.contains("'bad host'"), "{e}");
+        assert!(Config::default().outbound_allow.is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
 use drover_integrations::limits::UserConnections;
 use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
+use drover_integrations::outbound::{OutboundClient, OutboundPolicy};
 use drover_model::Kind;
 use drover_mqtt::{MqttConfig, MqttServer};
 use drover_registry::{AdminBootstrap, PgOptions, PostgresRegistry, Registry, SqliteRegistry};
@@ -368,11 +369,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => None,
     };
+    let outbound_policy = Arc::new(OutboundPolicy::new(config.outbound_allow.clone()));
+    if !config.outbound_allow.is_empty() {
+        let allow: Vec<String> = config
+            .outbound_allow
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(allow = %allow.join(","), "outbound address policy: exceptions allowed");
+    }
+    let outbound = OutboundClient::new(outbound_policy.clone())
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
     let command_service = Arc::new(drover_integrations::commands::CommandService::new(
         registry.clone(),
         commands.clone(),
         log.clone(),
         config.instance.clone(),
+        outbound,
     ));
     let throttle = Arc::new(Throttle::new(throttle_config(&config)));
     let authenticator = Arc::new(DeviceAuthenticator::with_throttle(
@@ -448,6 +461,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             ws_max_lag: config.ws_max_lag,
             ws_send_timeout: config.ws_send_timeout,
             readiness: Some(readiness(registry.clone(), nats.clone(), jetstream.clone())),
+            outbound: outbound_policy,
         }),
         shutdown: stop_rx.clone(),
     };

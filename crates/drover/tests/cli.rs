@@ -309,6 +309,45 @@ fn unknown_config_key_exits_64() {
 }
 
 #[test]
+fn outbound_allow_list_is_printed_and_checked() {
+    let (r, c) = print_config(|cmd| {
+        cmd.env(
+            "DROVER_OUTBOUND_ALLOW",
+            "10.20.0.0/16, lns.internal,127.0.0.1",
+        );
+    });
+    let list: Vec<&str> = c["outbound_allow"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(list, ["10.20.0.0/16", "lns.internal", "127.0.0.1/32"]);
+    // The flag replaces the environment's list; empty is none.
+    let (_, c) = print_config(|cmd| {
+        cmd.env("DROVER_OUTBOUND_ALLOW", "10.20.0.0/16")
+            .args(["--outbound-allow", ""]);
+    });
+    assert_eq!(c["outbound_allow"].as_array().map(Vec::len), Some(0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = drover();
+    cmd.args([
+        "serve",
+        "--outbound-allow",
+        "10.0.0.0/8,10.0.0.0/33",
+        "--data-dir",
+    ])
+    .arg(dir.path());
+    let r = run(cmd);
+    assert_eq!(r.code, Some(EXIT_CONFIG), "stderr: {}", r.stderr);
+    let lines = r.stderr_lines();
+    assert_eq!(lines.len(), 1, "one line on stderr: {lines:?}");
+    assert!(lines[0].contains("'10.0.0.0/33'"), "{}", lines[0]);
+    assert!(lines[0].contains("--outbound-allow"), "{}", lines[0]);
+}
+
+#[test]
 fn weak_admin_token_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = drover();

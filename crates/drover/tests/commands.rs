@@ -519,7 +519,12 @@ async fn gateways_with_external_endpoints_get_an_http_call() {
     let url = format!("http://{}/downlink", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let t = TestServer::start().await;
+    // The endpoint listens on 127.0.0.1: the operator allows it (docs/commands.md).
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.outbound_allow = vec!["127.0.0.1".parse().unwrap()];
+    let mut t = TestServer::start_with(config).await;
+    t.dir = Some(dir);
     setup(&t).await;
     let admin = t.admin();
     admin

@@ -1594,7 +1594,7 @@ async fn typed_spec_sections_are_validated() {
         "mqtt": {"dialect": {"type": "plainTopic", "devicePrefix": true}},
         "alias": ["a1", "CN=Device 1,O=Example"],
         "gatewaySelector": {"matchNames": ["gw1"]},
-        "commands": {"commands": [{"external": {"type": null, "url": "http://localhost:1/cmd", "method": "POST", "headers": {}}}]},
+        "commands": {"commands": [{"external": {"type": null, "url": "http://lns.example.com:1/cmd", "method": "POST", "headers": {}}}]},
     });
     let d = c
         .create_device("app", json!({"metadata": {"name": "good"}, "spec": good}))

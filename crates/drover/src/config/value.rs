@@ -185,6 +185,24 @@ impl Codec<Option<String>> for Hidden {
     }
 }
 
+/// The outbound address policy's allow-list: comma-separated (a TOML array in the file) CIDRs,
+/// addresses and host names.
+pub struct AllowList;
+
+impl Codec<Vec<drover_integrations::outbound::AllowEntry>> for AllowList {
+    fn parse(text: &str) -> Result<Vec<drover_integrations::outbound::AllowEntry>, String> {
+        drover_integrations::outbound::OutboundPolicy::parse_list(text).map_err(|e| e.to_string())
+    }
+    fn show(value: &Vec<drover_integrations::outbound::AllowEntry>) -> Option<toml::Value> {
+        Some(toml::Value::Array(
+            value
+                .iter()
+                .map(|e| toml::Value::String(e.to_string()))
+                .collect(),
+        ))
+    }
+}
+
 /// A URL (or several, separated by commas) that may carry a password: shown with `***`.
 pub struct UrlWithPassword;
 
