@@ -240,8 +240,10 @@ fn recover_stream(dir: &Path, uid: &str) -> Result<Option<Recovered>, StreamFile
     let mut damage = DamageLog::default();
     let (segments, next_offset, index_mark) = recover_segments(&key, dir, &bases, &mut damage)?;
     let mut groups = stream::read_groups(dir)?;
+    let mut clamped = false;
     for (group, offset) in &mut groups {
         if *offset >= next_offset {
+            clamped = true;
             // Only durable records can be committed: the cut end held acknowledged ones.
             tracing::error!(
                 app = %key.app, app_uid = uid, group, committed = *offset, end = next_offset - 1,
@@ -251,6 +253,13 @@ fn recover_stream(dir: &Path, uid: &str) -> Result<Option<Recovered>, StreamFile
             );
             *offset = next_offset - 1;
         }
+    }
+    if clamped {
+        // Now, not at the next flush: records appended after a crash would get the cut offsets
+        // again, and the old offsets in the file would skip them.
+        let path = dir.join(stream::GROUPS_FILE);
+        stream::write_atomically(dir, stream::GROUPS_FILE, &stream::encode_groups(&groups))
+            .map_err(StreamFileError::write(&path))?;
     }
     Ok(Some(Recovered {
         key,

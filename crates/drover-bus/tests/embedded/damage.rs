@@ -167,6 +167,11 @@ async fn cut_ends_are_kept_aside() {
     // appended from now on.
     assert_eq!(log.committed(&s, "g").await.expect("committed"), Some(9));
     assert_eq!(
+        fs::read_to_string(dir.path().join(&s.app_uid).join("groups")).expect("groups"),
+        "drover-groups 1\n9 g\n",
+        "written at once: a crash must not bring the cut offset back"
+    );
+    assert_eq!(
         log.append(&s, event(&s, "again")).await.expect("append"),
         10
     );
