@@ -1,6 +1,12 @@
 //! Health of the node for load balancers and orchestrators: `/health/live` (the process
 //! answers) and `/health/ready` (its backends answer: registry, event log, command routing).
 //! Neither needs credentials; neither tells more than which backend fails and why.
+//!
+//! A backend can also be *degraded*: part of it is out of service (one application's event
+//! stream whose files are damaged) while the node serves everything else. That is reported
+//! (`"degraded"` lists the checks) but leaves the node ready: a load balancer taking the node
+//! out would stop every other tenant's traffic without helping the damaged one, whose data is
+//! on this node's disk.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,22 +23,37 @@ use crate::ApiState;
 pub struct Check {
     /// `registry`, `eventLog`, `commandRouting`, ...
     pub name: String,
-    /// `None` when healthy, else why not.
-    pub problem: Option<String>,
+    pub state: CheckState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckState {
+    Ok,
+    /// Part of the backend is out of service, the rest serves: reported, the node stays ready.
+    Degraded(String),
+    /// The backend does not serve: the node is not ready.
+    Failed(String),
 }
 
 impl Check {
     pub fn ok(name: &str) -> Self {
         Self {
             name: name.into(),
-            problem: None,
+            state: CheckState::Ok,
+        }
+    }
+
+    pub fn degraded(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            state: CheckState::Degraded(detail.into()),
         }
     }
 
     pub fn failed(name: &str, problem: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            problem: Some(problem.into()),
+            state: CheckState::Failed(problem.into()),
         }
     }
 }
@@ -51,9 +72,10 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 /// The node can do its work: every backend answers (200), else 503 naming the failing ones.
-/// A node shutting down is not ready.
+/// A node shutting down is not ready. A degraded backend (part of it out of service, e.g. one
+/// application's event stream) is named in `degraded` and its check, and the node stays ready.
 #[utoipa::path(get, path = "/health/ready", tag = "discovery",
-    responses((status = 200, description = "Ready"), (status = 503, description = "A backend does not answer, or the node is stopping")))]
+    responses((status = 200, description = "Ready (possibly with degraded checks)"), (status = 503, description = "A backend does not answer, or the node is stopping")))]
 async fn ready(State(state): State<ApiState>) -> Response {
     let mut checks = match &state.settings.readiness {
         Some(probe) => probe().await,
@@ -62,19 +84,33 @@ async fn ready(State(state): State<ApiState>) -> Response {
     if *state.shutdown.borrow() {
         checks.push(Check::failed("node", "shutting down"));
     }
-    let ready = checks.iter().all(|c| c.problem.is_none());
+    let ready = !checks
+        .iter()
+        .any(|c| matches!(c.state, CheckState::Failed(_)));
     let mut detail = Map::new();
+    let mut degraded = Vec::new();
     for c in checks {
-        detail.insert(c.name, json!(c.problem.unwrap_or_else(|| "ok".to_string())));
+        let text = match c.state {
+            CheckState::Ok => "ok".to_string(),
+            CheckState::Degraded(d) => {
+                degraded.push(c.name.clone());
+                format!("degraded: {d}")
+            }
+            CheckState::Failed(problem) => problem,
+        };
+        detail.insert(c.name, json!(text));
     }
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "checks": detail,
     });
+    if !degraded.is_empty() {
+        body["degraded"] = json!(degraded);
+    }
     (status, Json(body)).into_response()
 }

@@ -8,6 +8,8 @@
 //! <dir>/<app uid>/stream.meta           "drover-stream 1", app=<name>, uid=<uid>
 //! <dir>/<app uid>/<base offset:020>.log segments: frames of records, offsets counting up from base
 //! <dir>/<app uid>/groups                committed group offsets: "<offset> <group>" lines
+//! <dir>/<app uid>/<segment>.damaged-<pos>  damaged bytes copied aside (see Damage)
+//! <dir>/<app uid>/<segment>.torn-<pos>     an incomplete last write cut at open, copied aside
 //! ```
 //!
 //! Streams are keyed by the application's uid, so an application deleted and created again
@@ -31,10 +33,32 @@
 //!
 //! An append that failed (`Unavailable`) was not acknowledged; after a crash it may or may not
 //! be in the log. A failed write or fsync is undone (the segment truncated back); if even that
-//! fails, the stream refuses appends until the log is opened again. On open, the last segment
-//! of every stream is scanned and cut at the first incomplete or damaged record (a write torn
-//! by a crash, logged as a warning); earlier segments are trusted: each was fsynced before the
-//! next one was created. A damaged record found later by a reader is an `Unavailable` error.
+//! fails, the stream refuses appends until the log is opened again.
+//!
+//! # Damage
+//!
+//! Nothing acknowledged is deleted silently. Where a segment holds no intact record where one
+//! is due (a CRC or length that does not check out), the reader (recovery, a consumer,
+//! retention) looks for where intact records resume: the first later position holding a
+//! complete frame whose CRC matches and whose offset the skipped bytes can account for (see
+//! `segment::resync`; the format has no sync marker, the offset window and the CRC make a
+//! false match improbable). If one follows, the damaged stretch is stepped over: reported once
+//! at error level (stream, segment file, byte offset, length, offsets lost), copied to
+//! `<segment>.damaged-<pos>`, counted in [`EmbeddedLog::damage`], and left in place; its
+//! offsets are simply absent (offsets are stored in the records, so nothing after it moves).
+//! In a sealed segment damage that reaches the segment's end loses the offsets up to the next
+//! segment's base. On open, the newest segment of every stream is scanned whole: what follows
+//! its last intact record is copied aside and cut, so that appends continue at a frame
+//! boundary: an incomplete frame (a write torn by a crash, never acknowledged) as
+//! `<segment>.torn-<pos>` with a warning, anything else (possibly acknowledged records) as
+//! `<segment>.damaged-<pos>` with an error; a group that had committed a cut offset resumes at
+//! the new end. Sealed segments are not read at open (each was fsynced before the next was
+//! created); readers meet their damage.
+//!
+//! A stream whose files cannot be used at open (a damaged `stream.meta` or `groups`, a segment
+//! that cannot be read) fails the open naming the file, or, with
+//! [`LogConfig::isolate_broken_streams`], is out of service alone ([`EmbeddedLog::out_of_service`]):
+//! its appends and reads fail with `Unavailable`, every other stream is served.
 //!
 //! Group offsets are kept in memory and written (atomically: temporary file, fsync, rename)
 //! every [`LogConfig::group_commit_interval`] and on [`EventLog::close`]. After a crash a group
@@ -61,7 +85,9 @@
 //! # Costs
 //!
 //! Open scans the newest segment of every stream (at most `segment_bytes` each) and reads the
-//! first record of the others. Each segment keeps a sparse in-memory index (an entry per
+//! first record of the others. Looking for intact records after damage reads the rest of the
+//! segment once (a cheap test per byte; the CRC only where length, format and offset fit);
+//! later readers jump over a stretch already found. Each segment keeps a sparse in-memory index (an entry per
 //! 64 KiB written) so that a consumer starting in the middle of it skips little; segments
 //! sealed before the log was opened have none, and a consumer starting inside one reads it
 //! from its beginning. Each stream with recent appends keeps its newest segment file open,
@@ -73,11 +99,16 @@
 
 pub(crate) mod codec;
 mod consumer;
+mod damage;
+mod recovery;
 mod segment;
 mod stream;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+pub use self::damage::DamageStats;
+pub use self::recovery::{OutOfService, StreamFileError};
+
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -91,7 +122,6 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::consumer::EmbeddedConsumer;
-use self::segment::SegmentInfo;
 use self::stream::{lock, StreamShared};
 use self::writer::{Active, Append, Command, StreamWriter, Writer};
 use crate::{BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
@@ -147,6 +177,13 @@ pub struct LogConfig {
     pub read_batch: usize,
     /// About how many bytes a consumer reads at once (at least one record). Default: 1 MiB.
     pub read_batch_bytes: usize,
+    /// What opening the log does with a stream whose files cannot be used (a damaged
+    /// `stream.meta` or `groups` file, a segment that cannot be read): `true` takes that stream
+    /// alone out of service (its appends and reads fail with [`BusError::Unavailable`] naming
+    /// the problem, [`EmbeddedLog::out_of_service`] lists it) and serves every other; `false`
+    /// fails the open, naming the file. Default: `false`, for tools that must see every stream
+    /// (`drover migrate`); the server sets `true`.
+    pub isolate_broken_streams: bool,
 }
 
 impl Default for LogConfig {
@@ -163,6 +200,7 @@ impl Default for LogConfig {
             retention_interval: Duration::from_secs(60),
             read_batch: 256,
             read_batch_bytes: 1 << 20,
+            isolate_broken_streams: false,
         }
     }
 }
@@ -198,9 +236,12 @@ impl LogConfig {
     }
 }
 
+#[derive(Clone)]
 enum Slot {
     Live(Arc<StreamShared>),
     Deleted,
+    /// Its files could not be used when the log was opened.
+    OutOfService(Arc<OutOfService>),
 }
 
 /// An append on its way into the writer's queue.
@@ -271,6 +312,14 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+fn out_of_service_error(key: &StreamKey, broken: &OutOfService) -> BusError {
+    BusError::Unavailable(format!(
+        "the event stream of application {} is out of service: {} (the server log names the file)",
+        key.app,
+        broken.error.brief()
+    ))
+}
+
 pub(crate) fn deleted_error(key: &StreamKey) -> BusError {
     BusError::Invalid(format!(
         "the stream of application {} ({}) was deleted",
@@ -309,146 +358,6 @@ fn check_group(group: &str) -> Result<()> {
     Ok(())
 }
 
-/// A stream found on disk.
-struct Recovered {
-    key: StreamKey,
-    segments: Vec<SegmentInfo>,
-    next_offset: Offset,
-    index_mark: u64,
-    groups: std::collections::BTreeMap<String, Offset>,
-}
-
-fn mtime_ms(path: &Path) -> i64 {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map_or(0, unix_ms)
-}
-
-fn recover_stream(dir: &Path, uid: &str) -> io::Result<Option<Recovered>> {
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(base) = segment::parse_name(name) {
-            bases.push(base);
-        } else if name.ends_with(".tmp") {
-            fs::remove_file(entry.path())?;
-        }
-    }
-    bases.sort_unstable();
-    let app = match stream::read_meta(dir)? {
-        Some((app, meta_uid)) => {
-            if meta_uid != uid {
-                tracing::warn!(dir = %dir.display(), meta_uid, "stream.meta names another uid");
-            }
-            app
-        }
-        None if bases.is_empty() => {
-            // Creation was interrupted before anything was written.
-            fs::remove_dir_all(dir)?;
-            return Ok(None);
-        }
-        None => {
-            tracing::warn!(dir = %dir.display(), "stream.meta is missing; application name unknown");
-            String::new()
-        }
-    };
-    let mut segments = Vec::with_capacity(bases.len());
-    let mut next_offset = 1;
-    let mut index_mark = 0;
-    // Sealed segments: the newest record's time is bounded by the next segment's first record's
-    // (one small read per segment); retention reads the segment when the bound does not decide.
-    let mut next_first = None;
-    for (i, &base) in bases.iter().enumerate().rev() {
-        let path = segment::path(dir, base);
-        if i + 1 == bases.len() {
-            let scan = segment::scan(&path, base)?;
-            if let Some(why) = &scan.torn {
-                tracing::warn!(
-                    segment = %path.display(), valid_bytes = scan.valid_len, reason = %why,
-                    "cutting a torn or damaged record off the end of the log"
-                );
-                let f = fs::OpenOptions::new().write(true).open(&path)?;
-                f.set_len(scan.valid_len)?;
-                f.sync_all()?;
-            }
-            next_offset = scan.next_offset;
-            index_mark = scan.index.last().map_or(0, |&(_, pos)| pos);
-            next_first = scan.first_appended_ms;
-            segments.push(SegmentInfo {
-                base,
-                size: scan.valid_len,
-                last_appended_ms: scan.last_appended_ms.unwrap_or_else(|| mtime_ms(&path)),
-                exact: true,
-                index: scan.index,
-            });
-        } else {
-            let size = fs::metadata(&path)?.len();
-            let last = next_first.unwrap_or_else(|| mtime_ms(&path));
-            next_first = segment::first_appended(&path)?;
-            segments.push(SegmentInfo {
-                base,
-                size,
-                last_appended_ms: last,
-                exact: false,
-                index: Vec::new(),
-            });
-        }
-    }
-    segments.reverse();
-    let groups = stream::read_groups(dir)?;
-    Ok(Some(Recovered {
-        key: StreamKey::new(app, uid),
-        segments,
-        next_offset,
-        index_mark,
-        groups,
-    }))
-}
-
-fn recover(root: &Path) -> io::Result<(Vec<Recovered>, HashSet<String>)> {
-    fs::create_dir_all(root)?;
-    let tombstones_path = root.join(TOMBSTONES_FILE);
-    let tombstones: HashSet<String> = match fs::read_to_string(&tombstones_path) {
-        Ok(text) => {
-            if !text.is_empty() && !text.ends_with('\n') {
-                // A line torn by a crash: end it, so that the next uid gets a line of its own.
-                let mut f = fs::OpenOptions::new().append(true).open(&tombstones_path)?;
-                io::Write::write_all(&mut f, b"\n")?;
-                f.sync_data()?;
-            }
-            text.lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect()
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
-        Err(e) => return Err(e),
-    };
-    let mut streams = Vec::new();
-    for entry in fs::read_dir(root)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name();
-        let Some(uid) = name.to_str().filter(|u| check_uid(u).is_ok()) else {
-            tracing::warn!(entry = ?name, "ignoring a directory that is no stream");
-            continue;
-        };
-        if tombstones.contains(uid) {
-            // A deletion that a crash interrupted.
-            fs::remove_dir_all(entry.path())?;
-            continue;
-        }
-        if let Some(s) = recover_stream(&entry.path(), uid)? {
-            streams.push(s);
-        }
-    }
-    Ok((streams, tombstones))
-}
-
 impl EmbeddedLog {
     /// Opens (creating it if needed) the log in `dir`, recovering every stream in it.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Self> {
@@ -464,20 +373,16 @@ impl EmbeddedLog {
         config.validate()?;
         let root = dir.to_path_buf();
         let scan_root = root.clone();
-        let (recovered, tombstones) = tokio::task::spawn_blocking(move || recover(&scan_root))
+        let isolate = config.isolate_broken_streams;
+        let found = tokio::task::spawn_blocking(move || recovery::recover(&scan_root, isolate))
             .await
             .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?
-            .map_err(|e| {
-                io_error(
-                    format_args!("opening the event log in {}", root.display()),
-                    e,
-                )
-            })?;
+            .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?;
 
         let mut streams = HashMap::new();
         let mut writers = HashMap::new();
         let mut next_id = 0;
-        for r in recovered {
+        for r in found.streams {
             let uid = r.key.app_uid.clone();
             let shared =
                 StreamShared::new(next_id, r.key, root.join(&uid), r.next_offset - 1, true);
@@ -489,6 +394,7 @@ impl EmbeddedLog {
             });
             lock(&shared.segments).list = r.segments.into();
             lock(&shared.groups).offsets = r.groups;
+            *lock(&shared.damage) = r.damage;
             let shared = Arc::new(shared);
             writers.insert(
                 next_id,
@@ -497,7 +403,10 @@ impl EmbeddedLog {
             streams.insert(uid, Slot::Live(shared));
             next_id += 1;
         }
-        for uid in tombstones {
+        for broken in found.out_of_service {
+            streams.insert(broken.app_uid.clone(), Slot::OutOfService(Arc::new(broken)));
+        }
+        for uid in found.tombstones {
             streams.insert(uid, Slot::Deleted);
         }
 
@@ -569,7 +478,7 @@ impl EmbeddedLog {
                 let segs = lock(&s.segments);
                 segs.oldest().filter(|&o| o <= s.end())
             }
-            Slot::Deleted => None,
+            Slot::Deleted | Slot::OutOfService(_) => None,
         }
     }
 
@@ -589,7 +498,8 @@ impl EmbeddedLog {
         }
     }
 
-    /// The streams the log holds (not deleted ones), by application uid.
+    /// The streams the log serves (not deleted ones, nor those [out of
+    /// service](Self::out_of_service)), by application uid.
     pub fn streams(&self) -> Vec<StreamKey> {
         let mut keys: Vec<StreamKey> = (self.inner.live_streams().iter())
             .map(|s| s.key.clone())
@@ -605,6 +515,37 @@ impl EmbeddedLog {
             _ => std::collections::BTreeMap::new(),
         }
     }
+
+    /// The streams whose files could not be used when the log was opened (see
+    /// [`LogConfig::isolate_broken_streams`]), by application uid. Deleting the stream
+    /// ([`EventLog::delete_stream`]) removes it and its files.
+    pub fn out_of_service(&self) -> Vec<OutOfService> {
+        let map = self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut broken: Vec<OutOfService> = map
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::OutOfService(b) => Some(OutOfService::clone(b)),
+                _ => None,
+            })
+            .collect();
+        broken.sort_by(|a, b| a.app_uid.cmp(&b.app_uid));
+        broken
+    }
+
+    /// What was found damaged in the streams' segments since the log was opened, for the
+    /// streams where anything was (see [`DamageStats`]); by application uid.
+    pub fn damage(&self) -> Vec<(StreamKey, DamageStats)> {
+        let mut found: Vec<(StreamKey, DamageStats)> = (self.inner.live_streams().iter())
+            .map(|s| (s.key.clone(), lock(&s.damage).stats))
+            .filter(|(_, stats)| !stats.is_empty())
+            .collect();
+        found.sort_by(|a, b| a.0.app_uid.cmp(&b.0.app_uid));
+        found
+    }
 }
 
 impl Inner {
@@ -613,17 +554,16 @@ impl Inner {
             .streams
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(uid).map(|slot| match slot {
-            Slot::Live(s) => Slot::Live(s.clone()),
-            Slot::Deleted => Slot::Deleted,
-        })
+        map.get(uid).cloned()
     }
 
-    /// The stream of `key`, made known if it is new; `Err` if it was deleted.
-    fn stream(&self, key: &StreamKey) -> std::result::Result<Arc<StreamShared>, ()> {
+    /// The stream of `key`, made known if it is new; an error if it was deleted or is out of
+    /// service.
+    fn stream(&self, key: &StreamKey) -> Result<Arc<StreamShared>> {
         match self.read_slot(&key.app_uid) {
             Some(Slot::Live(s)) => return Ok(s),
-            Some(Slot::Deleted) => return Err(()),
+            Some(Slot::Deleted) => return Err(deleted_error(key)),
+            Some(Slot::OutOfService(b)) => return Err(out_of_service_error(key, &b)),
             None => {}
         }
         let mut map = self
@@ -636,7 +576,8 @@ impl Inner {
             Slot::Live(Arc::new(StreamShared::new(id, key.clone(), dir, 0, false)))
         }) {
             Slot::Live(s) => Ok(s.clone()),
-            Slot::Deleted => Err(()),
+            Slot::Deleted => Err(deleted_error(key)),
+            Slot::OutOfService(b) => Err(out_of_service_error(key, b)),
         }
     }
 
@@ -648,7 +589,7 @@ impl Inner {
         map.values()
             .filter_map(|slot| match slot {
                 Slot::Live(s) => Some(s.clone()),
-                Slot::Deleted => None,
+                Slot::Deleted | Slot::OutOfService(_) => None,
             })
             .collect()
     }
@@ -789,10 +730,18 @@ fn prune_stream(s: &StreamShared, cutoff_ms: i64, max_bytes: u64) -> io::Result<
         // record's time; read it to know (once, and only when the bound does not decide).
         match unsure {
             Some(base) if !rescanned => match segment::scan(&segment::path(&s.dir, base), base) {
-                Ok(scan) => match scan.last_appended_ms {
-                    Some(last) => scanned = Some((base, last, scan.index)),
-                    None => break,
-                },
+                Ok(scan) => {
+                    let next_base = lock(&s.segments)
+                        .list
+                        .iter()
+                        .find(|g| g.base > base)
+                        .map(|g| g.base);
+                    lock(&s.damage).report_sealed(&s.key, &s.dir, base, &scan, next_base);
+                    match scan.last_appended_ms {
+                        Some(last) => scanned = Some((base, last, scan.index)),
+                        None => break,
+                    }
+                }
                 Err(_) => break,
             },
             _ => break,
@@ -864,7 +813,7 @@ impl EventLog for EmbeddedLog {
         let inner = &*self.inner;
         inner.check_open()?;
         check_uid(&key.app_uid)?;
-        let stream = inner.stream(key).map_err(|()| deleted_error(key))?;
+        let stream = inner.stream(key)?;
         // Encode against the stream's own key: the reader decodes with it.
         let len = codec::frame_len(&event, &stream.key);
         if len > inner.config.max_event_bytes {
@@ -901,7 +850,7 @@ impl EventLog for EmbeddedLog {
         let stream = match inner
             .check_open()
             .and_then(|()| check_uid(&key.app_uid))
-            .and_then(|()| inner.stream(key).map_err(|()| deleted_error(key)))
+            .and_then(|()| inner.stream(key))
         {
             Ok(stream) => stream,
             Err(e) => return vec![Err(e); n],
@@ -967,9 +916,10 @@ impl EventLog for EmbeddedLog {
         let inner = &*self.inner;
         inner.check_open()?;
         check_uid(&key.app_uid)?;
-        let stream = inner
-            .stream(key)
-            .unwrap_or_else(|()| Arc::new(StreamShared::gone(key.clone())));
+        let stream = match inner.read_slot(&key.app_uid) {
+            Some(Slot::Deleted) => Arc::new(StreamShared::gone(key.clone())),
+            _ => inner.stream(key)?,
+        };
         let (batch, bytes) = (inner.config.read_batch, inner.config.read_batch_bytes);
         Ok(Box::new(EmbeddedConsumer::new(stream, from, batch, bytes)))
     }
@@ -977,6 +927,7 @@ impl EventLog for EmbeddedLog {
     async fn committed(&self, key: &StreamKey, group: &str) -> Result<Option<Offset>> {
         match self.inner.read_slot(&key.app_uid) {
             Some(Slot::Live(s)) => Ok(lock(&s.groups).offsets.get(group).copied()),
+            Some(Slot::OutOfService(b)) => Err(out_of_service_error(key, &b)),
             _ => Ok(None),
         }
     }
@@ -986,7 +937,7 @@ impl EventLog for EmbeddedLog {
         inner.check_open()?;
         check_uid(&key.app_uid)?;
         check_group(group)?;
-        let stream = inner.stream(key).map_err(|()| deleted_error(key))?;
+        let stream = inner.stream(key)?;
         let end = stream.end();
         if offset > end {
             return Err(BusError::Invalid(format!(
@@ -1020,7 +971,8 @@ impl EventLog for EmbeddedLog {
         let stream = match previous {
             Some(Slot::Live(s)) => Some(s),
             Some(Slot::Deleted) => return Ok(()),
-            None => None,
+            // Its directory goes with its damaged files.
+            Some(Slot::OutOfService(_)) | None => None,
         };
         let (reply, answer) = oneshot::channel();
         let command = Command::Delete {

@@ -2,6 +2,8 @@
 //! retention, bounds).
 
 mod conformance;
+#[path = "embedded/damage.rs"]
+mod damage;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -287,8 +287,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let log_config = LogConfig {
         max_age: Duration::from_secs(u64::from(config.event_retention_days) * 24 * 3600),
         max_stream_bytes: config.event_retention_bytes,
+        // One application's damaged files take its stream out of service, not the server.
+        isolate_broken_streams: true,
         ..LogConfig::default()
     };
+    let mut embedded = None;
     let (log, jetstream): (Arc<dyn EventLog>, Option<Arc<JetStreamLog>>) = match &config.nats_url {
         Some(url) => {
             let js = Arc::new(
@@ -311,14 +314,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             );
             (js.clone(), Some(js))
         }
-        None => (
-            Arc::new(
+        None => {
+            let log = Arc::new(
                 EmbeddedLog::open(&config.data_dir.join("events"), log_config)
                     .await
                     .map_err(|e| StartError::Runtime(format!("cannot open the event log: {e}")))?,
-            ),
-            None,
-        ),
+            );
+            embedded = Some(log.clone());
+            (log, None)
+        }
     };
     let nats = match &config.nats_url {
         Some(url) => Some(connect_nats(url, &config.instance).await?),
@@ -460,7 +464,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             }),
             ws_max_lag: config.ws_max_lag,
             ws_send_timeout: config.ws_send_timeout,
-            readiness: Some(readiness(registry.clone(), nats.clone(), jetstream.clone())),
+            readiness: Some(readiness(
+                registry.clone(),
+                nats.clone(),
+                jetstream.clone(),
+                embedded,
+            )),
             outbound: outbound_policy,
         }),
         shutdown: stop_rx.clone(),
@@ -892,15 +901,18 @@ async fn connect_nats(url: &str, instance: &str) -> Result<async_nats::Client, S
         })
 }
 
-/// `/health/ready`: the registry answers a query, and NATS (when used) is connected.
+/// `/health/ready`: the registry answers a query, and NATS (when used) is connected; the
+/// embedded log is degraded (the node stays ready) while a stream is out of service.
 fn readiness(
     registry: Arc<dyn Registry>,
     nats: Option<async_nats::Client>,
     jetstream: Option<Arc<JetStreamLog>>,
+    embedded: Option<Arc<EmbeddedLog>>,
 ) -> drover_api::ReadinessFn {
     use drover_api::health::Check;
     Arc::new(move || {
         let (registry, nats, jetstream) = (registry.clone(), nats.clone(), jetstream.clone());
+        let embedded = embedded.clone();
         Box::pin(async move {
             let mut checks = Vec::new();
             checks.push(
@@ -925,9 +937,34 @@ fn readiness(
                     Check::failed("eventLog", "NATS JetStream not connected")
                 });
             }
+            if let Some(log) = embedded {
+                checks.push(embedded_log_check(&log));
+            }
             checks
         })
     })
+}
+
+/// The embedded log serves; it is degraded while streams are out of service (named by
+/// application uid and damaged file, without the server's paths).
+fn embedded_log_check(log: &EmbeddedLog) -> drover_api::health::Check {
+    use drover_api::health::Check;
+    let broken = log.out_of_service();
+    if broken.is_empty() {
+        return Check::ok("eventLog");
+    }
+    let streams: Vec<String> = broken
+        .iter()
+        .map(|b| format!("application uid {} ({})", b.app_uid, b.error.brief()))
+        .collect();
+    Check::degraded(
+        "eventLog",
+        format!(
+            "{} event stream(s) out of service: {}",
+            broken.len(),
+            streams.join("; ")
+        ),
+    )
 }
 
 fn reqwest_client() -> Result<reqwest::Client, StartError> {

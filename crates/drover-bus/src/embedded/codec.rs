@@ -31,12 +31,15 @@ use crate::{Offset, StreamKey};
 /// Length of the frame header (body length and CRC).
 pub(crate) const HEADER_LEN: usize = 8;
 /// The only body format so far.
-const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 1;
 /// Where the offset and the append time sit in a frame (patched by the writer).
 const OFFSET_AT: usize = HEADER_LEN + 1;
 const APPENDED_AT: usize = OFFSET_AT + 8;
 /// Fixed part of a body: format, offset, appended, event secs, event nanos, flags.
 pub(crate) const FIXED_BODY: usize = 1 + 8 + 8 + 8 + 4 + 1;
+/// The shortest possible frame: the fixed part, six empty strings (id, type, channel, device,
+/// device uid, instance) and no extensions.
+pub(crate) const MIN_FRAME: usize = HEADER_LEN + FIXED_BODY + 6 + 1;
 /// No body is ever longer than this (a sanity bound for readers; `max_event_bytes` is capped
 /// by it).
 pub(crate) const MAX_BODY: usize = 64 << 20;
@@ -436,6 +439,29 @@ mod tests {
             let at = cut.index(fixed);
             prop_assert!(decode(&body[..at], &stream).is_err());
         }
+    }
+
+    #[test]
+    fn the_smallest_frame_is_min_frame() {
+        let stream = StreamKey::new("", "");
+        let event = Event {
+            id: String::new(),
+            ty: String::new(),
+            channel: String::new(),
+            time: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            content_type: None,
+            data_schema: None,
+            application: String::new(),
+            application_uid: String::new(),
+            device: String::new(),
+            device_uid: String::new(),
+            sender: String::new(),
+            sender_uid: String::new(),
+            instance: String::new(),
+            extensions: Vec::new(),
+            data: Bytes::new(),
+        };
+        assert_eq!(frame_len(&event, &stream), MIN_FRAME);
     }
 
     #[test]

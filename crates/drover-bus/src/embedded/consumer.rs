@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::codec;
+use super::damage::{Region, Skip};
 use super::segment::{self, Frame, SegmentReader};
 use super::stream::{lock, StreamShared, Tail};
 use crate::{BusError, Consumer, Offset, Record, Result, StartFrom};
@@ -241,7 +242,19 @@ fn read_recent(
     Ok(())
 }
 
+/// What a reader met at its position other than a record it hands out.
+enum Met {
+    /// A record it may hand out (or skip), or skipped.
+    Nothing,
+    /// The end of the segment file.
+    End,
+    /// No intact record of the expected offset at this byte position.
+    Damage { pos: u64, why: String },
+}
+
 /// Reads records `next..=limit` into `out`, at most `max` of them and about `max_bytes`.
+/// Damaged stretches are stepped over (and reported once, see the `damage` module): the
+/// offsets they held are absent.
 fn read_blocking(
     stream: &StreamShared,
     cursor: &mut Option<Cursor>,
@@ -259,36 +272,62 @@ fn read_blocking(
         let Some(c) = cursor.as_mut() else {
             return Ok(());
         };
-        let frame = c.reader.next_frame().map_err(|e| io_error(stream, e))?;
-        match frame {
-            Frame::Record { pos, body } => {
-                let (offset, _) = codec::peek(body).map_err(|e| damaged(stream, c.base, e))?;
-                if offset != c.next {
-                    let what = format_args!(
-                        "offset {offset} at byte {pos} where {} was expected",
-                        c.next
-                    );
-                    return Err(damaged(stream, c.base, what));
+        let at = c.reader.position();
+        let met = match c.reader.next_frame().map_err(|e| io_error(stream, e))? {
+            Frame::Record { pos, body } => match codec::peek(body) {
+                Ok((offset, _)) if offset >= c.next => {
+                    if offset > c.next {
+                        // Intact, but the records before it are missing without a trace.
+                        let gap = Region {
+                            base: c.base,
+                            pos,
+                            len: 0,
+                            first_lost: c.next,
+                            lost: offset - c.next,
+                            resume: Some((pos, offset)),
+                            why: format!("offset {offset} where {} was expected", c.next),
+                        };
+                        lock(&stream.damage).report(&stream.key, &stream.dir, &gap);
+                    }
+                    c.next = offset + 1;
+                    if offset >= *next {
+                        let event = codec::decode(body, &stream.key)
+                            .map_err(|e| damaged(stream, c.base, e))?;
+                        bytes += body.len();
+                        out.push(Record { offset, event });
+                        *next = offset + 1;
+                    }
+                    Met::Nothing
                 }
-                c.next += 1;
-                if offset < *next {
-                    continue; // skipping from an index entry to where we start
-                }
-                let event =
-                    codec::decode(body, &stream.key).map_err(|e| damaged(stream, c.base, e))?;
-                bytes += body.len();
-                out.push(Record { offset, event });
-                *next = offset + 1;
-            }
-            Frame::End => {
-                // Durable records past this segment's end are in the next one.
+                Ok((offset, _)) => Met::Damage {
+                    pos,
+                    why: format!("offset {offset} where {} was expected", c.next),
+                },
+                Err(e) => Met::Damage {
+                    pos,
+                    why: e.to_string(),
+                },
+            },
+            Frame::End => Met::End,
+            Frame::Incomplete(why) | Frame::Corrupt(why) => Met::Damage {
+                pos: at,
+                why: why.to_owned(),
+            },
+        };
+        match met {
+            Met::Nothing => {}
+            Met::End => {
                 let base = c.base;
-                *cursor = open_at(stream, next, Some(base))?;
+                match next_base(stream, base) {
+                    // Durable records past this segment's end are in the next one.
+                    Some(b) if c.next >= b => *cursor = open_at(stream, next, Some(base))?,
+                    _ => {
+                        let why = format!("the segment ends where offset {} was due", c.next);
+                        step_over(stream, cursor, next, limit, at, why)?;
+                    }
+                }
             }
-            Frame::Torn(why) => {
-                let what = format_args!("damaged record at byte {}: {why}", c.reader.position());
-                return Err(damaged(stream, c.base, what));
-            }
+            Met::Damage { pos, why } => step_over(stream, cursor, next, limit, pos, why)?,
         }
     }
     // Bytes read ahead in the segment being written may belong to a batch that is not durable
@@ -300,6 +339,94 @@ fn read_blocking(
             .is_some_and(|last| last.base > c.base);
         if !sealed {
             c.reader.discard_readahead();
+        }
+    }
+    Ok(())
+}
+
+/// The base of the segment after `base`, if there is one.
+fn next_base(stream: &StreamShared, base: Offset) -> Option<Offset> {
+    lock(&stream.segments)
+        .list
+        .iter()
+        .find(|s| s.base > base)
+        .map(|s| s.base)
+}
+
+/// Moves the cursor past damage at byte `pos` of its segment, where offset `c.next` was due:
+/// to where intact records resume in the segment, else to the next segment, else (the newest
+/// segment's durable end is damaged) past `limit`. Reports the stretch the first time.
+fn step_over(
+    stream: &StreamShared,
+    cursor: &mut Option<Cursor>,
+    next: &mut Offset,
+    limit: Offset,
+    pos: u64,
+    why: String,
+) -> Result<()> {
+    let Some(c) = cursor.as_mut() else {
+        return Ok(());
+    };
+    let (base, expected) = (c.base, c.next);
+    let (bound, later) = {
+        let segs = lock(&stream.segments);
+        let Some(i) = segs.list.iter().position(|s| s.base == base) else {
+            // Pruned meanwhile: start again from the oldest retained segment.
+            *cursor = None;
+            return Ok(());
+        };
+        (segs.list[i].size, segs.list.get(i + 1).map(|s| s.base))
+    };
+    let known = lock(&stream.damage).known(base, pos);
+    let skip = match known {
+        // A damaged end of the newest segment may have intact records after it by now.
+        Some(skip) if skip.resume.is_some() || later.is_some() || skip.end >= bound => skip,
+        _ => {
+            let path = segment::path(&stream.dir, base);
+            let found = if pos < bound {
+                segment::resync(&path, pos, bound, expected).map_err(|e| io_error(stream, e))?
+            } else {
+                None
+            };
+            let lost_to = match (found, later) {
+                (Some((_, offset)), _) => offset,
+                (None, Some(b)) => b,
+                (None, None) => limit + 1,
+            };
+            let len = match found {
+                Some((at, _)) => at - pos,
+                None => bound.saturating_sub(pos),
+            };
+            let region = Region {
+                base,
+                pos,
+                len,
+                first_lost: expected,
+                lost: lost_to.saturating_sub(expected),
+                resume: found,
+                why,
+            };
+            let mut damage = lock(&stream.damage);
+            damage.report(&stream.key, &stream.dir, &region);
+            damage.known(base, pos).unwrap_or(Skip {
+                end: pos + len,
+                resume: found.map(|(_, offset)| offset),
+            })
+        }
+    };
+    match (skip.resume, later) {
+        (Some(offset), _) => {
+            c.reader.jump_to(skip.end);
+            c.next = offset;
+            *next = (*next).max(offset);
+        }
+        (None, Some(b)) => {
+            *next = (*next).max(b);
+            *cursor = open_at(stream, next, Some(base))?;
+        }
+        (None, None) => {
+            *next = (*next).max(limit + 1);
+            *cursor = None;
         }
     }
     Ok(())

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+use super::damage::DamageLog;
+use super::recovery::StreamFileError;
 use super::segment::Segments;
 use crate::{Offset, StreamKey};
 
@@ -116,6 +118,8 @@ pub(crate) struct StreamShared {
     pub deleted: AtomicBool,
     /// The newest durable records (filled by the writer before it publishes a new end).
     pub recent: Mutex<Recent>,
+    /// Damaged stretches met in the stream's segments, and their counters.
+    pub damage: Mutex<DamageLog>,
 }
 
 impl StreamShared {
@@ -133,6 +137,7 @@ impl StreamShared {
             }),
             deleted: AtomicBool::new(false),
             recent: Mutex::default(),
+            damage: Mutex::default(),
         }
     }
 
@@ -229,23 +234,50 @@ impl StreamShared {
     }
 }
 
-/// `app` and `uid` from a `stream.meta` file.
-pub(crate) fn read_meta(dir: &Path) -> io::Result<Option<(String, String)>> {
-    let text = match fs::read_to_string(dir.join(META_FILE)) {
-        Ok(t) => t,
+/// Reads a small text file of a stream; `None` if it does not exist.
+fn read_text(path: &Path) -> Result<Option<String>, StreamFileError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(StreamFileError::read(path)(e)),
     };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| StreamFileError::Malformed {
+            path: path.to_owned(),
+            problem: "not valid UTF-8",
+        })
+}
+
+/// `app` and `uid` from a `stream.meta` file; `None` if there is none.
+pub(crate) fn read_meta(dir: &Path) -> Result<Option<(String, String)>, StreamFileError> {
+    let path = dir.join(META_FILE);
+    let Some(text) = read_text(&path)? else {
+        return Ok(None);
+    };
+    let malformed = |problem| StreamFileError::Malformed {
+        path: path.clone(),
+        problem,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("drover-stream 1") {
+        return Err(malformed("the first line is not \"drover-stream 1\""));
+    }
     let mut app = None;
     let mut uid = None;
-    for line in text.lines() {
+    for line in lines {
         if let Some(v) = line.strip_prefix("app=") {
             app = Some(v.to_owned());
         } else if let Some(v) = line.strip_prefix("uid=") {
             uid = Some(v.to_owned());
+        } else if !line.is_empty() {
+            return Err(malformed("a line is neither app=... nor uid=..."));
         }
     }
-    Ok(app.zip(uid))
+    match (app, uid) {
+        (Some(app), Some(uid)) => Ok(Some((app, uid))),
+        _ => Err(malformed("the app= or the uid= line is missing")),
+    }
 }
 
 /// The groups file: a header line, then `<offset> <group>` per line.
@@ -257,14 +289,24 @@ pub(crate) fn encode_groups(groups: &BTreeMap<String, Offset>) -> Vec<u8> {
     out.into_bytes()
 }
 
-pub(crate) fn read_groups(dir: &Path) -> io::Result<BTreeMap<String, Offset>> {
-    let text = match fs::read_to_string(dir.join(GROUPS_FILE)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e),
+/// The committed group offsets; none if there is no groups file. The file is written
+/// atomically, so a line that is not `<offset> <group>` means damage: the stream's groups cannot
+/// be trusted (a group resuming from a wrong offset would skip records or repeat many).
+pub(crate) fn read_groups(dir: &Path) -> Result<BTreeMap<String, Offset>, StreamFileError> {
+    let path = dir.join(GROUPS_FILE);
+    let Some(text) = read_text(&path)? else {
+        return Ok(BTreeMap::new());
     };
+    let malformed = |problem| StreamFileError::Malformed {
+        path: path.clone(),
+        problem,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("drover-groups 1") {
+        return Err(malformed("the first line is not \"drover-groups 1\""));
+    }
     let mut groups = BTreeMap::new();
-    for line in text.lines().skip(1) {
+    for line in lines {
         match line
             .split_once(' ')
             .and_then(|(o, n)| Some((o.parse::<Offset>().ok()?, n)))
@@ -272,7 +314,7 @@ pub(crate) fn read_groups(dir: &Path) -> io::Result<BTreeMap<String, Offset>> {
             Some((offset, name)) if !name.is_empty() => {
                 groups.insert(name.to_owned(), offset);
             }
-            _ => tracing::warn!(dir = %dir.display(), line, "ignoring malformed group offset"),
+            _ => return Err(malformed("a line is not \"<offset> <group>\"")),
         }
     }
     Ok(groups)
@@ -314,5 +356,60 @@ mod tests {
         write_atomically(dir.path(), GROUPS_FILE, &encode_groups(&g)).expect("write");
         assert_eq!(read_groups(dir.path()).expect("read"), g);
         assert!(!dir.path().join("groups.tmp").exists());
+    }
+
+    #[test]
+    fn damaged_files_name_themselves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(read_meta(dir.path()).expect("missing").is_none());
+        assert!(read_groups(dir.path()).expect("missing").is_empty());
+        fs::write(
+            dir.path().join(META_FILE),
+            "drover-stream 1\napp=a\nuid=u\n",
+        )
+        .expect("write");
+        assert_eq!(
+            read_meta(dir.path()).expect("meta"),
+            Some(("a".into(), "u".into()))
+        );
+        for (file, bytes, problem) in [
+            (
+                META_FILE,
+                &b"drover-stream 1\napp=\xff\nuid=u\n"[..],
+                "not valid UTF-8",
+            ),
+            (
+                META_FILE,
+                b"drover-stream 1\napp=a\n",
+                "uid= line is missing",
+            ),
+            (
+                META_FILE,
+                b"drover-strea\x00 1\napp=a\nuid=u\n",
+                "first line",
+            ),
+            (
+                GROUPS_FILE,
+                b"drover-groups 1\n12 g\nx1 h\n",
+                "<offset> <group>",
+            ),
+            (
+                GROUPS_FILE,
+                b"drover-groups 1\n\xfe2 g\n",
+                "not valid UTF-8",
+            ),
+        ] {
+            fs::write(dir.path().join(file), bytes).expect("write");
+            let e = if file == META_FILE {
+                read_meta(dir.path()).map(|_| ())
+            } else {
+                read_groups(dir.path()).map(|_| ())
+            }
+            .expect_err("damaged");
+            assert_eq!(e.path(), dir.path().join(file));
+            let shown = e.to_string();
+            assert!(shown.contains(file) && shown.contains(problem), "{shown}");
+            assert!(e.brief().starts_with(file), "{}", e.brief());
+        }
     }
 }
