@@ -223,8 +223,8 @@ async fn accept(
     }
     let client_certs = req
         .extensions()
-        .get::<crate::tls::ClientCertificates>()
-        .and_then(|c| c.0.clone());
+        .get::<drover_net::Peer>()
+        .and_then(|p| p.client_certificates().cloned());
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -196,6 +196,7 @@
 
 mod config;
 mod connection;
+mod listener;
 mod pipeline;
 mod policy;
 mod reason;
@@ -208,11 +209,12 @@ mod wire;
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use config::{ConfigError, MqttConfig};
+pub use listener::{serve, serve_tcp, serve_tls};
 pub use policy::{Accepted, Policy};
 pub use reason::{
     CloseReason, PublishRefusal, ReasonCode, Refusal, SessionEndReason, SubscribeRefusal,
 };
-pub use server::{serve_connection, serve_tcp, serve_tls, MqttServer};
+pub use server::{serve_connection, MqttServer};
 pub use session::{
     Delivery, DeliveryError, Enqueued, PublishError, SessionHandle, TryPublishError,
 };

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+mod limits;
+
+pub use limits::{LimitArgs, Limits};
+
 /// A configuration problem: exit code 64 with this one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -102,6 +106,9 @@ pub struct ServeArgs {
     /// The cluster's backends (PostgreSQL, NATS JetStream).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Timeouts and connection caps of the listeners.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Where a cluster keeps its state; `drover serve` and `drover migrate` take the same flags.
@@ -170,6 +177,14 @@ struct FileConfig {
     nats_url: Option<String>,
     nats_prefix: Option<String>,
     nats_replicas: Option<usize>,
+    http_header_timeout: Option<u64>,
+    http_body_timeout: Option<u64>,
+    http_idle_timeout: Option<u64>,
+    http_max_connections: Option<usize>,
+    api_max_connections: Option<usize>,
+    mqtt_max_connections: Option<usize>,
+    integration_max_connections: Option<usize>,
+    mqtt_packet_timeout: Option<u64>,
     oidc: Option<FileOidc>,
 }
 
@@ -239,6 +254,9 @@ pub struct Config {
     pub nats_url: Option<String>,
     pub nats_prefix: String,
     pub nats_replicas: usize,
+    /// Timeouts and connection caps of the listeners.
+    #[serde(flatten)]
+    pub limits: Limits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSettings>,
 }
@@ -297,6 +315,7 @@ impl std::fmt::Debug for Config {
             )
             .field("nats_url", &self.nats_url.as_deref().map(redacted_url))
             .field("nats_prefix", &self.nats_prefix)
+            .field("limits", &self.limits)
             .field("oidc", &self.oidc)
             .finish()
     }
@@ -332,6 +351,7 @@ impl Default for Config {
             nats_url: None,
             nats_prefix: "drover".into(),
             nats_replicas: 1,
+            limits: Limits::default(),
             oidc: None,
         }
     }
@@ -610,6 +630,18 @@ impl Config {
                 "nats_replicas must be 1 to 5 (set --nats-replicas / DROVER_NATS_REPLICAS)".into(),
             ));
         }
+        // (Their own struct cannot be flattened into a file struct that denies unknown keys.)
+        let file_limits = limits::FileLimits {
+            http_header_timeout: file.http_header_timeout,
+            http_body_timeout: file.http_body_timeout,
+            http_idle_timeout: file.http_idle_timeout,
+            http_max_connections: file.http_max_connections,
+            api_max_connections: file.api_max_connections,
+            mqtt_max_connections: file.mqtt_max_connections,
+            integration_max_connections: file.integration_max_connections,
+            mqtt_packet_timeout: file.mqtt_packet_timeout,
+        };
+        let limits = Limits::load(args.limits, file_limits)?;
         let fo = file.oidc.unwrap_or_default();
         let oidc = match args.oidc_issuer_url.or(fo.issuer_url) {
             Some(issuer) => Some(OidcSettings {
@@ -667,6 +699,7 @@ impl Config {
             nats_url,
             nats_prefix,
             nats_replicas,
+            limits,
             oidc,
         })
     }
