@@ -1,6 +1,7 @@
 //! The HTTP listeners (management API, HTTP and HTTPS device endpoints) do not let clients hold
 //! connections open: header, body and idle timeouts, and a cap on connections with a clear 503.
 //! Raw sockets, so that exactly what a slow or silent client does is sent.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -364,4 +365,76 @@ async fn connections_over_the_cap_get_a_503_and_the_listener_recovers() {
         }
         drop(held);
     }
+}
+
+#[tokio::test]
+async fn a_websocket_outlives_the_idle_timeout_and_holds_its_slot() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = start(Limits {
+        api_max_connections: 2,
+        ..short_timeouts()
+    })
+    .await;
+    t.admin().create_app("app").await;
+    t.admin()
+        .create_device(
+            "app",
+            json!({"metadata": {"name": "dev1"}, "spec": {"authentication": {"credentials": [{"pass": "secret"}]}}}),
+        )
+        .await;
+    let mut req = t.ws_url("app").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Basic {}", basic("admin", ADMIN_TOKEN))
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    // The client says nothing for longer than the idle and header timeouts.
+    tokio::time::sleep(IDLE + HEADER).await;
+
+    // The WebSocket holds one of the API's two slots: one more connection is served (once the
+    // setup's kept-alive connection went idle and was closed), the next is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _held = loop {
+        let mut io = connect(&t, Port::Api).await;
+        io.write_all(probe(Port::Api).as_bytes()).await.unwrap();
+        let (status, _) = read_response(&mut io).await;
+        if !status.contains("503") {
+            break io;
+        }
+        assert!(Instant::now() < deadline, "the API keeps refusing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut over = connect(&t, Port::Api).await;
+    over.write_all(probe(Port::Api).as_bytes()).await.unwrap();
+    let (status, _) = read_response(&mut over).await;
+    assert!(status.contains("503"), "{status}");
+
+    // And it still delivers.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/telemetry", t.http_base))
+        .basic_auth("dev1@app", Some("secret"))
+        .body("{\"temp\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let event = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the WebSocket is open")
+            .unwrap();
+        match msg {
+            Message::Text(text) => break text,
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    };
+    assert!(event.contains("dev1"), "{event}");
 }
