@@ -64,15 +64,17 @@ async fn a_trickled_publish_is_cut_off_after_the_packet_timeout() {
         0x8D,
         "Keep Alive timeout"
     );
-    ts.rec
+    let t = ts
+        .rec
         .wait("packet timeout", |e| match e {
             Ev::Disconnected {
                 client_id,
                 reason: CloseReason::PacketTimeout(t),
-            } if client_id == "trickle5" => Some(assert_eq!(*t, PACKET_TIMEOUT)),
+            } if client_id == "trickle5" => Some(*t),
             _ => None,
         })
         .await;
+    assert_eq!(t, PACKET_TIMEOUT);
 
     // MQTT 3.1.1: closed.
     let mut publish = BytesMut::new();
