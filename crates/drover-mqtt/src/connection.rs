@@ -1253,29 +1253,30 @@ where
                             return reason;
                         }
                         // A packet completed (bytes were consumed): what is left started now.
+                        // (The timer is not reset here, per read: it fires at the latest
+                        // deadline set and is re-armed from `partial_since` then.)
                         let completed = rbuf.len() < buffered || buffered == n;
-                        if rbuf.is_empty() {
-                            partial_since = None;
-                        } else if completed || partial_since.is_none() {
-                            partial_since = Some(last_read);
-                            packet_sleep.as_mut().reset(last_read + cfg.packet_timeout);
-                        }
+                        partial_since = match partial_since {
+                            _ if rbuf.is_empty() => None,
+                            Some(since) if !completed => Some(since),
+                            _ => Some(last_read),
+                        };
                     }
                 }
             }
             _ = &mut packet_sleep, if partial_since.is_some() => {
                 let now = Instant::now();
-                match partial_since {
+                let since = match partial_since {
                     // While reading is paused the client cannot be blamed: count again.
-                    Some(_) if !can_read => partial_since = Some(now),
+                    Some(_) if !can_read => now,
                     Some(since) if since + cfg.packet_timeout <= now => {
                         return CloseReason::PacketTimeout(cfg.packet_timeout);
                     }
-                    _ => {}
-                }
-                if let Some(since) = partial_since {
-                    packet_sleep.as_mut().reset(since + cfg.packet_timeout);
-                }
+                    Some(since) => since,
+                    None => now,
+                };
+                partial_since = Some(since);
+                packet_sleep.as_mut().reset(since + cfg.packet_timeout);
             }
             _ = signal.outbound.notified() => {
                 st.pump_needed = true;
