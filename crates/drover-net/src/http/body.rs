@@ -18,31 +18,15 @@ use super::deadline::InFlight;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why reading a request body failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// The whole body did not arrive within the body timeout (counted from the handler's first
     /// read).
+    #[error("the request body did not arrive within {0:?}")]
     TimedOut(Duration),
     /// The connection failed or the body was malformed.
-    Transport(hyper::Error),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::TimedOut(t) => write!(f, "the request body did not arrive within {t:?}"),
-            BodyError::Transport(_) => f.write_str("cannot read the request body"),
-        }
-    }
-}
-
-impl std::error::Error for BodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BodyError::TimedOut(_) => None,
-            BodyError::Transport(e) => Some(e),
-        }
-    }
+    #[error("cannot read the request body")]
+    Transport(#[source] hyper::Error),
 }
 
 /// The body of a request served by [`serve`](super::serve): all of it must arrive within the
