@@ -66,12 +66,12 @@ fn credential(parts: &Parts) -> Result<Option<Credential>, ApiError> {
     }
 }
 
-/// The peer's address (axum's `ConnectInfo`, which the API listener sets).
+/// The peer's address (the `drover_net::Peer` every listener sets).
 pub fn peer_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<drover_net::Peer>()
+        .map(|p| p.addr.ip())
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 

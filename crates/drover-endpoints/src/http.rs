@@ -232,8 +232,8 @@ async fn accept(
     }
     let client_certs = req
         .extensions()
-        .get::<crate::tls::ClientCertificates>()
-        .and_then(|c| c.0.clone());
+        .get::<drover_net::Peer>()
+        .and_then(|p| p.client_certificates().cloned());
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -518,10 +518,10 @@ fn auth_failure(e: &AuthError, creds: &DeviceCredentials, auth: &DeviceAuthentic
     )
 }
 
-/// The peer's address (axum's `ConnectInfo`, which every listener of the endpoint sets).
+/// The peer's address (the `drover_net::Peer` every listener sets).
 fn peer_ip(req: &Request) -> IpAddr {
     req.extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<drover_net::Peer>()
+        .map(|p| p.addr.ip())
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }

@@ -3,11 +3,12 @@
 //! peer holds its key); whether its chain is trusted is decided afterwards by device
 //! authentication, against the trust anchors of the application the certificate names — which
 //! the TLS layer cannot know.
+//!
+//! The listeners themselves (handshake, its timeout, the chain handed to the protocol as
+//! [`drover_net::Peer`]) are `drover-net`'s.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
@@ -15,12 +16,6 @@ use rustls::crypto::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use tokio::net::TcpListener;
-
-/// The client certificate chain of a TLS connection (DER, end entity first), as a request
-/// extension for HTTP handlers.
-#[derive(Debug, Clone)]
-pub struct ClientCertificates(pub Option<Arc<Vec<Vec<u8>>>>);
 
 #[derive(Debug, thiserror::Error)]
 #[error("TLS configuration: {0}")]
@@ -104,67 +99,4 @@ pub fn server_config(
 /// The crypto provider used by Drover's TLS (installed as the process default once).
 pub fn install_default_provider() {
     let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
-}
-
-/// Serves `router` over TLS until `stop` turns true, then lets open connections finish within
-/// `grace`. Handlers see the client certificate chain as a [`ClientCertificates`] extension.
-pub async fn serve_https(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    router: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    grace: Duration,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("HTTPS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let certs = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| Arc::new(c.iter().map(|c| c.to_vec()).collect::<Vec<_>>()));
-            let svc = router
-                .layer(axum::Extension(ClientCertificates(certs)))
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc))
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, "HTTPS connection ended: {e}");
-            }
-        });
-    }
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
-    Ok(())
 }

@@ -8,6 +8,10 @@ use std::time::Duration;
 pub struct MqttConfig {
     /// How long a new connection may take to send a complete CONNECT (default 10 s).
     pub connect_timeout: Duration,
+    /// How long a packet may take to arrive once its first byte did (default 30 s): a client
+    /// trickling a packet byte by byte is closed (MQTT 5: DISCONNECT 0x8D) even while the bytes
+    /// keep its keep-alive going.
+    pub packet_timeout: Duration,
     /// Largest keep-alive the server accepts, in seconds (default 1200). A client asking for more,
     /// or for none (0), gets this value: MQTT 5 clients are told via Server Keep Alive, MQTT 3
     /// clients are simply held to it. A connection is closed when nothing arrived for 1.5 times
@@ -83,6 +87,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             connect_timeout: Duration::from_secs(10),
+            packet_timeout: Duration::from_secs(30),
             max_keep_alive: 1200,
             max_packet_size: 1024 * 1024,
             receive_maximum: 32,
@@ -152,6 +157,9 @@ impl MqttConfig {
         if self.connect_timeout.is_zero() {
             return fail("connect_timeout", "must be positive");
         }
+        if self.packet_timeout.is_zero() {
+            return fail("packet_timeout", "must be positive");
+        }
         if self.reap_interval.is_zero() {
             return fail("reap_interval", "must be positive");
         }
@@ -182,6 +190,9 @@ impl MqttConfig {
         }
         if self.reap_interval.is_zero() {
             self.reap_interval = Duration::from_secs(10);
+        }
+        if self.packet_timeout.is_zero() {
+            self.packet_timeout = Duration::from_secs(30);
         }
         self.write_buffer_high_water = self.write_buffer_high_water.max(1024);
         self.read_buffer_size = self.read_buffer_size.max(1024);

@@ -223,7 +223,9 @@ where
 
     // Teardown.
     match &close {
-        CloseReason::ProtocolError { .. } | CloseReason::KeepAliveTimeout => {
+        CloseReason::ProtocolError { .. }
+        | CloseReason::KeepAliveTimeout
+        | CloseReason::PacketTimeout(_) => {
             tracing::warn!(%peer, %client_id, "closing connection: {close}");
         }
         CloseReason::TakenOver | CloseReason::Kicked(_) | CloseReason::PublishRefused(_) => {
@@ -258,6 +260,44 @@ where
     server.policy().disconnected(&identity, &close).await;
     server.sessions_ended(ended).await;
     drop(attached.done);
+}
+
+/// Answers a connection that arrived while its listener had `limit` connections open: reads
+/// the CONNECT (within `connect_timeout`) and refuses it with Server busy (MQTT 3: Server
+/// unavailable), so that the client knows to come back later.
+pub(crate) async fn refuse_busy<P, IO>(
+    io: IO,
+    info: ConnectionInfo,
+    server: &MqttServer<P>,
+    limit: usize,
+) where
+    P: Policy,
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = server.config();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut rbuf = BytesMut::with_capacity(cfg.read_buffer_size);
+    let mut wbuf = BytesMut::new();
+    let peer = info.peer_addr;
+    let connect = tokio::select! {
+        r = timeout(cfg.connect_timeout, read_connect(&mut rd, &mut rbuf, cfg)) => r,
+        _ = server.shutdown.cancelled() => return,
+    };
+    match connect {
+        Ok(Ok((mut codec, packet))) => {
+            let client_id = match &packet {
+                ConnectPacket::V3(c) => c.client_id.clone(),
+                ConnectPacket::V5(c) => c.client_id.clone(),
+            };
+            tracing::debug!(%peer, %client_id, "refused CONNECT: {limit} connections are open on this listener");
+            refuse(&mut codec, Refusal::ServerBusy, &mut wr, &mut wbuf, cfg).await;
+        }
+        Ok(Err(ConnectFailure::Invalid(e))) => {
+            wire::encode_refusal(e.v5, e.v3, &mut wbuf);
+            close_quietly(&mut wr, &mut wbuf, cfg.close_timeout).await;
+        }
+        Ok(Err(ConnectFailure::Io(_))) | Err(_) => {}
+    }
 }
 
 /// Detaches the session if the connection task is dropped mid-way (runtime shutdown).
@@ -1048,6 +1088,10 @@ where
     let mut ka_sleep = pin!(sleep_until(
         last_read + keep_alive.unwrap_or(Duration::from_secs(3600))
     ));
+    // Since when the packet whose first bytes wait in `rbuf` has been arriving: it must be
+    // complete within `packet_timeout`, however steadily its bytes trickle in.
+    let mut partial_since = (!rbuf.is_empty()).then_some(last_read);
+    let mut packet_sleep = pin!(sleep_until(last_read + cfg.packet_timeout));
 
     loop {
         // Start queued work, in order: PUBLISHes up to the concurrency limit; SUBSCRIBE,
@@ -1245,13 +1289,37 @@ where
                         st.read_closed = true;
                         st.work.push_back(Work::End(CloseReason::ConnectionLost));
                     }
-                    Ok(_) => {
+                    Ok(n) => {
                         last_read = Instant::now();
+                        let buffered = rbuf.len();
                         if let Err(reason) = st.decode_available(rbuf, session, generation, wbuf) {
                             return reason;
                         }
+                        // A packet completed (bytes were consumed): what is left started now.
+                        // (The timer is not reset here, per read: it fires at the latest
+                        // deadline set and is re-armed from `partial_since` then.)
+                        let completed = rbuf.len() < buffered || buffered == n;
+                        partial_since = match partial_since {
+                            _ if rbuf.is_empty() => None,
+                            Some(since) if !completed => Some(since),
+                            _ => Some(last_read),
+                        };
                     }
                 }
+            }
+            _ = &mut packet_sleep, if partial_since.is_some() => {
+                let now = Instant::now();
+                let since = match partial_since {
+                    // While reading is paused the client cannot be blamed: count again.
+                    Some(_) if !can_read => now,
+                    Some(since) if since + cfg.packet_timeout <= now => {
+                        return CloseReason::PacketTimeout(cfg.packet_timeout);
+                    }
+                    Some(since) => since,
+                    None => now,
+                };
+                partial_since = Some(since);
+                packet_sleep.as_mut().reset(since + cfg.packet_timeout);
             }
             _ = signal.outbound.notified() => {
                 st.pump_needed = true;

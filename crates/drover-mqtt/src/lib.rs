@@ -72,9 +72,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A TLS listener accepts and handshakes itself, then calls [`serve_connection`] with the stream
-//! and a [`ConnectionInfo`] carrying the client certificate chain; its accept loop should stop on
-//! [`MqttServer::shutdown_requested`].
+//! Listeners are `drover-net`'s: [`serve`] runs MQTT on a [`drover_net::Listener`] (plain or
+//! TLS, with its cap on open connections; a connection over the cap gets CONNACK Server busy);
+//! [`serve_tcp`] and [`serve_tls`] are shorthands with `drover-net`'s defaults. Other
+//! transports (a WebSocket adapter) call [`serve_connection`] with the stream and a
+//! [`ConnectionInfo`]; their accept loop should stop on [`MqttServer::shutdown_requested`].
 //!
 //! ## How a connection runs
 //!
@@ -83,8 +85,8 @@
 //! [`Accepted::session_key`] (taking it over from a live connection, whose teardown completes
 //! first), writes CONNACK, calls [`Policy::connected`], then runs one `select!` loop over: the
 //! socket's read half, the write half (everything encoded since the last write goes out in one
-//! write, then one flush), the policy futures, the session's outbound queue, the keep-alive timer
-//! and the takeover/shutdown signals. No lock is held across an `.await`; the steady state
+//! write, then one flush), the policy futures, the session's outbound queue, the keep-alive and
+//! packet timers and the takeover/shutdown signals. No lock is held across an `.await`; the steady state
 //! allocates nothing per message beyond what the codec does (one box per PUBLISH) and a oneshot
 //! per outbound QoS 1 message.
 //!
@@ -157,6 +159,8 @@
 //! | SUBACK per filter | 0x00/0x01 granted (QoS 2 lowered to 1), 0x87, 0x8F invalid filter, 0x9E shared unavailable, 0xA2 wildcards unavailable, 0x97, 0x80, 0x83 | granted QoS or 0x80 |
 //! | UNSUBACK per filter | 0x00, 0x11 no subscription existed, 0x8F | plain UNSUBACK |
 //! | keep-alive: nothing received for 1.5 × keep-alive | DISCONNECT 0x8D | close |
+//! | a packet not complete [`MqttConfig::packet_timeout`] after its first byte (bytes trickled to keep the keep-alive going) | DISCONNECT 0x8D | close |
+//! | CONNECT on a listener that has its cap of connections open | CONNACK 0x89 | CONNACK 3 |
 //! | keep-alive 0 or above [`MqttConfig::max_keep_alive`] | raised/lowered to the maximum, told in Server Keep Alive | held to the maximum silently |
 //! | session taken over | DISCONNECT 0x8E to the old connection | close |
 //! | [`SessionHandle::disconnect`] | DISCONNECT with the given code | close |
@@ -196,6 +200,7 @@
 
 mod config;
 mod connection;
+mod listener;
 mod pipeline;
 mod policy;
 mod reason;
@@ -208,11 +213,12 @@ mod wire;
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use config::{ConfigError, MqttConfig};
+pub use listener::{serve, serve_tcp, serve_tls};
 pub use policy::{Accepted, Policy};
 pub use reason::{
     CloseReason, PublishRefusal, ReasonCode, Refusal, SessionEndReason, SubscribeRefusal,
 };
-pub use server::{serve_connection, serve_tcp, serve_tls, MqttServer};
+pub use server::{serve_connection, MqttServer};
 pub use session::{
     Delivery, DeliveryError, Enqueued, PublishError, SessionHandle, TryPublishError,
 };

@@ -273,6 +273,9 @@ pub enum CloseReason {
     ConnectionLost,
     /// Nothing arrived within 1.5 times the keep-alive.
     KeepAliveTimeout,
+    /// A packet began to arrive but was not complete within
+    /// [`MqttConfig::packet_timeout`](crate::MqttConfig::packet_timeout) (the value).
+    PacketTimeout(std::time::Duration),
     /// Another connection took over the session.
     TakenOver,
     /// The client violated the protocol; the code is the one sent in the MQTT 5 DISCONNECT.
@@ -307,7 +310,11 @@ impl CloseReason {
     pub(crate) fn server_disconnect_code(&self) -> Option<ReasonCode> {
         match self {
             CloseReason::ClientDisconnect(_) | CloseReason::ConnectionLost => None,
-            CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            // MQTT 5 has no code of its own for a packet that never completes; the client was
+            // too slow to send a packet, which is what 0x8D tells.
+            CloseReason::KeepAliveTimeout | CloseReason::PacketTimeout(_) => {
+                Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+            }
             CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             CloseReason::ProtocolError { reason, .. } => Some(*reason),
             CloseReason::PublishRefused(r) => Some(r.reason_code()),
@@ -323,6 +330,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ClientDisconnect(code) => write!(f, "client disconnected ({code})"),
             CloseReason::ConnectionLost => f.write_str("connection lost"),
             CloseReason::KeepAliveTimeout => f.write_str("keep-alive timeout"),
+            CloseReason::PacketTimeout(t) => write!(f, "packet not complete within {t:?}"),
             CloseReason::TakenOver => f.write_str("session taken over"),
             CloseReason::ProtocolError { reason, detail } => {
                 write!(f, "protocol error: {detail} ({reason})")

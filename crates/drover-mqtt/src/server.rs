@@ -1,11 +1,9 @@
 //! The server object shared by all connections, and the entry points for listeners.
 
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +15,8 @@ use crate::types::ConnectionInfo;
 /// An MQTT server: a policy, settings, the sessions, and the connections being served.
 ///
 /// Create it with [`MqttServer::new`] (inside a Tokio runtime: it starts the session reaper),
-/// then hand connections to [`serve_connection`] or a listener to [`serve_tcp`].
+/// then hand connections to [`serve_connection`] or a listener to [`serve`](crate::serve)
+/// ([`serve_tcp`](crate::serve_tcp), [`serve_tls`](crate::serve_tls)).
 pub struct MqttServer<P: Policy> {
     policy: P,
     config: MqttConfig,
@@ -175,95 +174,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _tracked = server.tracker.token();
+    // Tracked before this check, so `closed` either waits for this connection or it returns.
+    if server.is_shutting_down() {
+        return;
+    }
     crate::connection::run(io, peer, server).await;
-}
-
-/// Accepts plain TCP connections on `listener` and serves each in its own task until `shutdown`
-/// resolves or [`MqttServer::shutdown`] is called; then stops accepting, shuts the server down,
-/// and returns once every connection has closed (see [`MqttServer::closed`]).
-pub async fn serve_tcp<P: Policy>(
-    listener: TcpListener,
-    server: Arc<MqttServer<P>>,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            _ = server.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer_addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");
-                    }
-                    // Tracked from here, so that `closed` cannot miss a connection being spawned.
-                    let tracked = server.tracker.token();
-                    let server = server.clone();
-                    tokio::spawn(async move {
-                        crate::connection::run(stream, ConnectionInfo::new(peer_addr), server).await;
-                        drop(tracked);
-                    });
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    server.closed().await;
-}
-
-/// Accepts TLS connections on `listener` like [`serve_tcp`]: the handshake (at most 10 s) runs
-/// in the connection's own task, and the client certificate chain, when the client sent one,
-/// reaches the policy in [`ConnectionInfo::client_certificates`].
-pub async fn serve_tls<P: Policy>(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    server: Arc<MqttServer<P>>,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            _ = server.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer_addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");
-                    }
-                    let tracked = server.tracker.token();
-                    let (server, acceptor) = (server.clone(), acceptor.clone());
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return tracing::debug!(peer = %peer_addr, "TLS handshake failed: {e}"),
-                            Err(_) => return tracing::debug!(peer = %peer_addr, "TLS handshake timed out"),
-                        };
-                        let mut info = ConnectionInfo::new(peer_addr);
-                        let (_, conn) = tls.get_ref();
-                        if let Some(certs) = conn.peer_certificates() {
-                            info = info.with_client_certificates(certs.iter().map(|c| c.to_vec()).collect());
-                        }
-                        if let Some(name) = conn.server_name() {
-                            info = info.with_server_name(name);
-                        }
-                        crate::connection::run(tls, info, server).await;
-                        drop(tracked);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    server.closed().await;
 }

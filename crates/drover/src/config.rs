@@ -195,6 +195,22 @@ settings! {
     auth_max_delay: Duration = "60s", "DURATION", SERVE, timeout, Plain;
     /// Longest wait of the answer to a failed authentication of an identity under attack (a right credential is never delayed).
     auth_identity_max_delay: Duration = "2s", "DURATION", SERVE, timeout, Plain;
+    /// Time an HTTP client (device endpoints and API) has to send a request's head.
+    http_header_timeout: Duration = "10s", "DURATION", SERVE, timeout, Plain;
+    /// Time an HTTP client has to send a request's whole body (408 after it).
+    http_body_timeout: Duration = "30s", "DURATION", SERVE, timeout, Plain;
+    /// Time an HTTP connection may stay idle between requests.
+    http_idle_timeout: Duration = "60s", "DURATION", SERVE, timeout, Plain;
+    /// Most open connections of the HTTP device endpoint, and of the HTTPS one (more are refused with 503).
+    http_max_connections: usize = "10000", "N", SERVE, connections, Plain;
+    /// Most open connections of the management API, WebSockets included (more are refused with 503).
+    api_max_connections: usize = "1000", "N", SERVE, connections, Plain;
+    /// Most open connections of the MQTT device endpoint, and of the MQTT-over-TLS one (more get CONNACK Server busy).
+    mqtt_max_connections: usize = "100000", "N", SERVE, connections, Plain;
+    /// Most open connections of the MQTT integration, and of its TLS listener.
+    integration_max_connections: usize = "1000", "N", SERVE, connections, Plain;
+    /// Time an MQTT packet may take to arrive once its first byte did (device endpoint and integration).
+    mqtt_packet_timeout: Duration = "30s", "DURATION", SERVE, timeout, Plain;
     /// Most subscriptions one MQTT session holds (device endpoint and MQTT integration); more are refused with Quota exceeded.
     mqtt_max_subscriptions: usize = "100", "N", SERVE, at_least_usize::<1>, Plain;
     /// Most topic filters in one MQTT SUBSCRIBE; the rest are refused with Quota exceeded.
@@ -243,6 +259,10 @@ settings! {
 /// A timeout or delay: from 100 ms to one day.
 fn timeout(d: &Duration) -> Result<(), String> {
     duration_between::<100, 86_400>(d)
+}
+
+fn connections(v: &usize) -> Result<(), String> {
+    between::<1, 1_000_000, u64>(&(*v as u64))
 }
 
 fn topic_length(v: &usize) -> Result<(), String> {

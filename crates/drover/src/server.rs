@@ -23,6 +23,8 @@ use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
 use drover_integrations::outbound::{OutboundClient, OutboundPolicy};
 use drover_model::Kind;
 use drover_mqtt::{MqttConfig, MqttServer};
+use drover_net::http::HttpTimeouts;
+use drover_net::Listener;
 use drover_registry::{AdminBootstrap, PgOptions, PostgresRegistry, Registry, SqliteRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -155,6 +157,7 @@ fn mqtt_config(config: &Config) -> MqttConfig {
         max_subscriptions: config.mqtt_max_subscriptions,
         max_filters_per_subscribe: config.mqtt_max_filters_per_subscribe,
         max_topic_length: config.mqtt_max_topic_length,
+        packet_timeout: config.mqtt_packet_timeout,
         ..MqttConfig::default()
     }
 }
@@ -475,11 +478,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         shutdown: stop_rx.clone(),
     };
 
+    let limits = &config;
+    let http_timeouts = HttpTimeouts {
+        header: limits.http_header_timeout,
+        body: limits.http_body_timeout,
+        idle: limits.http_idle_timeout,
+    };
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve_http(
-        "management API",
-        api_listener,
+        Listener::new(api_listener, "management API").max_connections(limits.api_max_connections),
         drover_api::router(state),
+        http_timeouts,
         stop_rx.clone(),
     ));
     let device_http = drover_endpoints::http::router(
@@ -494,9 +503,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     );
     if let Some(listener) = http_listener {
         servers.spawn(serve_http(
-            "HTTP device endpoint",
-            listener,
+            Listener::new(listener, "HTTP device endpoint")
+                .max_connections(limits.http_max_connections),
             device_http.clone(),
+            http_timeouts,
             stop_rx.clone(),
         ));
     }
@@ -517,28 +527,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     );
     let _ = mqtt_slot.set(Arc::downgrade(&mqtt));
     if let Some(listener) = mqtt_listener {
-        let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
-        servers.spawn(async move {
-            drover_mqtt::serve_tcp(listener, mqtt, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            Ok(())
-        });
+        let listener = Listener::new(listener, "MQTT device endpoint")
+            .max_connections(limits.mqtt_max_connections);
+        servers.spawn(serve_mqtt(listener, mqtt.clone(), stop_rx.clone()));
     }
     if let (Some(listener), Some(tls)) = (mqtts_listener, &tls) {
-        let tls_config =
-            drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), &[b"mqtt"])
-                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
-        let (mqtt, mut stop) = (mqtt.clone(), stop_rx.clone());
-        servers.spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-            drover_mqtt::serve_tls(listener, acceptor, mqtt, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            Ok(())
-        });
+        let listener = Listener::new(listener, "MQTT-over-TLS device endpoint")
+            .max_connections(limits.mqtt_max_connections)
+            .tls(tls_acceptor(tls, &[b"mqtt"])?)
+            .handshake_timeout(mqtt.config().connect_timeout);
+        servers.spawn(serve_mqtt(listener, mqtt.clone(), stop_rx.clone()));
     }
     let mut integration = IntegrationPolicy::new(
         registry.clone(),
@@ -561,40 +559,30 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let integration = integration.into_server(mqtt_config(&config));
     if let Some(listener) = imqtt_listener {
-        let (server, mut stop) = (integration.clone(), stop_rx.clone());
-        servers.spawn(async move {
-            drover_mqtt::serve_tcp(listener, server, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            Ok(())
-        });
+        let listener = Listener::new(listener, "MQTT integration")
+            .max_connections(limits.integration_max_connections);
+        servers.spawn(serve_mqtt(listener, integration.clone(), stop_rx.clone()));
     }
     if let (Some(listener), Some(tls)) = (imqtts_listener, &tls) {
-        let tls_config =
-            drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), &[b"mqtt"])
-                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
-        let (server, mut stop) = (integration.clone(), stop_rx.clone());
-        servers.spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-            drover_mqtt::serve_tls(listener, acceptor, server, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            Ok(())
-        });
+        let listener = Listener::new(listener, "MQTT integration over TLS")
+            .max_connections(limits.integration_max_connections)
+            .tls(tls_acceptor(tls, &[b"mqtt"])?)
+            .handshake_timeout(integration.config().connect_timeout);
+        servers.spawn(serve_mqtt(listener, integration.clone(), stop_rx.clone()));
     }
-    if let (Some(listener), Some(tls)) = (https_listener, tls) {
-        let tls_config =
-            drover_endpoints::tls::server_config(tls.chain, tls.key, &[b"h2", b"http/1.1"])
-                .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))?;
-        let stop = stop_rx.clone();
-        let grace = Duration::from_secs(config.shutdown_grace);
-        servers.spawn(async move {
-            drover_endpoints::tls::serve_https(listener, tls_config, device_http, stop, grace)
-                .await
-                .map_err(|e| anyhow::anyhow!("HTTPS device endpoint: {e}"))
-        });
+    if let (Some(listener), Some(tls)) = (https_listener, &tls) {
+        // A client that connects and sends nothing is closed after the header timeout, as on
+        // the plain HTTP port.
+        let listener = Listener::new(listener, "HTTPS device endpoint")
+            .max_connections(limits.http_max_connections)
+            .tls(tls_acceptor(tls, &[b"h2", b"http/1.1"])?)
+            .handshake_timeout(limits.http_header_timeout);
+        servers.spawn(serve_http(
+            listener,
+            device_http,
+            http_timeouts,
+            stop_rx.clone(),
+        ));
     }
     let background = vec![
         tokio::spawn(prune_changes(
@@ -691,20 +679,38 @@ fn local_addr(l: &TcpListener) -> Result<SocketAddr, StartError> {
 
 /// Serves one HTTP listener until `stop` turns true, then drains it.
 async fn serve_http(
-    what: &'static str,
-    listener: TcpListener,
+    listener: Listener,
     router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    timeouts: HttpTimeouts,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    drover_net::http::serve(listener, router, timeouts, stopped(stop)).await;
+    Ok(())
+}
+
+/// Serves one MQTT listener until `stop` turns true; then the server's connections close.
+async fn serve_mqtt<P: drover_mqtt::Policy>(
+    listener: Listener,
+    server: Arc<MqttServer<P>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    drover_mqtt::serve(listener, server, stopped(stop)).await;
+    Ok(())
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A TLS acceptor with the server's certificate, announcing `alpn`.
+fn tls_acceptor(
+    tls: &crate::tls::TlsMaterial,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    drover_endpoints::tls::server_config(tls.chain.clone(), tls.key.clone(), alpn)
+        .map(tokio_rustls::TlsAcceptor::from)
+        .map_err(|e| StartError::Config(format!("{e} (--tls-cert / --tls-key)")))
 }
 
 /// Follows the registry's change feed and applies what it means for live traffic:

@@ -596,3 +596,56 @@ fn serve_banner_token_file_and_sigterm() {
         "exit status after SIGTERM: {status}"
     );
 }
+
+#[test]
+fn listener_limits_have_defaults_layers_and_bounds() {
+    let (r, c) = print_config(|_| {});
+    for (key, default) in [
+        ("http_header_timeout", "10s"),
+        ("http_body_timeout", "30s"),
+        ("http_idle_timeout", "1m"),
+        ("mqtt_packet_timeout", "30s"),
+    ] {
+        assert_eq!(c[key].as_str(), Some(default), "{key}: {}", r.stdout);
+    }
+    for (key, default) in [
+        ("http_max_connections", 10_000),
+        ("api_max_connections", 1_000),
+        ("mqtt_max_connections", 100_000),
+        ("integration_max_connections", 1_000),
+    ] {
+        assert_eq!(c[key].as_integer(), Some(default), "{key}: {}", r.stdout);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drover.toml");
+    std::fs::write(&file, "http_idle_timeout = 90\nhttp_body_timeout = 20\n").unwrap();
+    let (_, c) = print_config(|cmd| {
+        cmd.arg("--config")
+            .arg(&file)
+            .env("DROVER_HTTP_IDLE_TIMEOUT", "120")
+            .args(["--api-max-connections", "50"]);
+    });
+    assert_eq!(c["http_idle_timeout"].as_str(), Some("2m"));
+    assert_eq!(c["http_body_timeout"].as_str(), Some("20s"));
+    assert_eq!(c["api_max_connections"].as_integer(), Some(50));
+
+    for (flag, value, key) in [
+        ("--http-header-timeout", "0", "http_header_timeout"),
+        ("--http-idle-timeout", "100000", "http_idle_timeout"),
+        ("--http-max-connections", "0", "http_max_connections"),
+        ("--mqtt-packet-timeout", "0", "mqtt_packet_timeout"),
+    ] {
+        let mut cmd = drover();
+        cmd.args(["serve", flag, value, "--data-dir"])
+            .arg(dir.path().join("data"));
+        let r = run(cmd);
+        assert_eq!(r.code, Some(EXIT_CONFIG), "{flag} {value}: {}", r.stderr);
+        let lines = r.stderr_lines();
+        assert_eq!(lines.len(), 1, "one line on stderr: {lines:?}");
+        assert!(
+            lines[0].contains(key) && lines[0].contains(flag),
+            "{}",
+            lines[0]
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use drover_mqtt::{
-    serve_tcp, Accepted, CloseReason, ConnectRequest, Inbound, MessageProperties, MqttConfig,
+    serve, Accepted, CloseReason, ConnectRequest, Inbound, MessageProperties, MqttConfig,
     MqttServer, Policy, ProtocolVersion, PublishRefusal, QoS, Refusal, SessionEndReason,
     SessionHandle, SubscribeRefusal, SubscribeRequest, Subscription, SubscriptionRequest,
 };
@@ -328,6 +328,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: MqttConfig) -> TestServer {
+        Self::start_on(config, |tcp| drover_net::Listener::new(tcp, "MQTT")).await
+    }
+
+    /// A server on the listener `listen` makes of a bound TCP listener (cap, TLS).
+    pub async fn start_on(
+        config: MqttConfig,
+        listen: impl FnOnce(TcpListener) -> drover_net::Listener,
+    ) -> TestServer {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -342,7 +350,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let join = tokio::spawn(serve_tcp(listener, server.clone(), async move {
+        let join = tokio::spawn(serve(listen(listener), server.clone(), async move {
             let _ = stopped.await;
         }));
         TestServer {

@@ -3,6 +3,7 @@
 mod common;
 mod connect;
 mod lifecycle;
+mod limits;
 mod outbound;
 mod publish;
 mod robustness;
