@@ -483,6 +483,7 @@ impl IntegrationPolicy {
         session: &SessionHandle,
         f: &SubscriptionRequest,
         mode: ContentMode,
+        apps: &mut HashMap<String, Result<drover_model::Resource, RegistryError>>,
     ) -> Result<QoS, SubscribeRefusal> {
         let user = client.principal.name();
         let client_id = &client.client_id;
@@ -500,7 +501,15 @@ impl IntegrationPolicy {
                 SubscribeRefusal::TopicFilterInvalid
             }
         })?;
-        let app = match self.registry.get_app(&client.principal, &target.app).await {
+        let looked_up = match apps.get(&target.app) {
+            Some(answer) => answer.clone(),
+            None => {
+                let answer = self.registry.get_app(&client.principal, &target.app).await;
+                apps.insert(target.app.clone(), answer.clone());
+                answer
+            }
+        };
+        let app = match looked_up {
             Ok(app) => app,
             Err(e @ (RegistryError::Unavailable(_) | RegistryError::Internal(_))) => {
                 tracing::warn!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: registry unavailable: {e}");
@@ -812,9 +821,15 @@ impl Policy for IntegrationPolicy {
                 return vec![Err(SubscribeRefusal::ImplementationSpecific); req.filters.len()];
             }
         };
+        // Each application is looked up once per SUBSCRIBE, however many filters name it (and
+        // the filters are few: the session layer caps them, see `MqttConfig`).
+        let mut apps = HashMap::new();
         let mut results = Vec::with_capacity(req.filters.len());
         for f in &req.filters {
-            results.push(self.subscribe_one(client, session, f, mode).await);
+            results.push(
+                self.subscribe_one(client, session, f, mode, &mut apps)
+                    .await,
+            );
         }
         results
     }

@@ -5,9 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 fn documented() -> BTreeMap<String, BTreeSet<String>> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ARCHITECTURE.md"))
-        .unwrap();
-    let start = doc.find("<!-- layers:begin -->").expect("layer table begins");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../ARCHITECTURE.md"
+    ))
+    .unwrap();
+    let start = doc
+        .find("<!-- layers:begin -->")
+        .expect("layer table begins");
     let end = doc.find("<!-- layers:end -->").expect("layer table ends");
     let mut layers = BTreeMap::new();
     let mut lower = BTreeSet::new();
@@ -38,11 +43,21 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
 fn actual() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     meta["packages"]
         .as_array()

@@ -148,3 +148,88 @@ async fn http_channel_names_are_checked_like_mqtt_topics() {
         );
     }
 }
+
+/// One user held 5,000 integration connections: now a user may hold
+/// `integration_max_connections_per_user`, WebSocket and MQTT together.
+#[tokio::test]
+async fn integration_connections_per_user_are_capped() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = drover::Config {
+        integration_max_connections_per_user: 2,
+        ..common::config(dir.path())
+    };
+    let t = TestServer::start_with(config).await;
+    t.admin().create_app("app").await;
+    let url = format!(
+        "{}?username=admin&api_key={}",
+        t.ws_url("app"),
+        common::ADMIN_TOKEN
+    );
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let port = t
+        .server
+        .as_ref()
+        .unwrap()
+        .integration_mqtt_addr
+        .unwrap()
+        .port();
+    let mut o = rumqttc::v5::MqttOptions::new("admin-1", "127.0.0.1", port);
+    o.set_credentials("admin", common::ADMIN_TOKEN);
+    let (_c, mut el) = rumqttc::v5::AsyncClient::new(o, 10);
+    let ack = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(a)) =
+                el.poll().await.unwrap()
+            {
+                return a.code;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ack, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success);
+
+    // The third connection of the user: a WebSocket gets 429, MQTT CONNACK 0x97.
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let mut o = rumqttc::v5::MqttOptions::new("admin-2", "127.0.0.1", port);
+    o.set_credentials("admin", common::ADMIN_TOKEN);
+    let (_c2, mut el2) = rumqttc::v5::AsyncClient::new(o, 10);
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = el2.poll().await {
+                return e.to_string();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("QuotaExceeded"), "{refused}");
+
+    // Another user is not affected; and a closed connection frees its slot.
+    let bob = t.user("bob").await;
+    let bob_token = bob.user.clone().unwrap().1;
+    let r = t
+        .admin()
+        .put(
+            "/api/admin/v1alpha1/apps/app/members",
+            &json!({"members": {"bob": {"role": "reader"}}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let bob_url = format!("{}?username=bob&api_key={bob_token}", t.ws_url("app"));
+    tokio_tungstenite::connect_async(&bob_url).await.unwrap();
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(e) => panic!("the slot was not freed: {e}"),
+        }
+    }
+}
