@@ -112,7 +112,7 @@ fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            Err(StartError::Runtime(e)) => {
+            Err(e @ StartError::Runtime { .. }) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }

@@ -67,10 +67,10 @@ pub fn development(data_dir: &Path) -> Result<TlsMaterial, StartError> {
     );
     if !(ca.exists() && cert.exists() && key.exists()) {
         generate(&dir).map_err(|e| {
-            StartError::Runtime(format!(
-                "cannot generate the development CA in {}: {e}",
-                dir.display()
-            ))
+            StartError::runtime(
+                format!("cannot generate the development CA in {}", dir.display()),
+                e,
+            )
         })?;
         tracing::info!(
             "generated a development CA and server certificate in {}",
@@ -82,7 +82,7 @@ pub fn development(data_dir: &Path) -> Result<TlsMaterial, StartError> {
     Ok(m)
 }
 
-fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,

@@ -1,0 +1,228 @@
+//! The services over the backends: authentication (devices, users, throttling), commands, the
+//! management API's state, the device endpoints' HTTP routes and MQTT server, the MQTT
+//! integration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_api::{ApiSettings, ApiState};
+use drover_auth::device::DeviceAuthenticator;
+use drover_auth::throttle::{Throttle, ThrottleConfig};
+use drover_auth::user::UserAuthenticator;
+use drover_auth::{OidcConfig, OidcValidator};
+use drover_endpoints::http::HttpSettings;
+use drover_endpoints::mqtt::DevicePolicy;
+use drover_integrations::commands::CommandService;
+use drover_integrations::limits::UserConnections;
+use drover_integrations::mqtt::{IntegrationPolicy, IntegrationSettings};
+use drover_integrations::outbound::{OutboundClient, OutboundPolicy};
+use drover_mqtt::{MqttConfig, MqttServer};
+
+use super::backends::Backends;
+use super::bind::Addresses;
+use super::StartError;
+use crate::config::Config;
+
+/// Everything the listeners serve.
+pub(super) struct Services {
+    pub api: axum::Router,
+    pub device_http: axum::Router,
+    pub mqtt: Arc<MqttServer<DevicePolicy>>,
+    pub integration: Arc<MqttServer<IntegrationPolicy>>,
+}
+
+impl Services {
+    pub fn build(
+        config: &Config,
+        b: &Backends,
+        addrs: &Addresses,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Services, StartError> {
+        let throttle = Arc::new(Throttle::new(throttle_config(config)));
+        let devices = Arc::new(DeviceAuthenticator::with_throttle(
+            b.directory.clone(),
+            throttle.clone(),
+        ));
+        let users = Arc::new(UserAuthenticator::new(
+            b.users.clone(),
+            oidc(config)?,
+            throttle,
+        ));
+        let connections = UserConnections::new(config.integration_max_connections_per_user);
+        let outbound_policy = Arc::new(OutboundPolicy::new(config.outbound_allow.clone()));
+        if !config.outbound_allow.is_empty() {
+            let allow: Vec<String> = config
+                .outbound_allow
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            tracing::info!(allow = %allow.join(","), "outbound address policy: exceptions allowed");
+        }
+        let outbound = OutboundClient::new(outbound_policy.clone())
+            .map_err(|e| StartError::runtime("cannot create the outbound HTTP client", e))?;
+        let command_service = Arc::new(CommandService::new(
+            b.registry.clone(),
+            b.commands.clone(),
+            b.log.clone(),
+            config.instance.clone(),
+            outbound,
+        ));
+        let state = ApiState {
+            registry: b.registry.clone(),
+            log: Some(b.log.clone()),
+            commands: Some(command_service.clone()),
+            users: users.clone(),
+            user_connections: connections.clone(),
+            settings: Arc::new(ApiSettings {
+                public_url: config.public_url.clone(),
+                fallback_host: "localhost".into(),
+                body_limit: config.api_body_limit,
+                oidc_issuer: config.oidc_issuer_url.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                endpoints: endpoints(addrs),
+                ws_max_lag: config.ws_max_lag,
+                ws_send_timeout: config.ws_send_timeout,
+                readiness: Some(super::health::readiness(
+                    b.registry.clone(),
+                    b.nats.clone(),
+                    b.jetstream.clone(),
+                    b.embedded.clone(),
+                )),
+                outbound: outbound_policy,
+            }),
+            shutdown: stop,
+        };
+        let device_http = drover_endpoints::http::router(
+            devices.clone(),
+            b.log.clone(),
+            b.commands.clone(),
+            HttpSettings {
+                body_limit: config.http_body_limit,
+                instance: config.instance.clone(),
+                ..HttpSettings::default()
+            },
+        );
+        let mqtt = MqttServer::new(
+            DevicePolicy::new(
+                devices,
+                b.log.clone(),
+                b.commands.clone(),
+                config.instance.clone(),
+            ),
+            // Publishes of one connection are processed concurrently (PUBACKs stay in order and
+            // the device policy keeps the log order), so a device's throughput is not bound by
+            // the latency of one fsync.
+            MqttConfig {
+                inbound_concurrency: 64,
+                ..mqtt_config(config)
+            },
+        );
+        let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
+        let mut integration = IntegrationPolicy::new(
+            b.registry.clone(),
+            users,
+            b.log.clone(),
+            IntegrationSettings {
+                max_lag: config.integration_max_lag,
+                ..IntegrationSettings::default()
+            },
+        )
+        .with_commands(command_service)
+        .with_user_connections(connections);
+        if let Some(client) = &b.nats {
+            integration = integration.with_group_peers(drover_bus::cluster::NatsGroups::new(
+                client.clone(),
+                config.nats_prefix.clone(),
+                b.node.clone(),
+                b.log.clone(),
+            ));
+        }
+        Ok(Services {
+            api: drover_api::router(state),
+            device_http,
+            mqtt,
+            integration: integration.into_server(mqtt_config(config)),
+        })
+    }
+}
+
+/// Failed-authentication throttling, as configured.
+fn throttle_config(config: &Config) -> ThrottleConfig {
+    ThrottleConfig {
+        enabled: config.auth_throttle,
+        free_failures: config.auth_free_failures,
+        max_delay: config.auth_max_delay,
+        max_identity_delay: config.auth_identity_max_delay,
+        ..ThrottleConfig::default()
+    }
+}
+
+/// The MQTT settings both MQTT listeners (devices, integration) share.
+fn mqtt_config(config: &Config) -> MqttConfig {
+    MqttConfig {
+        max_subscriptions: config.mqtt_max_subscriptions,
+        max_filters_per_subscribe: config.mqtt_max_filters_per_subscribe,
+        max_topic_length: config.mqtt_max_topic_length,
+        packet_timeout: config.mqtt_packet_timeout,
+        ..MqttConfig::default()
+    }
+}
+
+/// Single sign-on, when configured.
+fn oidc(config: &Config) -> Result<Option<OidcValidator>, StartError> {
+    let Some(o) = config.oidc() else {
+        return Ok(None);
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| StartError::runtime("cannot create an HTTP client", e))?;
+    Ok(Some(OidcValidator::new(
+        OidcConfig {
+            issuer_url: o.issuer_url,
+            audience: o.audience,
+            username_claim: o.username_claim,
+            jwks_url: o.jwks_url,
+        },
+        http,
+    )))
+}
+
+/// What discovery advertises (`/.well-known/drogue-endpoints`): the device endpoints on the
+/// host the client used.
+fn endpoints(addrs: &Addresses) -> drover_api::EndpointsFn {
+    let http = addrs.http.map(|a| a.port());
+    let https = addrs.https.map(|a| a.port());
+    let mqtt = addrs.mqtts.or(addrs.mqtt).map(|a| a.port());
+    let integration = addrs
+        .integration_mqtts
+        .or(addrs.integration_mqtt)
+        .map(|a| a.port());
+    Arc::new(move |host: &str| {
+        let mut v = Vec::new();
+        match (https, http) {
+            (Some(port), _) => v.push((
+                "http".to_string(),
+                serde_json::json!({ "url": format!("https://{host}:{port}") }),
+            )),
+            (None, Some(port)) => v.push((
+                "http".to_string(),
+                serde_json::json!({ "url": format!("http://{host}:{port}") }),
+            )),
+            (None, None) => {}
+        }
+        if let Some(port) = mqtt {
+            v.push((
+                "mqtt".to_string(),
+                serde_json::json!({ "host": host, "port": port }),
+            ));
+        }
+        if let Some(port) = integration {
+            v.push((
+                "mqtt_integration".to_string(),
+                serde_json::json!({ "host": host, "port": port }),
+            ));
+        }
+        v
+    })
+}
