@@ -274,7 +274,7 @@ async fn http_devices_long_poll_and_reply() {
     let t = TestServer::start().await;
     setup(&t).await;
     let http = t.http_base.clone();
-    let poll = tokio::spawn(async move {
+    let mut poll = tokio::spawn(async move {
         reqwest::Client::new()
             .post(format!("{http}/v1/telemetry?ct=10"))
             .basic_auth("dev1@app", Some("pw"))
@@ -283,23 +283,24 @@ async fn http_devices_long_poll_and_reply() {
             .await
             .unwrap()
     });
-    // Send until the long poll is waiting (it registers when its telemetry was appended).
+    // Send until the long poll is waiting (it registers when its telemetry was appended): a
+    // command before that is refused with 503; the one that reaches it ends the poll.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let caller = loop {
-        let call = tokio::spawn(
+    let (caller, r) = loop {
+        let mut call = tokio::spawn(
             command(&t, "dev1", "command=blink&timeout=10")
                 .body("3")
                 .send(),
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if poll.is_finished() {
-            break call;
+        tokio::select! {
+            polled = &mut poll => break (call, polled.unwrap()),
+            answer = &mut call => {
+                let r = answer.unwrap().unwrap();
+                assert_eq!(r.status(), 503, "unexpected answer while nobody polls");
+                assert!(tokio::time::Instant::now() < deadline);
+            }
         }
-        let r = call.await.unwrap().unwrap();
-        assert_eq!(r.status(), 503, "unexpected answer while nobody polls");
-        assert!(tokio::time::Instant::now() < deadline);
     };
-    let r = poll.await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["command"], "blink");
     let id = r.headers()["command-request-id"]

@@ -38,10 +38,9 @@ async fn sees(reg: &PostgresRegistry, revision: u64) {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn a_commit_on_one_node_wakes_the_others() {
-    let Some(mut pg) = Postgres::with(no_polling()).await else {
-        return;
-    };
+    let mut pg = Postgres::with(no_polling()).await;
     let b = pg.node(no_polling()).await;
     pg.nodes.push(b.clone());
     let a = pg.nodes[0].clone();
@@ -58,10 +57,9 @@ async fn a_commit_on_one_node_wakes_the_others() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn nodes_write_in_one_order() {
-    let Some(mut pg) = Postgres::start().await else {
-        return;
-    };
+    let mut pg = Postgres::start().await;
     let b = pg.node(PgOptions::default()).await;
     pg.nodes.push(b);
     create_app(&pg.nodes[0], "app").await;
@@ -99,10 +97,9 @@ async fn nodes_write_in_one_order() {
 
 /// What a database restart does to its clients: every connection is terminated.
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn connections_the_database_terminates_are_replaced() {
-    let Some(mut pg) = Postgres::with(no_polling()).await else {
-        return;
-    };
+    let mut pg = Postgres::with(no_polling()).await;
     let b = pg.node(no_polling()).await;
     pg.nodes.push(b.clone());
     let a = pg.nodes[0].clone();
@@ -137,14 +134,13 @@ async fn connections_the_database_terminates_are_replaced() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn polling_catches_what_no_notification_told() {
     let options = PgOptions {
         poll_interval: Duration::from_millis(200),
         ..PgOptions::default()
     };
-    let Some(pg) = Postgres::with(options).await else {
-        return;
-    };
+    let pg = Postgres::with(options).await;
     // A commit that notifies nobody.
     pg.sql("UPDATE meta SET revision = revision + 7").await;
     sees(&pg.nodes[0], 7).await;
@@ -169,14 +165,13 @@ impl Client {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn a_write_gives_up_waiting_for_another_writer() {
     let options = PgOptions {
         lock_timeout: Duration::from_millis(300),
         ..PgOptions::default()
     };
-    let Some(pg) = Postgres::with(options).await else {
-        return;
-    };
+    let pg = Postgres::with(options).await;
     // Another node's write transaction that does not end.
     let mut other = Client::connect(&pg).await;
     other
@@ -198,10 +193,9 @@ async fn a_write_gives_up_waiting_for_another_writer() {
 
 /// A write the database aborts to break a deadlock runs again.
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn a_deadlocked_write_runs_again() {
-    let Some(pg) = Postgres::start().await else {
-        return;
-    };
+    let pg = Postgres::start().await;
     let reg = pg.nodes[0].clone();
     create_app(&reg, "x").await;
     // Someone else locks the application's row (and is slow to see the deadlock, so that the
@@ -234,11 +228,10 @@ async fn a_deadlocked_write_runs_again() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn nodes_starting_together_migrate_once() {
     // A schema nobody created yet, and three nodes racing for it.
-    let Some(mut pg) = Postgres::fresh().await else {
-        return;
-    };
+    let mut pg = Postgres::fresh();
     let (a, b, c) = tokio::join!(
         pg.node(PgOptions::default()),
         pg.node(PgOptions::default()),
@@ -262,10 +255,9 @@ async fn nodes_starting_together_migrate_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn closing_or_dropping_a_node_ends_its_connections() {
-    let Some(pg) = Postgres::start().await else {
-        return;
-    };
+    let pg = Postgres::start().await;
     let connections = format!(
         "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE 'drover/{}%'",
         pg.schema
@@ -334,10 +326,9 @@ impl Proxy {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set DROVER_TEST_DATABASE_URL and run with --include-ignored (CI does)"]
 async fn a_database_that_goes_away_is_unavailable_then_recovers() {
-    let Some(mut pg) = Postgres::start().await else {
-        return;
-    };
+    let mut pg = Postgres::start().await;
     let url = url::Url::parse(&pg.url).unwrap();
     let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let mut proxy = Proxy::start(upstream).await;
