@@ -17,6 +17,7 @@ pub mod commands;
 pub mod embedded;
 pub mod groups;
 pub mod nats;
+pub mod rendezvous;
 
 pub use embedded::{EmbeddedLog, LogConfig};
 pub use nats::{JetStreamConfig, JetStreamLog};
