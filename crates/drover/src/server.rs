@@ -311,7 +311,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 .map_err(|e| {
                     StartError::Runtime(format!(
                         "cannot open the JetStream event log at {} (--nats-url / DROVER_NATS_URL): {e}",
-                        crate::config::redacted_url(url)
+                        drover_model::redact_url(url)
                     ))
                 })?,
             );
@@ -885,7 +885,7 @@ async fn prune_changes(registry: Arc<dyn Registry>, days: u32) {
 /// Connects to NATS (the event log and command routing of a cluster). Unreachable at start is
 /// an error; later outages are ridden out by the client's reconnects.
 async fn connect_nats(url: &str, instance: &str) -> Result<async_nats::Client, StartError> {
-    let shown = crate::config::redacted_url(url);
+    let shown = drover_model::redact_url(url);
     async_nats::ConnectOptions::new()
         .name(format!("drover {instance}"))
         .connection_timeout(Duration::from_secs(5))
