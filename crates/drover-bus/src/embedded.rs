@@ -124,14 +124,12 @@ use tokio::task::JoinHandle;
 use self::consumer::EmbeddedConsumer;
 use self::stream::{lock, StreamShared};
 use self::writer::{Active, Append, Command, StreamWriter, Writer};
-use crate::{BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
+use crate::{key, BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
 
-const TOMBSTONES_FILE: &str = "deleted-streams";
+pub(crate) const TOMBSTONES_FILE: &str = "deleted-streams";
 /// What a queued append costs beyond its encoded bytes (message, reply channel), for the byte
 /// budget of the queue.
 const QUEUE_OVERHEAD: usize = 128;
-/// Longest group name.
-const MAX_GROUP_NAME: usize = 200;
 
 /// Where the log gets the time it stamps on records (and judges their age by).
 pub trait Clock: Send + Sync + 'static {
@@ -329,33 +327,6 @@ pub(crate) fn deleted_error(key: &StreamKey) -> BusError {
 
 fn io_error(what: impl std::fmt::Display, e: io::Error) -> BusError {
     BusError::Unavailable(format!("{what}: {e}"))
-}
-
-/// Uids name directories: letters, digits, `-`, `_` and `.` (not first), at most 128.
-fn check_uid(uid: &str) -> Result<()> {
-    let ok = !uid.is_empty()
-        && uid.len() <= 128
-        && !uid.starts_with('.')
-        && uid != TOMBSTONES_FILE
-        && uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BusError::Invalid(format!(
-            "invalid application uid {uid:?}"
-        )))
-    }
-}
-
-fn check_group(group: &str) -> Result<()> {
-    if group.is_empty() || group.len() > MAX_GROUP_NAME || group.chars().any(char::is_control) {
-        return Err(BusError::Invalid(format!(
-            "invalid consumer group name {group:?}"
-        )));
-    }
-    Ok(())
 }
 
 impl EmbeddedLog {
@@ -812,7 +783,7 @@ impl EventLog for EmbeddedLog {
     async fn append(&self, key: &StreamKey, event: Event) -> Result<Offset> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let stream = inner.stream(key)?;
         // Encode against the stream's own key: the reader decodes with it.
         let len = codec::frame_len(&event, &stream.key);
@@ -849,7 +820,7 @@ impl EventLog for EmbeddedLog {
         let n = events.len();
         let stream = match inner
             .check_open()
-            .and_then(|()| check_uid(&key.app_uid))
+            .and_then(|()| key.check())
             .and_then(|()| inner.stream(key))
         {
             Ok(stream) => stream,
@@ -915,7 +886,7 @@ impl EventLog for EmbeddedLog {
     async fn consume(&self, key: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let stream = match inner.read_slot(&key.app_uid) {
             Some(Slot::Deleted) => Arc::new(StreamShared::gone(key.clone())),
             _ => inner.stream(key)?,
@@ -935,8 +906,8 @@ impl EventLog for EmbeddedLog {
     async fn commit(&self, key: &StreamKey, group: &str, offset: Offset) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
-        check_group(group)?;
+        key.check()?;
+        key::check_group(group)?;
         let stream = inner.stream(key)?;
         let end = stream.end();
         if offset > end {
@@ -960,7 +931,7 @@ impl EventLog for EmbeddedLog {
     async fn delete_stream(&self, key: &StreamKey) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let previous = {
             let mut map = inner
                 .streams

@@ -16,31 +16,16 @@ pub mod cluster;
 pub mod commands;
 pub mod embedded;
 pub mod groups;
+pub mod key;
 pub mod nats;
 pub mod rendezvous;
 
 pub use embedded::{EmbeddedLog, LogConfig};
+pub use key::StreamKey;
 pub use nats::{JetStreamConfig, JetStreamLog};
 
 /// A position in a stream. The first event of a stream has offset 1; 0 means "before the first".
 pub type Offset = u64;
-
-/// Identifies an application's stream. Keyed by the application's uid, so an application that
-/// is deleted and created again under the same name gets a new, empty stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    pub app: String,
-    pub app_uid: String,
-}
-
-impl StreamKey {
-    pub fn new(app: impl Into<String>, app_uid: impl Into<String>) -> Self {
-        Self {
-            app: app.into(),
-            app_uid: app_uid.into(),
-        }
-    }
-}
 
 /// Where a consumer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

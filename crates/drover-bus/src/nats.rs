@@ -92,9 +92,9 @@ use drover_model::{redact_url, Event};
 use tokio::sync::watch;
 
 use self::consumer::JetStreamConsumer;
-use self::names::{check_group, check_prefix, check_uid, Names};
+use self::names::{check_prefix, Names};
 use crate::embedded::{codec, deleted_error};
-use crate::{BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
+use crate::{key, BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
 
 /// The first byte of every message's payload: the format of what follows.
 const PAYLOAD_FORMAT: u8 = 1;
@@ -700,7 +700,7 @@ impl EventLog for JetStreamLog {
     async fn append(&self, key: &StreamKey, event: Event) -> Result<Offset> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let state = inner.state(key);
         if state.is_deleted() {
             return Err(deleted_error(key));
@@ -732,7 +732,7 @@ impl EventLog for JetStreamLog {
     async fn consume(&self, key: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>> {
         let inner = &self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let state = inner.state(key);
         let last = inner
             .bounded(
@@ -755,7 +755,7 @@ impl EventLog for JetStreamLog {
     async fn committed(&self, key: &StreamKey, group: &str) -> Result<Option<Offset>> {
         let inner = &*self.inner;
         inner.check_open()?;
-        if check_uid(&key.app_uid).is_err() || check_group(group).is_err() {
+        if key.check().is_err() || key::check_group(group).is_err() {
             return Ok(None);
         }
         if inner.state(key).is_deleted() {
@@ -792,8 +792,8 @@ impl EventLog for JetStreamLog {
     async fn commit(&self, key: &StreamKey, group: &str, offset: Offset) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
-        check_group(group)?;
+        key.check()?;
+        key::check_group(group)?;
         let state = inner.state(key);
         if state.is_deleted() {
             return Err(deleted_error(key));
@@ -829,7 +829,7 @@ impl EventLog for JetStreamLog {
     async fn delete_stream(&self, key: &StreamKey) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let state = inner.state(key);
         // Local appends fail and local consumers end from now on.
         state.mark_deleted();
