@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::Reason;
+
 /// A command for a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -69,7 +71,7 @@ pub enum Outcome {
     Queued,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CommandError {
     #[error("device '{0}' is not connected and no time to live was given: nothing can take the command now")]
     Unreachable(String),
@@ -78,7 +80,7 @@ pub enum CommandError {
     #[error("too many callers wait for replies ({0}): retry later")]
     TooManyWaiting(usize),
     #[error("command routing between nodes is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Reason),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -535,17 +537,19 @@ mod tests {
             max_queue_per_device: 2,
             max_waiting: 10,
         });
-        assert_eq!(
+        assert!(matches!(
             r.send(cmd("1", "d"), &[key("d")], None),
-            Err(CommandError::Unreachable("d".into()))
+            Err(CommandError::Unreachable(d)) if d == "d"
+        ));
+        assert_eq!(
+            r.send(cmd("1", "d"), &[key("d")], Some(Duration::from_secs(60)))
+                .expect("routed"),
+            Outcome::Queued
         );
         assert_eq!(
-            r.send(cmd("1", "d"), &[key("d")], Some(Duration::from_secs(60))),
-            Ok(Outcome::Queued)
-        );
-        assert_eq!(
-            r.send(cmd("2", "d"), &[key("d")], Some(Duration::from_secs(60))),
-            Ok(Outcome::Queued)
+            r.send(cmd("2", "d"), &[key("d")], Some(Duration::from_secs(60)))
+                .expect("routed"),
+            Outcome::Queued
         );
         assert!(matches!(
             r.send(cmd("3", "d"), &[key("d")], Some(Duration::from_secs(60))),
@@ -566,8 +570,8 @@ mod tests {
             "queued commands delivered in order on connect"
         );
         assert_eq!(
-            r.send(cmd("4", "d"), &[key("d")], None),
-            Ok(Outcome::Delivered)
+            r.send(cmd("4", "d"), &[key("d")], None).expect("routed"),
+            Outcome::Delivered
         );
         drop(reg);
         assert!(
@@ -615,8 +619,8 @@ mod tests {
         };
         let mut rx = r.expect_reply(&c, vec!["d".into(), "gw".into()]).unwrap();
         assert_eq!(
-            r.send(c, &[key("d"), key("gw")], None),
-            Ok(Outcome::Delivered)
+            r.send(c, &[key("d"), key("gw")], None).expect("routed"),
+            Outcome::Delivered
         );
         assert_eq!(gw.0.lock().unwrap().len(), 1, "the gateway took it");
         let reply = Reply {

@@ -206,9 +206,9 @@ impl Default for LogConfig {
 impl LogConfig {
     fn validate(&self) -> Result<()> {
         let bad = |what: &str| {
-            Err(BusError::Invalid(format!(
-                "event log configuration: {what}"
-            )))
+            Err(BusError::Invalid(
+                format!("event log configuration: {what}").into(),
+            ))
         };
         if self.max_event_bytes == 0 || self.max_event_bytes > codec::MAX_BODY {
             return bad("max_event_bytes must be between 1 and 64 MiB");
@@ -311,22 +311,28 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
 }
 
 fn out_of_service_error(key: &StreamKey, broken: &OutOfService) -> BusError {
-    BusError::Unavailable(format!(
+    BusError::Unavailable(
+        format!(
         "the event stream of application {} is out of service: {} (the server log names the file)",
         key.app,
         broken.error.brief()
-    ))
+    )
+        .into(),
+    )
 }
 
 pub(crate) fn deleted_error(key: &StreamKey) -> BusError {
-    BusError::Invalid(format!(
-        "the stream of application {} ({}) was deleted",
-        key.app, key.app_uid
-    ))
+    BusError::Invalid(
+        format!(
+            "the stream of application {} ({}) was deleted",
+            key.app, key.app_uid
+        )
+        .into(),
+    )
 }
 
 fn io_error(what: impl std::fmt::Display, e: io::Error) -> BusError {
-    BusError::Unavailable(format!("{what}: {e}"))
+    BusError::unavailable(what.to_string(), e)
 }
 
 impl EmbeddedLog {
@@ -347,8 +353,8 @@ impl EmbeddedLog {
         let isolate = config.isolate_broken_streams;
         let found = tokio::task::spawn_blocking(move || recovery::recover(&scan_root, isolate))
             .await
-            .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?
-            .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?;
+            .map_err(|e| BusError::unavailable("opening the event log", e))?
+            .map_err(|e| BusError::unavailable("opening the event log", e))?;
 
         let mut streams = HashMap::new();
         let mut writers = HashMap::new();
@@ -642,7 +648,7 @@ impl Inner {
             first_error.map_or(Ok(()), Err)
         })
         .await
-        .map_err(|e| BusError::Unavailable(format!("writing group offsets: {e}")))?
+        .map_err(|e| BusError::unavailable("writing group offsets", e))?
     }
 
     async fn prune(&self, now: SystemTime) -> Result<usize> {
@@ -659,7 +665,7 @@ impl Inner {
             Ok(deleted)
         })
         .await
-        .map_err(|e| BusError::Unavailable(format!("retention: {e}")))?
+        .map_err(|e| BusError::unavailable("retention", e))?
     }
 }
 
@@ -911,9 +917,9 @@ impl EventLog for EmbeddedLog {
         let stream = inner.stream(key)?;
         let end = stream.end();
         if offset > end {
-            return Err(BusError::Invalid(format!(
-                "offset {offset} is beyond the end of the stream ({end})"
-            )));
+            return Err(BusError::Invalid(
+                format!("offset {offset} is beyond the end of the stream ({end})").into(),
+            ));
         }
         let mut groups = lock(&stream.groups);
         match groups.offsets.get_mut(group) {

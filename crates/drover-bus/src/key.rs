@@ -50,9 +50,9 @@ impl StreamKey {
         if ok {
             Ok(())
         } else {
-            Err(BusError::Invalid(format!(
-                "invalid application uid {uid:?}"
-            )))
+            Err(BusError::Invalid(
+                format!("invalid application uid {uid:?}").into(),
+            ))
         }
     }
 }
@@ -61,9 +61,9 @@ impl StreamKey {
 /// [`MAX_GROUP_NAME`] bytes, no control characters. Fails with [`BusError::Invalid`].
 pub fn check_group(group: &str) -> Result<()> {
     if group.is_empty() || group.len() > MAX_GROUP_NAME || group.chars().any(char::is_control) {
-        return Err(BusError::Invalid(format!(
-            "invalid consumer group name {group:?}"
-        )));
+        return Err(BusError::Invalid(
+            format!("invalid consumer group name {group:?}").into(),
+        ));
     }
     Ok(())
 }
@@ -101,7 +101,7 @@ mod tests {
         ] {
             let refused = StreamKey::new("app", bad).check();
             assert!(
-                matches!(&refused, Err(BusError::Invalid(m)) if m.contains("uid")),
+                matches!(&refused, Err(BusError::Invalid(m)) if m.to_string().contains("uid")),
                 "{bad:?}: {refused:?}"
             );
         }
@@ -112,7 +112,13 @@ mod tests {
         for good in ["g", "my group/1", "ünïcode", &"g".repeat(MAX_GROUP_NAME)] {
             assert!(check_group(good).is_ok(), "{good:?}");
         }
-        for bad in ["", "a\nb", "tab\t", "\u{7f}", &"g".repeat(MAX_GROUP_NAME + 1)] {
+        for bad in [
+            "",
+            "a\nb",
+            "tab\t",
+            "\u{7f}",
+            &"g".repeat(MAX_GROUP_NAME + 1),
+        ] {
             assert!(
                 matches!(check_group(bad), Err(BusError::Invalid(_))),
                 "{bad:?}"

@@ -15,12 +15,14 @@ use drover_model::Event;
 pub mod cluster;
 pub mod commands;
 pub mod embedded;
+mod error;
 pub mod groups;
 pub mod key;
 pub mod nats;
 pub mod rendezvous;
 
 pub use embedded::{EmbeddedLog, LogConfig};
+pub use error::{BusError, Reason, Result};
 pub use key::StreamKey;
 pub use nats::{JetStreamConfig, JetStreamLog};
 
@@ -44,26 +46,6 @@ pub struct Record {
     pub offset: Offset,
     pub event: Event,
 }
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    /// The log cannot take more right now (back-pressure); retry later.
-    #[error("event log overloaded: {0}")]
-    Overloaded(String),
-    /// The event is larger than the log accepts.
-    #[error("event too large: {0}")]
-    TooLarge(String),
-    /// Storage failed; nothing was acknowledged.
-    #[error("event log unavailable: {0}")]
-    Unavailable(String),
-    /// The log is shutting down.
-    #[error("event log closed")]
-    Closed,
-    #[error("invalid request: {0}")]
-    Invalid(String),
-}
-
-pub type Result<T> = std::result::Result<T, BusError>;
 
 /// A reader of one stream, in offset order.
 #[async_trait]

@@ -94,7 +94,7 @@ use tokio::sync::watch;
 use self::consumer::JetStreamConsumer;
 use self::names::{check_prefix, Names};
 use crate::embedded::{codec, deleted_error};
-use crate::{key, BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
+use crate::{key, BusError, Consumer, EventLog, Offset, Reason, Result, StartFrom, StreamKey};
 
 /// The first byte of every message's payload: the format of what follows.
 const PAYLOAD_FORMAT: u8 = 1;
@@ -175,9 +175,9 @@ impl std::fmt::Debug for JetStreamConfig {
 impl JetStreamConfig {
     fn validate(&self) -> Result<()> {
         let bad = |what: &str| {
-            Err(BusError::Invalid(format!(
-                "JetStream event log configuration: {what}"
-            )))
+            Err(BusError::Invalid(
+                format!("JetStream event log configuration: {what}").into(),
+            ))
         };
         check_prefix(&self.prefix)?;
         if self.url.trim().is_empty() {
@@ -266,8 +266,11 @@ impl std::fmt::Debug for JetStreamLog {
     }
 }
 
-fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(format!("{what}: {e}"))
+fn unavailable(
+    what: impl std::fmt::Display,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BusError {
+    BusError::unavailable(what.to_string(), e)
 }
 
 /// Whether a JetStream API error says the stream does not exist.
@@ -359,13 +362,13 @@ impl JetStreamLog {
         let client = tokio::time::timeout(timeout, options.connect(config.url.as_str()))
             .await
             .map_err(|_| {
-                BusError::Unavailable(format!(
-                    "cannot connect to NATS at {url}: no answer within {timeout:?}"
-                ))
+                BusError::Unavailable(
+                    format!("cannot connect to NATS at {url}: no answer within {timeout:?}").into(),
+                )
             })?
             .map_err(|e| match e.kind() {
                 async_nats::ConnectErrorKind::ServerParse => {
-                    BusError::Invalid(format!("invalid NATS URL {url}: {e}"))
+                    BusError::Invalid(Reason::caused_by(format!("invalid NATS URL {url}"), e))
                 }
                 _ => unavailable(format_args!("cannot connect to NATS at {url}"), e),
             })?;
@@ -384,9 +387,9 @@ impl JetStreamLog {
         )
         .await
         .map_err(|e| match e {
-            BusError::Unavailable(why) => BusError::Unavailable(format!(
-                "NATS at {url}: {why} (is JetStream enabled, nats-server -js?)"
-            )),
+            BusError::Unavailable(why) => BusError::Unavailable(why.reworded(|w| {
+                format!("NATS at {url}: {w} (is JetStream enabled, nats-server -js?)")
+            })),
             other => other,
         })?;
         let tombstones = open_bucket(
@@ -470,14 +473,16 @@ impl Inner {
         let timeout = self.config.op_timeout;
         match tokio::time::timeout(timeout, op).await {
             Ok(result) => result,
-            Err(_) if self.is_connected() => Err(BusError::Unavailable(format!(
-                "{}: no answer from NATS JetStream within {timeout:?}",
-                what()
-            ))),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "{}: not connected to NATS (waited {timeout:?})",
-                what()
-            ))),
+            Err(_) if self.is_connected() => Err(BusError::Unavailable(
+                format!(
+                    "{}: no answer from NATS JetStream within {timeout:?}",
+                    what()
+                )
+                .into(),
+            )),
+            Err(_) => Err(BusError::Unavailable(
+                format!("{}: not connected to NATS (waited {timeout:?})", what()).into(),
+            )),
         }
     }
 
@@ -676,21 +681,25 @@ impl Inner {
                 Err(e) => return Err(publish_error(state, e)),
             }
         }
-        Err(BusError::Unavailable(format!(
-            "the stream {} keeps vanishing",
-            state.name
-        )))
+        Err(BusError::Unavailable(
+            format!("the stream {} keeps vanishing", state.name).into(),
+        ))
     }
 }
 
 fn publish_error(state: &StreamState, e: jetstream::context::PublishError) -> BusError {
     use jetstream::context::PublishErrorKind as Kind;
     match e.kind() {
-        Kind::MaxPayloadExceeded => BusError::TooLarge(e.to_string()),
-        Kind::TimedOut => BusError::Unavailable(format!(
-            "appending to {}: no acknowledgement from JetStream in time",
-            state.name
-        )),
+        Kind::MaxPayloadExceeded => {
+            BusError::TooLarge("the event exceeds the NATS server's max_payload".into())
+        }
+        Kind::TimedOut => BusError::Unavailable(
+            format!(
+                "appending to {}: no acknowledgement from JetStream in time",
+                state.name
+            )
+            .into(),
+        ),
         _ => unavailable(format_args!("appending to {}", state.name), e),
     }
 }
@@ -781,10 +790,13 @@ impl EventLog for JetStreamLog {
                 .and_then(|s| s.parse().ok())
                 .map(Some)
                 .ok_or_else(|| {
-                    BusError::Unavailable(format!(
-                        "the committed offset of group {group:?} of {} is damaged",
-                        key.app
-                    ))
+                    BusError::Unavailable(
+                        format!(
+                            "the committed offset of group {group:?} of {} is damaged",
+                            key.app
+                        )
+                        .into(),
+                    )
                 }),
         }
     }
@@ -811,9 +823,10 @@ impl EventLog for JetStreamLog {
                     }
                     let end = state.end();
                     if offset > end {
-                        return Err(BusError::Invalid(format!(
-                            "offset {offset} is beyond the end of the stream ({end})"
-                        )));
+                        return Err(BusError::Invalid(
+                            format!("offset {offset} is beyond the end of the stream ({end})")
+                                .into(),
+                        ));
                     }
                     inner
                         .groups

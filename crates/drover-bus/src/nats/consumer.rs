@@ -161,10 +161,10 @@ impl Live {
             Err(e) => {
                 return match e.kind() {
                     ConsumerErrorKind::JetStream(err) if is_stream_not_found(&err) => Ok(None),
-                    _ => Err(BusError::Unavailable(format!(
-                        "creating a consumer of {}: {e}",
-                        self.state.name
-                    ))),
+                    _ => Err(BusError::unavailable(
+                        format!("creating a consumer of {}", self.state.name),
+                        e,
+                    )),
                 }
             }
         };
@@ -175,7 +175,7 @@ impl Live {
             .heartbeat(HEARTBEAT)
             .messages()
             .await
-            .map_err(|e| BusError::Unavailable(format!("reading from {}: {e}", self.state.name)))?;
+            .map_err(|e| BusError::unavailable(format!("reading from {}", self.state.name), e))?;
         Ok(Some(Reader {
             messages,
             delivered: 0,
@@ -208,19 +208,23 @@ impl Live {
         }
         self.next = offset + 1;
         let payload = &message.payload;
+        let damaged = format!(
+            "stream {}: the message at offset {offset} is damaged",
+            self.state.name
+        );
         let event = match payload.first() {
-            Some(&PAYLOAD_FORMAT) => {
-                codec::decode_event(&payload[1..], &self.state.key).map_err(|e| e.to_string())
+            Some(&PAYLOAD_FORMAT) => codec::decode_event(&payload[1..], &self.state.key)
+                .map_err(|e| BusError::unavailable(damaged, e))?,
+            Some(other) => {
+                let why = format!("{damaged}: unknown payload format {other}");
+                return Err(BusError::Unavailable(why.into()));
             }
-            Some(other) => Err(format!("unknown payload format {other}")),
-            None => Err("empty payload".into()),
-        }
-        .map_err(|e| {
-            BusError::Unavailable(format!(
-                "stream {}: the message at offset {offset} is damaged: {e}",
-                self.state.name
-            ))
-        })?;
+            None => {
+                return Err(BusError::Unavailable(
+                    format!("{damaged}: empty payload").into(),
+                ))
+            }
+        };
         self.buffered_bytes += event.data.len();
         self.buffered.push_back(Record { offset, event });
         Ok(Received::Record)

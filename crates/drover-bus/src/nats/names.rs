@@ -32,7 +32,7 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
     } else {
         Err(BusError::Invalid(format!(
             "JetStream prefix {prefix:?} must be 1 to {MAX_PREFIX} ASCII letters, digits, '-' or '_'"
-        )))
+        ).into()))
     }
 }
 

@@ -372,7 +372,16 @@ pub async fn deletion_races_appends(log: &dyn EventLog) {
 
 /// Uids that cannot name a stream in every backend (`StreamKey::check`) are refused by each.
 pub async fn invalid_uids_are_refused(log: &dyn EventLog) {
-    for uid in ["", "..", "a/b", ".hidden", "a b", "a*", "a>", "deleted-streams"] {
+    for uid in [
+        "",
+        "..",
+        "a/b",
+        ".hidden",
+        "a b",
+        "a*",
+        "a>",
+        "deleted-streams",
+    ] {
         assert!(StreamKey::new("app", uid).check().is_err(), "{uid:?}");
         let s = StreamKey::new("app", uid);
         assert!(
