@@ -44,9 +44,7 @@ fn redact_one(part: &str) -> String {
     let shown = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{user}:{HIDDEN}"),
         None if scheme.is_empty()
-            || TOKEN_SCHEMES
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(scheme)) =>
+            || TOKEN_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) =>
         {
             HIDDEN.to_owned()
         }
@@ -84,7 +82,11 @@ mod tests {
     fn lone_user_names_are_hidden_where_they_are_tokens() {
         assert_eq!(redact_url("nats://t0ken@h:4222"), "nats://***@h:4222");
         assert_eq!(redact_url("TLS://t0ken@h"), "TLS://***@h");
-        assert_eq!(redact_url("t0ken@h:4222"), "***@h:4222", "no scheme: unsure, hidden");
+        assert_eq!(
+            redact_url("t0ken@h:4222"),
+            "***@h:4222",
+            "no scheme: unsure, hidden"
+        );
         assert_eq!(
             redact_url("postgres://postgres@127.0.0.1:5432/test"),
             "postgres://postgres@127.0.0.1:5432/test"

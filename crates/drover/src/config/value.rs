@@ -331,7 +331,9 @@ mod tests {
         );
         assert_eq!(
             UrlWithPassword::show(&Some("nats://a:pw@n1:4222, nats://n2:4222".into())),
-            Some(toml::Value::String("nats://a:***@n1:4222,nats://n2:4222".into()))
+            Some(toml::Value::String(
+                "nats://a:***@n1:4222,nats://n2:4222".into()
+            ))
         );
         assert_eq!(
             Hidden::show(&Some("x".into())),
