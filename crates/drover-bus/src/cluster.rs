@@ -9,7 +9,7 @@
 //!   are in [`crate::groups`].
 //!
 //! Both prefix their subjects with the cluster's prefix and put names (device names and group
-//! names are free text) into subject tokens base64url-encoded ([`token`]).
+//! names are free text) into subject tokens base64url-encoded.
 
 mod commands;
 mod groups;

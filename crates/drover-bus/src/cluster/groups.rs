@@ -1,13 +1,6 @@
 //! Consumer groups across nodes over NATS ([`NatsGroups`], the cluster's
 //! [`GroupPeers`](crate::groups::GroupPeers)); the rules a group follows are in
 //! [`crate::groups`].
-//!
-//! A node with online members of a group publishes a heartbeat on
-//! `<prefix>.grp.<app uid>.<group>` every 250 ms, with whether it takes part, its view's epoch
-//! and the prefix of the stream it acknowledged under that view; every participant derives the
-//! view from the heartbeats it heard within 1.5 s. A node answers at once when it sees another
-//! come or go, so views converge within a round trip. The view's leader commits the minimum of
-//! the points every node of the view reported under it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +24,14 @@ const GROUP_HEARTBEAT: Duration = Duration::from_millis(250);
 /// A node not heard of for this long has left the group.
 const GROUP_EXPIRY: Duration = Duration::from_millis(1500);
 
-/// Consumer groups across nodes over NATS (see the [module docs](self)).
+/// Consumer groups across nodes over NATS (see [`crate::groups`]).
+///
+/// A node with online members of a group publishes a heartbeat on
+/// `<prefix>.grp.<app uid>.<group>` every 250 ms, with whether it takes part, its view's epoch
+/// and the prefix of the stream it acknowledged under that view; every participant derives the
+/// view from the heartbeats it heard within 1.5 s. A node answers at once when it sees another
+/// come or go, so views converge within a round trip. The view's leader commits the minimum of
+/// the points every node of the view reported under it.
 pub struct NatsGroups {
     client: Client,
     prefix: String,

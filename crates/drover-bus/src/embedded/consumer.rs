@@ -343,8 +343,13 @@ fn read_blocking(
             Met::Damage { pos, why } => step_over(stream, cursor, next, limit, pos, why)?,
         }
     }
-    // Bytes read ahead in the segment being written may belong to a batch that is not durable
-    // yet (and could be rolled back): never keep them.
+    forget_unsealed_readahead(stream, cursor);
+    Ok(())
+}
+
+/// Bytes read ahead in the segment being written may belong to a batch that is not durable
+/// yet (and could be rolled back): never keep them.
+fn forget_unsealed_readahead(stream: &StreamShared, cursor: &mut Option<Cursor>) {
     if let Some(c) = cursor {
         let sealed = lock(&stream.segments)
             .list
@@ -354,7 +359,6 @@ fn read_blocking(
             c.reader.discard_readahead();
         }
     }
-    Ok(())
 }
 
 /// The base of the segment after `base`, if there is one.
