@@ -22,6 +22,28 @@ use tokio::task::JoinHandle;
 /// How long any single expectation may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The NATS server (with JetStream) of tests that need one, from `DROVER_TEST_NATS_URL`.
+///
+/// The convention of every Drover test crate: unset, the test fails (a test that passes
+/// without having run would be a lie), unless `DROVER_SKIP_BACKEND_TESTS=1` is set — then this
+/// prints `SKIPPED: <test> needs DROVER_TEST_NATS_URL` to stderr and returns `None`, and the
+/// test returns.
+pub fn nats_url() -> Option<String> {
+    if let Ok(url) = std::env::var("DROVER_TEST_NATS_URL") {
+        if !url.trim().is_empty() {
+            return Some(url);
+        }
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    let what = "DROVER_TEST_NATS_URL (NATS with JetStream, e.g. nats://127.0.0.1:4222)";
+    if std::env::var("DROVER_SKIP_BACKEND_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: {test} needs {what}");
+        return None;
+    }
+    panic!("{test} needs {what}; set DROVER_SKIP_BACKEND_TESTS=1 to skip the tests that need a backend instead");
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
