@@ -1,7 +1,7 @@
 //! The shared command queue: commands with a time to live that no node could deliver wait in
 //! the JetStream stream `<PREFIX>_COMMANDS` (one copy per possible taker) until a node with a
 //! sink for the device or a gateway claims and delivers one copy, or their time to live ends
-//! (see the [cluster module](crate::cluster) for the protocol).
+//! (the protocol is described in the parent module, `cluster::commands`).
 
 use std::sync::Arc;
 use std::time::Duration;
