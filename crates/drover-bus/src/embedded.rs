@@ -96,25 +96,38 @@
 //! one further behind reads the files.
 //!
 //! One process at a time may open a directory (nothing locks it).
+//!
+//! # Code
+//!
+//! This file holds the log itself (opening, the [`EventLog`] operations, group offsets); the
+//! rest by idea: `config` (settings, clock), `registry` (the streams known by uid),
+//! `queue` (the bounded queue in front of the writer), `writer` (the writer thread, group
+//! commit), `consumer`, `retention`, `recovery` and `damage` (opening and damaged files),
+//! `segment`, `codec` and `stream` (files, records, one stream's shared state).
 
 pub(crate) mod codec;
+mod config;
 mod consumer;
 mod damage;
+mod queue;
 mod recovery;
+mod registry;
+mod retention;
 mod segment;
 mod stream;
 mod writer;
 
+pub use self::config::{Clock, LogConfig, SystemClock};
 pub use self::damage::DamageStats;
 pub use self::recovery::{OutOfService, StreamFileError};
+pub(crate) use self::registry::deleted_error;
 
 use std::collections::HashMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use drover_model::Event;
@@ -122,151 +135,15 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::consumer::EmbeddedConsumer;
+use self::queue::QUEUE_OVERHEAD;
+use self::registry::{out_of_service_error, Slot};
+use self::retention::retention_task;
 use self::stream::{lock, StreamShared};
-use self::writer::{Active, Append, Command, StreamWriter, Writer};
-use crate::{BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
+use self::writer::{Append, Command, Writer};
+use crate::{key, BusError, Consumer, EventLog, Offset, Result, StartFrom, StreamKey};
 
-const TOMBSTONES_FILE: &str = "deleted-streams";
-/// What a queued append costs beyond its encoded bytes (message, reply channel), for the byte
-/// budget of the queue.
-const QUEUE_OVERHEAD: usize = 128;
-/// Longest group name.
-const MAX_GROUP_NAME: usize = 200;
-
-/// Where the log gets the time it stamps on records (and judges their age by).
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> SystemTime;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// Settings of the embedded log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Segments whose newest record is older than this are deleted. Default: 7 days.
-    pub max_age: Duration,
-    /// Oldest segments are deleted while a stream is larger than this. Default: 1 GiB.
-    pub max_stream_bytes: u64,
-    /// A segment is closed and a new one started when a record would take it beyond this.
-    /// Default: 64 MiB.
-    pub segment_bytes: u64,
-    /// The largest record (encoded: data, attributes and about 40 bytes of framing) an append
-    /// accepts; larger ones fail with [`BusError::TooLarge`]. Default: 1 MiB; at most 64 MiB.
-    pub max_event_bytes: usize,
-    /// How many appends may wait for the writer. Default: 32768.
-    pub append_queue: usize,
-    /// How many bytes of appends may wait for the writer. Default: 64 MiB; at least
-    /// `max_event_bytes` + 128.
-    pub append_queue_bytes: usize,
-    /// How long an append waits for room in a full queue before it fails with
-    /// [`BusError::Overloaded`]. Default: 5 s.
-    pub enqueue_timeout: Duration,
-    /// How often committed group offsets are written to disk. Default: 1 s.
-    pub group_commit_interval: Duration,
-    /// How often retention runs (it also runs whenever a segment is closed). Default: 1 min.
-    pub retention_interval: Duration,
-    /// How many records a consumer reads from disk at once for [`Consumer::next`]. Default: 256.
-    pub read_batch: usize,
-    /// About how many bytes a consumer reads at once (at least one record). Default: 1 MiB.
-    pub read_batch_bytes: usize,
-    /// What opening the log does with a stream whose files cannot be used (a damaged
-    /// `stream.meta` or `groups` file, a segment that cannot be read): `true` takes that stream
-    /// alone out of service (its appends and reads fail with [`BusError::Unavailable`] naming
-    /// the problem, [`EmbeddedLog::out_of_service`] lists it) and serves every other; `false`
-    /// fails the open, naming the file. Default: `false`, for tools that must see every stream
-    /// (`drover migrate`); the server sets `true`.
-    pub isolate_broken_streams: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            max_stream_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-            max_event_bytes: 1 << 20,
-            append_queue: 32_768,
-            append_queue_bytes: 64 << 20,
-            enqueue_timeout: Duration::from_secs(5),
-            group_commit_interval: Duration::from_secs(1),
-            retention_interval: Duration::from_secs(60),
-            read_batch: 256,
-            read_batch_bytes: 1 << 20,
-            isolate_broken_streams: false,
-        }
-    }
-}
-
-impl LogConfig {
-    fn validate(&self) -> Result<()> {
-        let bad = |what: &str| {
-            Err(BusError::Invalid(format!(
-                "event log configuration: {what}"
-            )))
-        };
-        if self.max_event_bytes == 0 || self.max_event_bytes > codec::MAX_BODY {
-            return bad("max_event_bytes must be between 1 and 64 MiB");
-        }
-        if self.segment_bytes < 1024 {
-            return bad("segment_bytes must be at least 1 KiB");
-        }
-        if self.append_queue == 0 {
-            return bad("append_queue must be at least 1");
-        }
-        if self.append_queue_bytes < self.max_event_bytes + QUEUE_OVERHEAD
-            || self.append_queue_bytes > Semaphore::MAX_PERMITS
-        {
-            return bad("append_queue_bytes must be at least max_event_bytes + 128");
-        }
-        if self.group_commit_interval.is_zero() || self.retention_interval.is_zero() {
-            return bad("intervals must not be zero");
-        }
-        if self.read_batch == 0 || self.read_batch_bytes == 0 {
-            return bad("read batches must not be empty");
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone)]
-enum Slot {
-    Live(Arc<StreamShared>),
-    Deleted,
-    /// Its files could not be used when the log was opened.
-    OutOfService(Arc<OutOfService>),
-}
-
-/// An append on its way into the writer's queue.
-enum Pending<F> {
-    /// Not yet: still needs its share of the byte budget.
-    Unqueued(F),
-    /// Has its share, waits for room in the queue.
-    Ready(Command),
-}
-
-/// Counts appends waiting for room while it lives.
-struct WaitingGuard<'a>(&'a AtomicUsize);
-
-impl<'a> WaitingGuard<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
-    }
-}
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+/// The file of deleted streams' uids, beside the streams' directories.
+pub(crate) const TOMBSTONES_FILE: &str = "deleted-streams";
 
 struct Inner {
     root: PathBuf,
@@ -312,50 +189,8 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn out_of_service_error(key: &StreamKey, broken: &OutOfService) -> BusError {
-    BusError::Unavailable(format!(
-        "the event stream of application {} is out of service: {} (the server log names the file)",
-        key.app,
-        broken.error.brief()
-    ))
-}
-
-pub(crate) fn deleted_error(key: &StreamKey) -> BusError {
-    BusError::Invalid(format!(
-        "the stream of application {} ({}) was deleted",
-        key.app, key.app_uid
-    ))
-}
-
 fn io_error(what: impl std::fmt::Display, e: io::Error) -> BusError {
-    BusError::Unavailable(format!("{what}: {e}"))
-}
-
-/// Uids name directories: letters, digits, `-`, `_` and `.` (not first), at most 128.
-fn check_uid(uid: &str) -> Result<()> {
-    let ok = !uid.is_empty()
-        && uid.len() <= 128
-        && !uid.starts_with('.')
-        && uid != TOMBSTONES_FILE
-        && uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BusError::Invalid(format!(
-            "invalid application uid {uid:?}"
-        )))
-    }
-}
-
-fn check_group(group: &str) -> Result<()> {
-    if group.is_empty() || group.len() > MAX_GROUP_NAME || group.chars().any(char::is_control) {
-        return Err(BusError::Invalid(format!(
-            "invalid consumer group name {group:?}"
-        )));
-    }
-    Ok(())
+    BusError::unavailable(what.to_string(), e)
 }
 
 impl EmbeddedLog {
@@ -376,39 +211,10 @@ impl EmbeddedLog {
         let isolate = config.isolate_broken_streams;
         let found = tokio::task::spawn_blocking(move || recovery::recover(&scan_root, isolate))
             .await
-            .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?
-            .map_err(|e| BusError::Unavailable(format!("opening the event log: {e}")))?;
-
-        let mut streams = HashMap::new();
-        let mut writers = HashMap::new();
-        let mut next_id = 0;
-        for r in found.streams {
-            let uid = r.key.app_uid.clone();
-            let shared =
-                StreamShared::new(next_id, r.key, root.join(&uid), r.next_offset - 1, true);
-            let active = r.segments.last().map(|s| Active {
-                base: s.base,
-                len: s.size,
-                file: None,
-                index_mark: r.index_mark,
-            });
-            lock(&shared.segments).list = r.segments.into();
-            lock(&shared.groups).offsets = r.groups;
-            *lock(&shared.damage) = r.damage;
-            let shared = Arc::new(shared);
-            writers.insert(
-                next_id,
-                StreamWriter::new(shared.clone(), r.next_offset, active),
-            );
-            streams.insert(uid, Slot::Live(shared));
-            next_id += 1;
-        }
-        for broken in found.out_of_service {
-            streams.insert(broken.app_uid.clone(), Slot::OutOfService(Arc::new(broken)));
-        }
-        for uid in found.tombstones {
-            streams.insert(uid, Slot::Deleted);
-        }
+            .map_err(|e| BusError::unavailable("opening the event log", e))?
+            .map_err(|e| BusError::unavailable("opening the event log", e))?;
+        let (streams, writers) = registry::known_streams(&root, found);
+        let next_id = writers.len() as u64;
 
         let (tx, rx) = mpsc::channel(config.append_queue);
         let retention = Arc::new(Notify::new());
@@ -470,188 +276,14 @@ impl EmbeddedLog {
     pub async fn flush_groups(&self) -> Result<()> {
         self.inner.flush_groups().await
     }
-
-    /// The oldest retained offset of a stream (`None` if it has no records on disk).
-    pub fn oldest(&self, stream: &StreamKey) -> Option<Offset> {
-        match self.inner.read_slot(&stream.app_uid)? {
-            Slot::Live(s) => {
-                let segs = lock(&s.segments);
-                segs.oldest().filter(|&o| o <= s.end())
-            }
-            Slot::Deleted | Slot::OutOfService(_) => None,
-        }
-    }
-
-    /// The last durable offset of a stream (0 if none).
-    pub fn end(&self, stream: &StreamKey) -> Offset {
-        match self.inner.read_slot(&stream.app_uid) {
-            Some(Slot::Live(s)) => s.end(),
-            _ => 0,
-        }
-    }
-
-    /// Bytes of records a stream holds on disk.
-    pub fn stream_bytes(&self, stream: &StreamKey) -> u64 {
-        match self.inner.read_slot(&stream.app_uid) {
-            Some(Slot::Live(s)) => lock(&s.segments).total_bytes(),
-            _ => 0,
-        }
-    }
-
-    /// The streams the log serves (not deleted ones, nor those [out of
-    /// service](Self::out_of_service)), by application uid.
-    pub fn streams(&self) -> Vec<StreamKey> {
-        let mut keys: Vec<StreamKey> = (self.inner.live_streams().iter())
-            .map(|s| s.key.clone())
-            .collect();
-        keys.sort_by(|a, b| a.app_uid.cmp(&b.app_uid));
-        keys
-    }
-
-    /// The committed offsets of a stream's consumer groups, by group name.
-    pub fn groups(&self, stream: &StreamKey) -> std::collections::BTreeMap<String, Offset> {
-        match self.inner.read_slot(&stream.app_uid) {
-            Some(Slot::Live(s)) => lock(&s.groups).offsets.clone(),
-            _ => std::collections::BTreeMap::new(),
-        }
-    }
-
-    /// The streams whose files could not be used when the log was opened (see
-    /// [`LogConfig::isolate_broken_streams`]), by application uid. Deleting the stream
-    /// ([`EventLog::delete_stream`]) removes it and its files.
-    pub fn out_of_service(&self) -> Vec<OutOfService> {
-        let map = self
-            .inner
-            .streams
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut broken: Vec<OutOfService> = map
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::OutOfService(b) => Some(OutOfService::clone(b)),
-                _ => None,
-            })
-            .collect();
-        broken.sort_by(|a, b| a.app_uid.cmp(&b.app_uid));
-        broken
-    }
-
-    /// What was found damaged in the streams' segments since the log was opened, for the
-    /// streams where anything was (see [`DamageStats`]); by application uid.
-    pub fn damage(&self) -> Vec<(StreamKey, DamageStats)> {
-        let mut found: Vec<(StreamKey, DamageStats)> = (self.inner.live_streams().iter())
-            .map(|s| (s.key.clone(), lock(&s.damage).stats))
-            .filter(|(_, stats)| !stats.is_empty())
-            .collect();
-        found.sort_by(|a, b| a.0.app_uid.cmp(&b.0.app_uid));
-        found
-    }
 }
 
 impl Inner {
-    fn read_slot(&self, uid: &str) -> Option<Slot> {
-        let map = self
-            .streams
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(uid).cloned()
-    }
-
-    /// The stream of `key`, made known if it is new; an error if it was deleted or is out of
-    /// service.
-    fn stream(&self, key: &StreamKey) -> Result<Arc<StreamShared>> {
-        match self.read_slot(&key.app_uid) {
-            Some(Slot::Live(s)) => return Ok(s),
-            Some(Slot::Deleted) => return Err(deleted_error(key)),
-            Some(Slot::OutOfService(b)) => return Err(out_of_service_error(key, &b)),
-            None => {}
-        }
-        let mut map = self
-            .streams
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.entry(key.app_uid.clone()).or_insert_with(|| {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let dir = self.root.join(&key.app_uid);
-            Slot::Live(Arc::new(StreamShared::new(id, key.clone(), dir, 0, false)))
-        }) {
-            Slot::Live(s) => Ok(s.clone()),
-            Slot::Deleted => Err(deleted_error(key)),
-            Slot::OutOfService(b) => Err(out_of_service_error(key, b)),
-        }
-    }
-
-    fn live_streams(&self) -> Vec<Arc<StreamShared>> {
-        let map = self
-            .streams
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.values()
-            .filter_map(|slot| match slot {
-                Slot::Live(s) => Some(s.clone()),
-                Slot::Deleted | Slot::OutOfService(_) => None,
-            })
-            .collect()
-    }
-
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(BusError::Closed)
         } else {
             Ok(())
-        }
-    }
-
-    /// After the writer went away: `Closed` if the log was closed, else `Unavailable`.
-    fn writer_gone(&self) -> BusError {
-        if self.closed.load(Ordering::Acquire) {
-            BusError::Closed
-        } else {
-            BusError::Unavailable("the log writer stopped".into())
-        }
-    }
-
-    /// Puts an append command into the writer's queue once it has room in both bounds (the
-    /// byte budget: `cost`), keeping the order in which appends started; at most
-    /// `enqueue_timeout`.
-    async fn enqueue(
-        &self,
-        cost: u32,
-        command: impl FnOnce(tokio::sync::OwnedSemaphorePermit) -> Command,
-    ) -> Result<()> {
-        // Fast path, while nobody waits: room in both bounds, taken without waiting.
-        let pending = 'fast: {
-            if self.waiting.load(Ordering::Acquire) == 0 {
-                if let Ok(permit) = self.queue_bytes.clone().try_acquire_many_owned(cost) {
-                    match self.tx.try_send(command(permit)) {
-                        Ok(()) => return Ok(()),
-                        Err(mpsc::error::TrySendError::Full(command)) => {
-                            break 'fast Pending::Ready(command)
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.writer_gone()),
-                    }
-                }
-            }
-            Pending::Unqueued(command)
-        };
-        // Slow path: wait in line (first come, first served, so appends keep the order in which
-        // they started) for room, at most `enqueue_timeout`.
-        let _waiting = WaitingGuard::enter(&self.waiting);
-        let deadline = tokio::time::Instant::now() + self.config.enqueue_timeout;
-        let enqueue = async {
-            let _turn = self.gate.lock().await;
-            let command = match pending {
-                Pending::Ready(command) => command,
-                Pending::Unqueued(command) => {
-                    let permit = self.queue_bytes.clone().acquire_many_owned(cost).await;
-                    command(permit.map_err(|_| BusError::Closed)?)
-                }
-            };
-            self.tx.send(command).await.map_err(|_| self.writer_gone())
-        };
-        match tokio::time::timeout_at(deadline, enqueue).await {
-            Ok(result) => result,
-            Err(_) => Err(BusError::Overloaded("the append queue stayed full".into())),
         }
     }
 
@@ -671,98 +303,8 @@ impl Inner {
             first_error.map_or(Ok(()), Err)
         })
         .await
-        .map_err(|e| BusError::Unavailable(format!("writing group offsets: {e}")))?
+        .map_err(|e| BusError::unavailable("writing group offsets", e))?
     }
-
-    async fn prune(&self, now: SystemTime) -> Result<usize> {
-        let streams = self.live_streams();
-        let cutoff = unix_ms(now)
-            .saturating_sub(i64::try_from(self.config.max_age.as_millis()).unwrap_or(i64::MAX));
-        let max_bytes = self.config.max_stream_bytes;
-        tokio::task::spawn_blocking(move || {
-            let mut deleted = 0;
-            for s in streams {
-                deleted += prune_stream(&s, cutoff, max_bytes)
-                    .map_err(|e| io_error(format_args!("retention of {}", s.key.app), e))?;
-            }
-            Ok(deleted)
-        })
-        .await
-        .map_err(|e| BusError::Unavailable(format!("retention: {e}")))?
-    }
-}
-
-fn prune_stream(s: &StreamShared, cutoff_ms: i64, max_bytes: u64) -> io::Result<usize> {
-    let mut victims = Vec::new();
-    let mut scanned = None;
-    let mut rescanned = false;
-    loop {
-        let unsure = {
-            let mut segs = lock(&s.segments);
-            let mut total = segs.total_bytes();
-            let mut unsure = None;
-            while segs.list.len() > 1 {
-                let Some(first) = segs.list.front_mut() else {
-                    break;
-                };
-                if let Some((base, last, index)) = scanned.take() {
-                    if base == first.base {
-                        first.last_appended_ms = last;
-                        first.exact = true;
-                        first.index = index;
-                    }
-                    rescanned = true;
-                }
-                if first.last_appended_ms < cutoff_ms || total > max_bytes {
-                    total -= first.size;
-                    victims.push(first.base);
-                    segs.list.pop_front();
-                } else {
-                    if !first.exact {
-                        unsure = Some(first.base);
-                    }
-                    break;
-                }
-            }
-            unsure
-        };
-        // A segment sealed before the log was opened has only an upper bound of its newest
-        // record's time; read it to know (once, and only when the bound does not decide).
-        match unsure {
-            Some(base) if !rescanned => match segment::scan(&segment::path(&s.dir, base), base) {
-                Ok(scan) => {
-                    let next_base = lock(&s.segments)
-                        .list
-                        .iter()
-                        .find(|g| g.base > base)
-                        .map(|g| g.base);
-                    lock(&s.damage).report_sealed(&s.key, &s.dir, base, &scan, next_base);
-                    match scan.last_appended_ms {
-                        Some(last) => scanned = Some((base, last, scan.index)),
-                        None => break,
-                    }
-                }
-                Err(_) => break,
-            },
-            _ => break,
-        }
-    }
-    if victims.is_empty() {
-        return Ok(0);
-    }
-    let state = lock(&s.dir_state);
-    if state.deleted {
-        return Ok(0);
-    }
-    for &base in &victims {
-        let path = segment::path(&s.dir, base);
-        match fs::remove_file(&path) {
-            Ok(()) => tracing::debug!(segment = %path.display(), "retention deleted a segment"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(victims.len())
 }
 
 async fn flush_task(inner: Weak<Inner>) {
@@ -783,36 +325,12 @@ async fn flush_task(inner: Weak<Inner>) {
     }
 }
 
-async fn retention_task(inner: Weak<Inner>) {
-    let Some((period, notify)) = inner
-        .upgrade()
-        .map(|i| (i.config.retention_interval, i.retention.clone()))
-    else {
-        return;
-    };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = notify.notified() => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(e) = inner.prune(inner.clock.now()).await {
-            tracing::error!(error = %e, "retention failed");
-        }
-    }
-}
-
 #[async_trait]
 impl EventLog for EmbeddedLog {
     async fn append(&self, key: &StreamKey, event: Event) -> Result<Offset> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let stream = inner.stream(key)?;
         // Encode against the stream's own key: the reader decodes with it.
         let len = codec::frame_len(&event, &stream.key);
@@ -849,7 +367,7 @@ impl EventLog for EmbeddedLog {
         let n = events.len();
         let stream = match inner
             .check_open()
-            .and_then(|()| check_uid(&key.app_uid))
+            .and_then(|()| key.check())
             .and_then(|()| inner.stream(key))
         {
             Ok(stream) => stream,
@@ -915,7 +433,7 @@ impl EventLog for EmbeddedLog {
     async fn consume(&self, key: &StreamKey, from: StartFrom) -> Result<Box<dyn Consumer>> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let stream = match inner.read_slot(&key.app_uid) {
             Some(Slot::Deleted) => Arc::new(StreamShared::gone(key.clone())),
             _ => inner.stream(key)?,
@@ -935,14 +453,14 @@ impl EventLog for EmbeddedLog {
     async fn commit(&self, key: &StreamKey, group: &str, offset: Offset) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
-        check_group(group)?;
+        key.check()?;
+        key::check_group(group)?;
         let stream = inner.stream(key)?;
         let end = stream.end();
         if offset > end {
-            return Err(BusError::Invalid(format!(
-                "offset {offset} is beyond the end of the stream ({end})"
-            )));
+            return Err(BusError::Invalid(
+                format!("offset {offset} is beyond the end of the stream ({end})").into(),
+            ));
         }
         let mut groups = lock(&stream.groups);
         match groups.offsets.get_mut(group) {
@@ -960,7 +478,7 @@ impl EventLog for EmbeddedLog {
     async fn delete_stream(&self, key: &StreamKey) -> Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        check_uid(&key.app_uid)?;
+        key.check()?;
         let previous = {
             let mut map = inner
                 .streams

@@ -4,8 +4,8 @@
 //!
 //! - the **view** is the set of nodes that have online members of the group; every node that
 //!   takes part announces itself (see [`crate::cluster::NatsGroups`]);
-//! - a device's events belong to one node of the view (rendezvous hashing of node and device),
-//!   the others skip them;
+//! - a device's events belong to one node of the view (rendezvous hashing of node and device,
+//!   [`crate::rendezvous`]), the others skip them;
 //! - when a node's view changes it **rewinds** to the group's committed offset and reads on from
 //!   there (events may be delivered twice around a change, never lost);
 //! - each node reports its acknowledged prefix under its view; the group's offset is committed
@@ -15,6 +15,7 @@
 
 use async_trait::async_trait;
 
+use crate::rendezvous::{self, Fnv1a};
 use crate::{Offset, Result, StreamKey};
 
 /// The nodes that share a group's work now.
@@ -39,64 +40,30 @@ impl View {
     pub fn of(me: String, mut nodes: Vec<String>) -> Self {
         nodes.sort();
         nodes.dedup();
-        let mut h = Fnv::new();
+        let mut h = Fnv1a::new();
         for n in &nodes {
             h.write(n.as_bytes());
             h.write(&[0]);
         }
         Self {
-            epoch: h.0,
+            epoch: h.value(),
             nodes,
             me,
         }
     }
 
-    /// Whether `device`'s events are this node's to deliver.
+    /// Whether `device`'s events are this node's to deliver: the view's node of the highest
+    /// rendezvous weight for it ([`rendezvous::owner`]); everything when the view is empty.
     pub fn owns(&self, device: &str) -> bool {
-        match self.nodes.as_slice() {
-            [] => true,
-            [only] => *only == self.me,
-            nodes => nodes
-                .iter()
-                .max_by_key(|n| {
-                    let mut h = Fnv::new();
-                    h.write(n.as_bytes());
-                    h.write(&[0]);
-                    h.write(device.as_bytes());
-                    h.finish()
-                })
-                .is_some_and(|n| *n == self.me),
+        if self.nodes.is_empty() {
+            return true;
         }
+        rendezvous::owner(self.nodes.iter().map(|n| (n, n)), device).is_some_and(|n| *n == self.me)
     }
 
     /// The node that commits the group's offset.
     pub fn leader(&self) -> Option<&str> {
         self.nodes.first().map(String::as_str)
-    }
-}
-
-/// FNV-1a, 64 bit: the same on every node, whatever Rust version built it (ownership must agree
-/// across a rolling upgrade).
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    /// With a final mix, so that similar inputs spread.
-    fn finish(&self) -> u64 {
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 

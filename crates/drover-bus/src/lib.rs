@@ -15,31 +15,19 @@ use drover_model::Event;
 pub mod cluster;
 pub mod commands;
 pub mod embedded;
+mod error;
 pub mod groups;
+pub mod key;
 pub mod nats;
+pub mod rendezvous;
 
 pub use embedded::{EmbeddedLog, LogConfig};
+pub use error::{BusError, Reason, Result};
+pub use key::StreamKey;
 pub use nats::{JetStreamConfig, JetStreamLog};
 
 /// A position in a stream. The first event of a stream has offset 1; 0 means "before the first".
 pub type Offset = u64;
-
-/// Identifies an application's stream. Keyed by the application's uid, so an application that
-/// is deleted and created again under the same name gets a new, empty stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    pub app: String,
-    pub app_uid: String,
-}
-
-impl StreamKey {
-    pub fn new(app: impl Into<String>, app_uid: impl Into<String>) -> Self {
-        Self {
-            app: app.into(),
-            app_uid: app_uid.into(),
-        }
-    }
-}
 
 /// Where a consumer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,26 +46,6 @@ pub struct Record {
     pub offset: Offset,
     pub event: Event,
 }
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    /// The log cannot take more right now (back-pressure); retry later.
-    #[error("event log overloaded: {0}")]
-    Overloaded(String),
-    /// The event is larger than the log accepts.
-    #[error("event too large: {0}")]
-    TooLarge(String),
-    /// Storage failed; nothing was acknowledged.
-    #[error("event log unavailable: {0}")]
-    Unavailable(String),
-    /// The log is shutting down.
-    #[error("event log closed")]
-    Closed,
-    #[error("invalid request: {0}")]
-    Invalid(String),
-}
-
-pub type Result<T> = std::result::Result<T, BusError>;
 
 /// A reader of one stream, in offset order.
 #[async_trait]

@@ -1,6 +1,10 @@
 //! Command routing between nodes over a real NATS server (`DROVER_TEST_NATS_URL`, set by CI):
-//! two routers, each with its own NATS connection, stand for two nodes.
+//! two routers, each with its own NATS connection, stand for two nodes. These tests are
+//! `#[ignore]`d; `--include-ignored` runs them (and fails them without the URL; see
+//! `backend/mod.rs`).
 #![allow(clippy::unwrap_used)]
+
+mod backend;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,14 +16,6 @@ use drover_bus::commands::{
     Command, CommandError, CommandRouter, CommandSink, DeviceKey, Outcome, Reply, RouterConfig,
     SinkRefusal,
 };
-
-fn nats_url() -> Option<String> {
-    let url = std::env::var("DROVER_TEST_NATS_URL").ok();
-    if url.is_none() {
-        eprintln!("DROVER_TEST_NATS_URL is not set: the NATS cluster tests did not run");
-    }
-    url
-}
 
 struct Node {
     router: Arc<CommandRouter>,
@@ -177,19 +173,22 @@ async fn delivered_eventually(b: &Node, c: Command, k: DeviceKey) -> Outcome {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn commands_and_replies_cross_nodes() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let cluster = Cluster::new(&url).await;
     let a = cluster.node(&url, "a", 50).await;
     let b = cluster.node(&url, "b", 50).await;
 
     // Not connected anywhere, no ttl: unreachable.
-    assert_eq!(
+    assert!(matches!(
         b.router
             .route(cmd("c0", "d1", false), &[key("d1")], None)
             .await,
-        Err(CommandError::Unreachable("d1".into()))
-    );
+        Err(CommandError::Unreachable(d)) if d == "d1"
+    ));
 
     let sink = Arc::new(Collect::default());
     let _reg = a.router.register(key("d1"), sink.clone());
@@ -234,8 +233,11 @@ async fn commands_and_replies_cross_nodes() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn the_queue_is_shared_and_a_command_is_delivered_once() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let cluster = Cluster::new(&url).await;
     let a = cluster.node(&url, "a", 3).await;
     let b = cluster.node(&url, "b", 3).await;
@@ -244,8 +246,11 @@ async fn the_queue_is_shared_and_a_command_is_delivered_once() {
     let targets = [key("d2"), key("gw")];
     for id in ["q1", "q2", "q3"] {
         assert_eq!(
-            b.router.route(cmd(id, "d2", false), &targets, ttl).await,
-            Ok(Outcome::Queued)
+            b.router
+                .route(cmd(id, "d2", false), &targets, ttl)
+                .await
+                .expect("routed"),
+            Outcome::Queued
         );
     }
     assert!(
@@ -283,8 +288,11 @@ async fn the_queue_is_shared_and_a_command_is_delivered_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn an_undelivered_command_expires_once() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let cluster = Cluster::new(&url).await;
     let a = cluster.node(&url, "a", 50).await;
     let b = cluster.node(&url, "b", 50).await;
@@ -295,17 +303,17 @@ async fn an_undelivered_command_expires_once() {
                 &[key("d4")],
                 Some(Duration::from_millis(300))
             )
-            .await,
-        Ok(Outcome::Queued)
+            .await
+            .expect("routed"),
+        Outcome::Queued
     );
     let mut expired = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while expired.is_empty() {
-        assert!(Instant::now() < deadline, "no expiry reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("an expiry report", || {
         expired.extend(a.router.expire(Instant::now()));
         expired.extend(b.router.expire(Instant::now()));
-    }
+        !expired.is_empty()
+    })
+    .await;
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].id, "e1");
     // Connecting afterwards delivers nothing.
@@ -327,8 +335,11 @@ impl CommandSink for Refusing {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn a_queued_command_waits_for_a_sink_that_takes_it() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let cluster = Cluster::new(&url).await;
     let a = cluster.node(&url, "a", 50).await;
     let b = cluster.node(&url, "b", 50).await;
@@ -339,18 +350,19 @@ async fn a_queued_command_waits_for_a_sink_that_takes_it() {
                 &[key("d5")],
                 Some(Duration::from_secs(60))
             )
-            .await,
-        Ok(Outcome::Queued)
+            .await
+            .expect("routed"),
+        Outcome::Queued
     );
     // Connected but not subscribed: the command stays queued...
     let refusing = a.router.register(key("d5"), Arc::new(Refusing));
     // ...and a command without ttl is refused by it...
-    assert_eq!(
+    assert!(matches!(
         b.router
             .route(cmd("x", "d5", false), &[key("d5")], None)
             .await,
-        Err(CommandError::Unreachable("d5".into()))
-    );
+        Err(CommandError::Unreachable(d)) if d == "d5"
+    ));
     // ...until the session subscribes (registers again, as the device policy does).
     let sink = Arc::new(Collect::default());
     let _taking = a.router.register(key("d5"), sink.clone());

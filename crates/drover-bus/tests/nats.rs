@@ -1,16 +1,18 @@
 //! The NATS JetStream log: the shared conformance checks, then what only it does (retention
 //! mapped to JetStream, deduplication, several nodes on one prefix, a server restart).
 //!
-//! Tests against the shared server run when `DROVER_TEST_NATS_URL` is set (`.ci/run` sets
-//! `nats://127.0.0.1:4222`), each under a prefix of its own whose streams and buckets it deletes
-//! at the end. The restart test starts a private `nats-server` and runs whenever one is
-//! installed.
+//! Tests against the shared server need `DROVER_TEST_NATS_URL` (`.ci/run` sets
+//! `nats://127.0.0.1:4222`); each runs under a prefix of its own whose streams and buckets it
+//! deletes at the end. The tests that stop a server start a private `nats-server` on a port it
+//! picks itself. These tests are `#[ignore]`d; `--include-ignored` runs them (and fails them
+//! without the URL or the binary; see `backend/mod.rs`).
 
+mod backend;
 mod conformance;
 
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,20 +21,6 @@ use conformance::{append_n, event, ids, key, take, within};
 use drover_bus::nats::{JetStreamConfig, JetStreamLog};
 use drover_bus::{BusError, EventLog, Offset, StartFrom};
 use futures::StreamExt;
-
-/// The shared test server, or `None` (having said so once) when the tests are to be skipped.
-fn nats_url() -> Option<String> {
-    static SAID: std::sync::Once = std::sync::Once::new();
-    let url = std::env::var("DROVER_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        SAID.call_once(|| {
-            println!("NATS JetStream tests skipped: DROVER_TEST_NATS_URL is not set");
-        });
-    }
-    url
-}
 
 /// A prefix no other test (or run) uses; it holds no `_`, so `<PREFIX>_` matches only its own
 /// streams and buckets.
@@ -114,8 +102,11 @@ impl Drop for Prefix {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn conformance() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(config(&url, prefix)).await;
@@ -124,9 +115,12 @@ async fn conformance() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn conformance_with_tiny_read_batches() {
     // The same checks with a pull of two messages at a time.
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(JetStreamConfig {
@@ -139,9 +133,12 @@ async fn conformance_with_tiny_read_batches() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn retention_is_mapped_to_the_stream() {
     use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(JetStreamConfig {
@@ -189,8 +186,11 @@ async fn retention_is_mapped_to_the_stream() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn retried_appends_are_deduplicated() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(config(&url, prefix)).await;
@@ -207,8 +207,11 @@ async fn retried_appends_are_deduplicated() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn two_nodes_share_streams_groups_and_deletions() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let a = connect(config(&url, prefix)).await;
@@ -272,8 +275,11 @@ async fn two_nodes_share_streams_groups_and_deletions() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn oversized_events_are_refused() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(JetStreamConfig {
@@ -307,8 +313,11 @@ async fn oversized_events_are_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn close_ends_consumers_and_refuses_work() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = std::sync::Arc::new(connect(config(&url, prefix)).await);
@@ -339,9 +348,12 @@ async fn close_ends_consumers_and_refuses_work() {
 /// Three callers with 50 appends in flight each: every caller's appends are stored in call
 /// order, and many appends share a round trip (prints the rate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NATS with JetStream: set DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
 async fn pipelined_appends_keep_their_order() {
     use futures::TryStreamExt;
-    let Some(url) = nats_url() else { return };
+    let Some(url) = backend::nats_url() else {
+        return;
+    };
     let own = Prefix::new(&url);
     let prefix = own.name.as_str();
     let log = connect(config(&url, prefix)).await;
@@ -390,8 +402,13 @@ async fn pipelined_appends_keep_their_order() {
 
 #[tokio::test]
 async fn connecting_to_nothing_fails_in_time() {
-    // A port nobody listens on (it was free a moment ago).
-    let port = free_port();
+    // A port nobody listens on: bound by this test (so nobody else gets it) but not listening,
+    // so a connection to it is refused.
+    let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+    closed
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let port = closed.local_addr().expect("address").port();
     let started = Instant::now();
     let result = JetStreamLog::connect(JetStreamConfig {
         url: format!("nats://127.0.0.1:{port}"),
@@ -402,8 +419,18 @@ async fn connecting_to_nothing_fails_in_time() {
     let Err(BusError::Unavailable(why)) = result else {
         panic!("connected to nothing? {result:?}");
     };
-    assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
+    assert!(
+        why.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{why}"
+    );
+    // The NATS client's error is kept as the cause, not only as text.
+    let cause = std::error::Error::source(&why).expect("the NATS error");
+    assert!(
+        cause.downcast_ref::<async_nats::ConnectError>().is_some(),
+        "{cause:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
+    drop(closed);
     let bad = JetStreamLog::connect(JetStreamConfig {
         prefix: "no.dots".into(),
         ..JetStreamConfig::default()
@@ -418,32 +445,28 @@ async fn connecting_to_nothing_fails_in_time() {
     assert!(matches!(bad, Err(BusError::Invalid(_))), "{bad:?}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn nats_server_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/bin".into()])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
 /// A private `nats-server` with JetStream; killed when dropped.
 struct NatsServer {
     child: Child,
+    /// The port it listens on for clients.
+    port: u16,
 }
 
+/// What `nats-server` logs when it listens for clients (the address follows).
+const LISTENING: &str = "Listening for client connections on ";
+
 impl NatsServer {
-    /// Starts it (with JetStream storing in `store`, if given) and waits until it says it is
-    /// ready.
+    /// Starts it on a port it picks itself (`port` 0) or on `port`, with JetStream storing in
+    /// `store` if given, and waits until it says it is ready; the port it took is read back
+    /// from its log.
     async fn start(binary: &Path, port: u16, store: Option<&Path>) -> Self {
         let mut command = Command::new(binary);
-        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        let port_arg = if port == 0 {
+            "-1".to_string() // nats-server's "any free port"
+        } else {
+            port.to_string()
+        };
+        command.args(["-a", "127.0.0.1", "-p", &port_arg]);
         if let Some(store) = store {
             command.args(["-js", "-sd"]).arg(store);
         }
@@ -457,19 +480,30 @@ impl NatsServer {
         // Reads the log to its end (so the server never blocks on a full pipe).
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
+            let mut listening = None;
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once(LISTENING) {
+                    listening = addr
+                        .trim()
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse().ok());
+                }
                 if line.contains("Server is ready") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
+                    if let (Some(tx), Some(port)) = (ready.take(), listening) {
+                        let _ = tx.send(port);
                     }
                 }
             }
         });
-        within("nats-server is ready", ready_rx)
+        let port = within("nats-server is ready", ready_rx)
             .await
-            .expect("nats-server exited before it was ready");
-        Self { child }
+            .expect("nats-server exited before it was ready (or did not say its port)");
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
 
     fn kill(&mut self) {
@@ -485,15 +519,14 @@ impl Drop for NatsServer {
 }
 
 #[tokio::test]
+#[ignore = "needs the nats-server binary: run with --include-ignored (CI does)"]
 async fn a_server_without_jetstream_is_refused() {
-    let Some(binary) = nats_server_binary() else {
-        println!("NATS server tests skipped: nats-server is not installed");
+    let Some(binary) = backend::nats_server() else {
         return;
     };
-    let port = free_port();
-    let _server = NatsServer::start(&binary, port, None).await;
+    let server = NatsServer::start(&binary, 0, None).await;
     let result = JetStreamLog::connect(JetStreamConfig {
-        url: format!("nats://127.0.0.1:{port}"),
+        url: server.url(),
         op_timeout: Duration::from_secs(2),
         ..JetStreamConfig::default()
     })
@@ -501,24 +534,24 @@ async fn a_server_without_jetstream_is_refused() {
     let Err(BusError::Unavailable(why)) = result else {
         panic!("connected without JetStream? {result:?}");
     };
-    assert!(why.contains("JetStream"), "{why}");
+    assert!(why.to_string().contains("JetStream"), "{why}");
 }
 
 /// NATS goes away while events are appended and read, and comes back: appends fail in bounded
 /// time meanwhile, succeed again afterwards, and a consumer opened before the outage goes on
 /// to see every acknowledged event exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the nats-server binary: run with --include-ignored (CI does)"]
 async fn a_server_restart_loses_nothing_acknowledged() {
-    let Some(binary) = nats_server_binary() else {
-        println!("NATS restart test skipped: nats-server is not installed");
+    let Some(binary) = backend::nats_server() else {
         return;
     };
     let store = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut server = NatsServer::start(&binary, port, Some(store.path())).await;
+    let mut server = NatsServer::start(&binary, 0, Some(store.path())).await;
+    let port = server.port;
     let op_timeout = Duration::from_secs(1);
     let log = connect(JetStreamConfig {
-        url: format!("nats://127.0.0.1:{port}"),
+        url: server.url(),
         prefix: "FAULT".into(),
         op_timeout,
         ..JetStreamConfig::default()
@@ -566,6 +599,8 @@ async fn a_server_restart_loses_nothing_acknowledged() {
     );
     assert!(!log.is_connected());
 
+    // The same port, for the client reconnects to the URL it was given. (Freed by the kill a
+    // moment ago; should another process take it meanwhile, this start fails loudly.)
     let _server = NatsServer::start(&binary, port, Some(store.path())).await;
     let restarted = Instant::now();
     // Appends succeed again once the connection is back; each is retried with the same event

@@ -1,17 +1,20 @@
 //! Drover's domain model: the registry's resources (applications and devices with Kubernetes-style
-//! metadata), the typed spec sections Drover understands, label selectors, roles, and validation.
+//! metadata), the typed spec sections Drover understands, label selectors, roles, and validation;
+//! and the one rule that keeps secrets out of URLs Drover shows ([`redact_url`]).
 //!
 //! This crate owns *what things are*. It knows nothing of I/O, async runtimes, storage or wire
 //! protocols; JSON (serde) is the representation resources have everywhere, so the types derive it.
 
 pub mod event;
 pub mod names;
+pub mod redact;
 pub mod resource;
 pub mod role;
 pub mod selector;
 pub mod spec;
 
 pub use event::Event;
+pub use redact::redact_url;
 pub use resource::{Kind, Metadata, MetadataInput, Resource, ResourceInput};
 pub use role::{MemberEntry, Members, Permission, Principal, Role};
 pub use selector::Selector;

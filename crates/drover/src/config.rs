@@ -18,7 +18,6 @@ use std::time::Duration;
 
 pub use args::{ServeArgs, SettingArgs, MIGRATE, SERVE};
 use drover_integrations::outbound::AllowEntry;
-pub use value::redacted_url;
 use value::{
     any, at_least, at_least_usize, between, duration_between, http_url, AllowList, Codec, Hidden,
     Listen, Plain, UrlWithPassword,

@@ -194,7 +194,7 @@ fn banner(config: &Config, server: &drover::Server) {
     match &config.database_url {
         Some(u) => println!(
             "  Registry         PostgreSQL {} (schema {})",
-            drover::config::redacted_url(u),
+            drover_model::redact_url(u),
             config.database_schema.as_deref().unwrap_or("public")
         ),
         None => println!(
@@ -205,7 +205,7 @@ fn banner(config: &Config, server: &drover::Server) {
     match &config.nats_url {
         Some(u) => println!(
             "  Event log        NATS JetStream {} (prefix {}); commands routed between nodes",
-            drover::config::redacted_url(u),
+            drover_model::redact_url(u),
             config.nats_prefix
         ),
         None => println!(

@@ -139,7 +139,7 @@ impl Plan {
     }
 
     async fn migrate(&self, from: &SqliteRegistry) -> anyhow::Result<()> {
-        let target = drover::config::redacted_url(&self.database_url);
+        let target = drover_model::redact_url(&self.database_url);
         let schema = self.config.database_schema.as_deref().unwrap_or("public");
         let to = PostgresRegistry::connect(
             &self.database_url,
@@ -169,7 +169,7 @@ impl Plan {
             println!(
                 "{mode} the events {} -> NATS JetStream {} (prefix {}):",
                 self.config.data_dir.join("events").display(),
-                drover::config::redacted_url(self.nats_url.as_deref().unwrap_or_default()),
+                drover_model::redact_url(self.nats_url.as_deref().unwrap_or_default()),
                 self.config.nats_prefix
             );
             events.print();
@@ -235,7 +235,7 @@ impl Plan {
         .with_context(|| {
             format!(
                 "cannot open the JetStream event log at {}",
-                drover::config::redacted_url(url)
+                drover_model::redact_url(url)
             )
         });
         let target = match target {

@@ -107,7 +107,7 @@ impl EmbeddedConsumer {
             });
             let (cursor, next, out, r) = job
                 .await
-                .map_err(|e| BusError::Unavailable(format!("reading the log: {e}")))?;
+                .map_err(|e| BusError::unavailable("reading the log", e))?;
             self.cursor = cursor;
             self.next = next;
             r?;
@@ -122,17 +122,30 @@ impl EmbeddedConsumer {
 }
 
 fn damaged(stream: &StreamShared, base: Offset, what: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(format!(
-        "stream of {} ({}): segment {base}: {what}",
+    BusError::Unavailable(
+        format!(
+            "stream of {} ({}): segment {base}: {what}",
+            stream.key.app, stream.key.app_uid
+        )
+        .into(),
+    )
+}
+
+/// A record that cannot be decoded.
+fn undecodable(stream: &StreamShared, base: Offset, e: codec::CodecError) -> BusError {
+    let what = format!(
+        "stream of {} ({}): segment {base}",
         stream.key.app, stream.key.app_uid
-    ))
+    );
+    BusError::unavailable(what, e)
 }
 
 fn io_error(stream: &StreamShared, e: io::Error) -> BusError {
-    BusError::Unavailable(format!(
-        "reading stream of {} ({}): {e}",
+    let what = format!(
+        "reading stream of {} ({})",
         stream.key.app, stream.key.app_uid
-    ))
+    );
+    BusError::unavailable(what, e)
 }
 
 /// A cursor at the segment holding `next` (moving `next` up to the oldest retained record if it
@@ -225,7 +238,7 @@ fn read_recent(
                 return Err(damaged(stream, 0, "a record in memory is cut short"));
             };
             frames = rest;
-            let (offset, _) = codec::peek(body).map_err(|e| damaged(stream, 0, e))?;
+            let (offset, _) = codec::peek(body).map_err(|e| undecodable(stream, 0, e))?;
             if offset < *next {
                 continue;
             }
@@ -233,7 +246,7 @@ fn read_recent(
                 let what = format_args!("record {offset} in memory where {next} was expected");
                 return Err(damaged(stream, 0, what));
             }
-            let event = codec::decode(body, &stream.key).map_err(|e| damaged(stream, 0, e))?;
+            let event = codec::decode(body, &stream.key).map_err(|e| undecodable(stream, 0, e))?;
             bytes += body.len();
             out.push(Record { offset, event });
             *next = offset + 1;
@@ -292,7 +305,7 @@ fn read_blocking(
                     c.next = offset + 1;
                     if offset >= *next {
                         let event = codec::decode(body, &stream.key)
-                            .map_err(|e| damaged(stream, c.base, e))?;
+                            .map_err(|e| undecodable(stream, c.base, e))?;
                         bytes += body.len();
                         out.push(Record { offset, event });
                         *next = offset + 1;
@@ -330,8 +343,13 @@ fn read_blocking(
             Met::Damage { pos, why } => step_over(stream, cursor, next, limit, pos, why)?,
         }
     }
-    // Bytes read ahead in the segment being written may belong to a batch that is not durable
-    // yet (and could be rolled back): never keep them.
+    forget_unsealed_readahead(stream, cursor);
+    Ok(())
+}
+
+/// Bytes read ahead in the segment being written may belong to a batch that is not durable
+/// yet (and could be rolled back): never keep them.
+fn forget_unsealed_readahead(stream: &StreamShared, cursor: &mut Option<Cursor>) {
     if let Some(c) = cursor {
         let sealed = lock(&stream.segments)
             .list
@@ -341,7 +359,6 @@ fn read_blocking(
             c.reader.discard_readahead();
         }
     }
-    Ok(())
 }
 
 /// The base of the segment after `base`, if there is one.

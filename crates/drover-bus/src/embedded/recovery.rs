@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::damage::{self, DamageLog, Region};
 use super::segment::{self, SegmentInfo};
 use super::stream;
-use super::{check_uid, unix_ms, TOMBSTONES_FILE};
+use super::{unix_ms, TOMBSTONES_FILE};
 use crate::{Offset, StreamKey};
 
 /// A file of one stream that cannot be used. The stream is out of service (see
@@ -134,7 +134,7 @@ pub(super) fn recover(root: &Path, isolate: bool) -> Result<Found, StreamFileErr
             continue;
         }
         let name = entry.file_name();
-        let Some(uid) = name.to_str().filter(|u| check_uid(u).is_ok()) else {
+        let Some(uid) = name.to_str().filter(|u| StreamKey::check_uid(u).is_ok()) else {
             tracing::warn!(entry = %path.display(), "ignoring a directory that is no stream");
             continue;
         };
@@ -190,7 +190,7 @@ fn read_tombstones(root: &Path) -> Result<HashSet<String>, StreamFileError> {
         if line.is_empty() {
             continue;
         }
-        if check_uid(line).is_ok() {
+        if StreamKey::check_uid(line).is_ok() {
             uids.insert(line.to_owned());
         } else {
             tracing::warn!(file = %path.display(), line, "ignoring a damaged line of deleted streams");

@@ -13,7 +13,7 @@ use super::codec;
 use super::segment::{self, SegmentInfo, INDEX_INTERVAL};
 use super::stream::{lock, sync_dir, StreamShared};
 use super::{deleted_error, unix_ms, Clock, TOMBSTONES_FILE};
-use crate::{BusError, Offset, Result};
+use crate::{BusError, Offset, Reason, Result};
 
 /// Buffers kept for staging batches (so an idle stream holds none).
 const POOL_BUFFERS: usize = 8;
@@ -81,7 +81,8 @@ struct Ack {
 
 enum Failure {
     Deleted,
-    Io(String),
+    /// What failed, and the error.
+    Io(String, io::Error),
 }
 
 /// The writer's own state of a stream.
@@ -94,7 +95,7 @@ pub(crate) struct StreamWriter {
     failure: Option<Failure>,
     /// Set when a failed batch could not be rolled back: the stream takes no more appends
     /// until the log is opened again (recovery repairs the files).
-    poisoned: Option<String>,
+    poisoned: Option<Reason>,
     /// The batch that last wrote to the stream.
     last_batch: u64,
 }
@@ -226,7 +227,7 @@ impl StreamWriter {
                 return;
             }
             Err(e) => {
-                self.failure = Some(Failure::Io(format!("creating directory: {e}")));
+                self.failure = Some(Failure::Io("creating directory".into(), e));
                 return;
             }
         }
@@ -257,7 +258,8 @@ impl StreamWriter {
             match result {
                 Ok(f) => s.file = Some(f),
                 Err(e) => {
-                    self.failure = Some(Failure::Io(format!("writing {}: {e}", path.display())));
+                    let what = format!("writing {}", path.display());
+                    self.failure = Some(Failure::Io(what, e));
                     return;
                 }
             }
@@ -271,14 +273,15 @@ impl StreamWriter {
         for s in self.staged.iter().filter(|s| !s.synced) {
             if let Some(f) = &s.file {
                 if let Err(e) = f.sync_data() {
-                    self.failure = Some(Failure::Io(format!("fsync of segment {}: {e}", s.base)));
+                    let what = format!("fsync of segment {}", s.base);
+                    self.failure = Some(Failure::Io(what, e));
                     return;
                 }
             }
         }
         if self.staged.iter().any(|s| s.new) {
             if let Err(e) = sync_dir(&self.shared.dir) {
-                self.failure = Some(Failure::Io(format!("fsync of directory: {e}")));
+                self.failure = Some(Failure::Io("fsync of directory".into(), e));
             }
         }
     }
@@ -292,8 +295,8 @@ impl StreamWriter {
                 None
             }
             Some(Failure::Deleted) => Some(deleted_error(&self.shared.key)),
-            Some(Failure::Io(why)) => {
-                let why = format!("{}: {why}", self.describe());
+            Some(Failure::Io(what, e)) => {
+                let why = Reason::caused_by(format!("{}: {what}", self.describe()), e);
                 tracing::error!(error = %why, "append failed");
                 self.rollback(&why);
                 Some(BusError::Unavailable(why))
@@ -358,7 +361,7 @@ impl StreamWriter {
         self.shared.tail.send_modify(|t| t.end = end);
     }
 
-    fn rollback(&mut self, why: &str) {
+    fn rollback(&mut self, why: &Reason) {
         if let Some(first) = self.acks.first() {
             self.next_offset = first.offset;
         }
@@ -386,7 +389,9 @@ impl StreamWriter {
             a.file = None;
         }
         if !clean {
-            self.poisoned = Some(format!("{why} (and could not be undone; reopen the log)"));
+            // The stream's appends fail from now on with the failure that could not be undone.
+            self.poisoned =
+                Some(why.reworded(|w| format!("{w} (and could not be undone; reopen the log)")));
         }
     }
 }

@@ -161,10 +161,10 @@ impl Live {
             Err(e) => {
                 return match e.kind() {
                     ConsumerErrorKind::JetStream(err) if is_stream_not_found(&err) => Ok(None),
-                    _ => Err(BusError::Unavailable(format!(
-                        "creating a consumer of {}: {e}",
-                        self.state.name
-                    ))),
+                    _ => Err(BusError::unavailable(
+                        format!("creating a consumer of {}", self.state.name),
+                        e,
+                    )),
                 }
             }
         };
@@ -175,7 +175,7 @@ impl Live {
             .heartbeat(HEARTBEAT)
             .messages()
             .await
-            .map_err(|e| BusError::Unavailable(format!("reading from {}: {e}", self.state.name)))?;
+            .map_err(|e| BusError::unavailable(format!("reading from {}", self.state.name), e))?;
         Ok(Some(Reader {
             messages,
             delivered: 0,
@@ -208,19 +208,23 @@ impl Live {
         }
         self.next = offset + 1;
         let payload = &message.payload;
+        let damaged = format!(
+            "stream {}: the message at offset {offset} is damaged",
+            self.state.name
+        );
         let event = match payload.first() {
-            Some(&PAYLOAD_FORMAT) => {
-                codec::decode_event(&payload[1..], &self.state.key).map_err(|e| e.to_string())
+            Some(&PAYLOAD_FORMAT) => codec::decode_event(&payload[1..], &self.state.key)
+                .map_err(|e| BusError::unavailable(damaged, e))?,
+            Some(other) => {
+                let why = format!("{damaged}: unknown payload format {other}");
+                return Err(BusError::Unavailable(why.into()));
             }
-            Some(other) => Err(format!("unknown payload format {other}")),
-            None => Err("empty payload".into()),
-        }
-        .map_err(|e| {
-            BusError::Unavailable(format!(
-                "stream {}: the message at offset {offset} is damaged: {e}",
-                self.state.name
-            ))
-        })?;
+            None => {
+                return Err(BusError::Unavailable(
+                    format!("{damaged}: empty payload").into(),
+                ))
+            }
+        };
         self.buffered_bytes += event.data.len();
         self.buffered.push_back(Record { offset, event });
         Ok(Received::Record)
@@ -253,9 +257,42 @@ impl Live {
         }
     }
 
+    /// Creates a server-side consumer at the next offset, pausing (longer each time) after a
+    /// failure; an end of the log or the stream interrupts. True if the stream is gone.
+    async fn reopen(&mut self) -> bool {
+        // A consumer created from here on is one of this connection.
+        self.connections.borrow_and_update();
+        let (mut closed, mut deleted) = (self.closed.clone(), self.deleted.clone());
+        let opened = tokio::select! {
+            opened = self.open_reader() => opened,
+            () = Self::ending(&mut closed, &mut deleted) => return false,
+        };
+        match opened {
+            Ok(Some(reader)) => {
+                self.reader = Some(reader);
+                self.backoff = MIN_BACKOFF;
+                false
+            }
+            Ok(None) => {
+                tracing::debug!(stream = %self.state.name, "the stream is gone; the consumer ends");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?self.backoff, "cannot read the event log");
+                let pause = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = Self::ending(&mut self.closed, &mut self.deleted) => {}
+                }
+                false
+            }
+        }
+    }
+
     /// Up to `max` (at least 1) records: those available now (received, or known to exist up
-    /// to the stream's end as this node knows it), waiting until there is one; empty once the stream is gone or the log
-    /// closed. Cancel-safe.
+    /// to the stream's end as this node knows it), waiting until there is one; empty once the
+    /// stream is gone or the log closed. Cancel-safe.
     async fn read(&mut self, max: usize) -> Result<Vec<Record>> {
         // Once there are records: how long to wait for more known to follow.
         let mut patience: Option<Instant> = None;
@@ -286,34 +323,11 @@ impl Live {
                 return Err(e);
             }
             if self.reader.is_none() {
-                // A consumer created from here on is one of this connection.
-                self.connections.borrow_and_update();
-                let (mut closed, mut deleted) = (self.closed.clone(), self.deleted.clone());
-                let opened = tokio::select! {
-                    opened = self.open_reader() => opened,
-                    () = Self::ending(&mut closed, &mut deleted) => continue,
-                };
-                match opened {
-                    Ok(Some(reader)) => {
-                        self.reader = Some(reader);
-                        self.backoff = MIN_BACKOFF;
-                    }
-                    Ok(None) => {
-                        tracing::debug!(stream = %self.state.name, "the stream is gone; the consumer ends");
-                        self.ended = true;
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?self.backoff, "cannot read the event log");
-                        let pause = self.backoff;
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                        tokio::select! {
-                            () = tokio::time::sleep(pause) => {}
-                            () = Self::ending(&mut self.closed, &mut self.deleted) => {}
-                        }
-                        continue;
-                    }
+                if self.reopen().await {
+                    self.ended = true;
+                    return Ok(Vec::new());
                 }
+                continue;
             }
             let Some(reader) = self.reader.as_mut() else {
                 continue;

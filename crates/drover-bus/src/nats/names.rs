@@ -9,7 +9,7 @@
 //! `<prefix>` is the configured prefix as it is, `<PREFIX>` the same in upper case — the
 //! convention of the cluster's command routing (`drover.cmd...` subjects, `DROVER_COMMANDS`).
 //!
-//! Uids and group names are escaped so that every name is valid and no two inputs share one:
+//! Uids and group names (valid by the rules of [`crate::key`]) are escaped so that every name is valid and no two inputs share one:
 //! in a uid `_` becomes `__` and `.` becomes `_d` (uids hold letters, digits, `-`, `_` and
 //! `.`); in a group name every byte other than an ASCII letter, digit or `-` becomes `_` and
 //! two upper-case hex digits. Neither escaped form contains a `.`, so `<uid>.>` matches
@@ -17,40 +17,8 @@
 
 use crate::{BusError, Result};
 
-/// Longest application uid (as in the embedded log).
-const MAX_UID: usize = 128;
-/// Longest group name (as in the embedded log).
-pub(crate) const MAX_GROUP_NAME: usize = 200;
 /// Longest prefix.
 const MAX_PREFIX: usize = 32;
-
-/// Uids: letters, digits, `-`, `_` and `.` (not first), at most 128 — the rule of the embedded
-/// log, so that a uid valid for one backend is valid for the other.
-pub(crate) fn check_uid(uid: &str) -> Result<()> {
-    let ok = !uid.is_empty()
-        && uid.len() <= MAX_UID
-        && !uid.starts_with('.')
-        && uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BusError::Invalid(format!(
-            "invalid application uid {uid:?}"
-        )))
-    }
-}
-
-/// Group names: not empty, at most 200 bytes, no control characters (as in the embedded log).
-pub(crate) fn check_group(group: &str) -> Result<()> {
-    if group.is_empty() || group.len() > MAX_GROUP_NAME || group.chars().any(char::is_control) {
-        return Err(BusError::Invalid(format!(
-            "invalid consumer group name {group:?}"
-        )));
-    }
-    Ok(())
-}
 
 /// Prefixes: 1 to 32 ASCII letters, digits, `-` and `_`.
 pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
@@ -64,7 +32,7 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
     } else {
         Err(BusError::Invalid(format!(
             "JetStream prefix {prefix:?} must be 1 to {MAX_PREFIX} ASCII letters, digits, '-' or '_'"
-        )))
+        ).into()))
     }
 }
 
@@ -152,6 +120,7 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StreamKey;
     use proptest::prelude::*;
 
     fn valid_key(key: &str) -> bool {
@@ -186,13 +155,6 @@ mod tests {
 
     #[test]
     fn checks() {
-        for bad in ["", ".x", "a/b", "a b", &"x".repeat(129)] {
-            assert!(check_uid(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_uid("a.b_c-1").is_ok());
-        for bad in ["", "a\nb", &"g".repeat(201)] {
-            assert!(check_group(bad).is_err(), "{bad:?}");
-        }
         for bad in ["", "a.b", "a b", "a*", &"P".repeat(33)] {
             assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
@@ -208,7 +170,7 @@ mod tests {
             h in any::<String>(),
         ) {
             let n = Names::new("P");
-            prop_assume!(check_uid(&a).is_ok() && check_uid(&b).is_ok());
+            prop_assume!(StreamKey::check_uid(&a).is_ok() && StreamKey::check_uid(&b).is_ok());
             prop_assert!(valid_stream_name(&n.stream(&a)));
             prop_assert!(valid_key(&n.tombstone_key(&a)));
             prop_assert!(!n.tombstone_key(&a).contains('.'));

@@ -370,9 +370,19 @@ pub async fn deletion_races_appends(log: &dyn EventLog) {
     ));
 }
 
-/// Uids that cannot name a stream are refused.
+/// Uids that cannot name a stream in every backend (`StreamKey::check`) are refused by each.
 pub async fn invalid_uids_are_refused(log: &dyn EventLog) {
-    for uid in ["", "..", "a/b", ".hidden", "a b", "a*", "a>"] {
+    for uid in [
+        "",
+        "..",
+        "a/b",
+        ".hidden",
+        "a b",
+        "a*",
+        "a>",
+        "deleted-streams",
+    ] {
+        assert!(StreamKey::new("app", uid).check().is_err(), "{uid:?}");
         let s = StreamKey::new("app", uid);
         assert!(
             matches!(
@@ -386,6 +396,14 @@ pub async fn invalid_uids_are_refused(log: &dyn EventLog) {
                 log.consume(&s, StartFrom::Earliest).await,
                 Err(BusError::Invalid(_))
             ),
+            "{uid:?}"
+        );
+        assert!(
+            matches!(log.commit(&s, "g", 0).await, Err(BusError::Invalid(_))),
+            "{uid:?}"
+        );
+        assert!(
+            matches!(log.delete_stream(&s).await, Err(BusError::Invalid(_))),
             "{uid:?}"
         );
     }

@@ -323,6 +323,7 @@ async fn a_stream_with_an_unusable_file_is_out_of_service_alone() {
         let name = file.file_name().and_then(|n| n.to_str()).expect("name");
         match log.append(&a, event(&a, "x")).await {
             Err(BusError::Unavailable(m)) => {
+                let m = m.to_string();
                 assert!(
                     m.contains("out of service") && m.contains(name),
                     "{what}: {m}"

@@ -4,9 +4,9 @@
 //!
 //! A non-shared subscription is a group with one member; a shared subscription
 //! (`$share/<group>/...`) a group with one member per subscribed session. Devices are assigned to
-//! the *online* members by rendezvous hashing (highest hash of member key and device name), so a
-//! device's events go to one member at a time and a membership change moves only the devices of
-//! the members that came or went.
+//! the *online* members by rendezvous hashing (`drover_bus::rendezvous`: the highest weight of
+//! member key and device name), so a device's events go to one member at a time and a
+//! membership change moves only the devices of the members that came or went.
 //!
 //! State per group: the records read but not yet handed out (`buffer`, one log batch at most),
 //! the records handed out and not yet acknowledged (`outstanding`, bounded by the members'
@@ -15,16 +15,15 @@
 //! is the end of the acknowledged prefix: one below the oldest outstanding record, or everything
 //! taken from the log when nothing is outstanding.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use drover_bus::groups::{GroupLink, View};
+use drover_bus::rendezvous;
 use drover_bus::{BusError, Consumer, EventLog, Offset, Record, StartFrom, StreamKey};
 use drover_mqtt::{
     ByteString, Delivery, DeliveryError, OutboundMessage, PublishError, QoS, ReasonCode,
@@ -337,17 +336,11 @@ async fn view_changed(views: &mut Option<tokio::sync::watch::Receiver<View>>) {
     }
 }
 
-/// The member that gets `device`'s events: highest hash of member key and device.
+/// The member that gets `device`'s events: the online member whose rank key has the highest
+/// rendezvous weight for the device.
 fn owner(online: &[u64], members: &BTreeMap<u64, Member>, device: &str) -> Option<u64> {
-    if let [only] = online {
-        return Some(*only);
-    }
-    online.iter().copied().max_by_key(|id| {
-        let mut h = DefaultHasher::new();
-        members.get(id).map(|m| m.rank_key.as_str()).hash(&mut h);
-        device.hash(&mut h);
-        h.finish()
-    })
+    let rank_key = |id: &u64| members.get(id).map_or("", |m| m.rank_key.as_str());
+    rendezvous::owner(online.iter().map(|id| (*id, rank_key(id))), device)
 }
 
 impl Dispatcher {

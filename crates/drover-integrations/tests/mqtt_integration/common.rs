@@ -22,6 +22,23 @@ use tokio::task::JoinHandle;
 /// How long any single expectation may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The NATS server (with JetStream) of tests that need one, from `DROVER_TEST_NATS_URL`.
+///
+/// The convention of every Drover test crate: such tests are `#[ignore]`d with the reason (a
+/// plain `cargo test` lists them as ignored) and `--include-ignored` runs them, as CI does;
+/// asked to run without the variable, the test fails (never `None`: an `Option` so that callers
+/// read as before).
+pub fn nats_url() -> Option<String> {
+    match std::env::var("DROVER_TEST_NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let thread = std::thread::current();
+            let test = thread.name().unwrap_or("this test");
+            panic!("{test} needs DROVER_TEST_NATS_URL (NATS with JetStream, e.g. nats://127.0.0.1:4222)")
+        }
+    }
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -203,7 +203,8 @@ impl Codec<Vec<drover_integrations::outbound::AllowEntry>> for AllowList {
     }
 }
 
-/// A URL (or several, separated by commas) that may carry a password: shown with `***`.
+/// A URL (or several, separated by commas) that may carry a password or token: shown through
+/// [`drover_model::redact_url`].
 pub struct UrlWithPassword;
 
 impl Codec<Option<String>> for UrlWithPassword {
@@ -213,23 +214,8 @@ impl Codec<Option<String>> for UrlWithPassword {
     fn show(value: &Option<String>) -> Option<toml::Value> {
         value
             .as_deref()
-            .map(|u| toml::Value::String(redacted_url(u)))
+            .map(|u| toml::Value::String(drover_model::redact_url(u)))
     }
-}
-
-/// A URL (or several, separated by commas) with passwords replaced by `***`.
-pub fn redacted_url(u: &str) -> String {
-    u.split(',')
-        .map(|one| match url::Url::parse(one.trim()) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("***"));
-                parsed.to_string()
-            }
-            Ok(_) => one.trim().to_string(),
-            Err(_) => "<unparsable URL>".into(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A comma-separated list (TOML files may use an array).
@@ -344,8 +330,10 @@ mod tests {
             List(vec!["a".into(), "b".into(), "c".into()])
         );
         assert_eq!(
-            redacted_url("nats://a:pw@n1:4222, nats://n2:4222"),
-            "nats://a:***@n1:4222,nats://n2:4222"
+            UrlWithPassword::show(&Some("nats://a:pw@n1:4222, nats://n2:4222".into())),
+            Some(toml::Value::String(
+                "nats://a:***@n1:4222,nats://n2:4222".into()
+            ))
         );
         assert_eq!(
             Hidden::show(&Some("x".into())),

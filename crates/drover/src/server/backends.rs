@@ -18,7 +18,7 @@ use drover_mqtt::MqttServer;
 use drover_registry::{AdminBootstrap, PgOptions, PostgresRegistry, Registry, SqliteRegistry};
 
 use super::{AdminToken, StartError};
-use crate::config::{redacted_url, Config};
+use crate::config::Config;
 
 /// The device endpoint's MQTT server, once it exists: commands from other nodes close its
 /// connections (a device that connected elsewhere), and it is made after the backends.
@@ -187,7 +187,7 @@ async fn open_log(config: &Config) -> Result<Logs, StartError> {
                     StartError::runtime(
                         format!(
                             "cannot open the JetStream event log at {} (--nats-url / DROVER_NATS_URL)",
-                            redacted_url(url)
+                            drover_model::redact_url(url)
                         ),
                         e,
                     )
@@ -210,7 +210,7 @@ async fn open_log(config: &Config) -> Result<Logs, StartError> {
 /// Connects to NATS (the event log and command routing of a cluster). Unreachable at start is
 /// an error; later outages are ridden out by the client's reconnects.
 async fn connect_nats(url: &str, instance: &str) -> Result<async_nats::Client, StartError> {
-    let shown = redacted_url(url);
+    let shown = drover_model::redact_url(url);
     async_nats::ConnectOptions::new()
         .name(format!("drover {instance}"))
         .connection_timeout(Duration::from_secs(5))
