@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{TestServer, ADMIN_TOKEN};
 use reqwest::StatusCode;
+use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 
 /// The binary with its configuration in `dir` and no other `DROVER_*` settings.
@@ -107,20 +108,12 @@ async fn client_output_into_a_closed_pipe() {
     let d = dir.path();
     let token = format!("admin:{ADMIN_TOKEN}");
     ok(d, &["login", &t.base, "--token", &token, "--name", "local"]).await;
-    ok(d, &["app", "create", "app", "--label", "env=test"]).await;
-    ok(
-        d,
-        &[
-            "device",
-            "create",
-            "dev1",
-            "--app",
-            "app",
-            "--password",
-            "pw",
-        ],
-    )
-    .await;
+    // The fixture through the API; the CLI is what is under test below.
+    let admin = t.admin();
+    admin.create_app("app").await;
+    let dev1 = json!({"metadata": {"name": "dev1"},
+        "spec": {"authentication": {"credentials": [{"pass": "pw"}]}}});
+    admin.create_device("app", dev1).await;
     let r = t
         .http
         .post(format!("{}/v1/telemetry", t.http_base))
