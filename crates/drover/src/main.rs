@@ -75,9 +75,11 @@ fn main() -> ExitCode {
         Command::Migrate { args } => migrate::run(args),
         Command::Client(cmd) => cli::run(cmd),
         Command::Completions { shell } => {
+            // Generated whole first: clap_complete panics on a failed write (`| head`).
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "drover", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "drover", &mut script);
+            cli::exit_code(cli::output::write_stdout(&script))
         }
     }
 }
@@ -91,19 +93,12 @@ fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
         }
     };
     if print_config {
-        print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
+        return cli::exit_code(cli::output::write_stdout(config.to_toml().as_bytes()));
     }
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let server = match drover::start(config.clone()).await {
@@ -126,6 +121,14 @@ fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    })
+}
+
+/// A Tokio runtime with every driver enabled, or (after saying why in one line) exit code 1.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
     })
 }
 

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use drover_auth::x509::{self, CertificateInfo};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::client::Api;
-use super::output::{print_doc, print_table, Format};
-use super::{update, CliError, Result};
+use super::output::{line, note, print_doc, print_table, Format};
+use super::resources::{spec_mut, Kind, Resources};
+use super::{CliError, Result};
 
 const BEGIN: &str = "-----BEGIN ";
 const END: &str = "-----END ";
@@ -73,12 +73,10 @@ fn certificates(path: &Path, allow_keys: bool) -> Result<Vec<(String, Certificat
 
 /// `drover app set trust-anchor`: replaces (or with `add` extends) `spec.trustAnchors.anchors`
 /// with the certificates of `files` (each certificate of a bundle becomes one anchor), or clears
-/// them.
+/// them. `r` acts on applications.
 pub async fn set_trust_anchors(
-    api: &Api,
-    format: Format,
+    r: &Resources<'_>,
     app: &str,
-    path: &str,
     files: &[PathBuf],
     add: bool,
     clear: bool,
@@ -91,44 +89,45 @@ pub async fn set_trust_anchors(
             }));
         }
     }
-    let mut res = api.get(path).await?;
-    if !res["spec"].is_object() {
-        res["spec"] = json!({});
-    }
-    if clear {
-        if let Some(spec) = res["spec"].as_object_mut() {
-            spec.remove("trustAnchors");
-        }
-    } else {
-        let mut anchors = if add {
-            res["spec"]["trustAnchors"]["anchors"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for a in new {
-            if !anchors.contains(&a) {
-                anchors.push(a);
+    let res = r
+        .modify(app, |res| {
+            let spec = spec_mut(res)?;
+            if clear {
+                spec.remove("trustAnchors");
+                return Ok(());
             }
-        }
-        res["spec"]["trustAnchors"] = json!({ "anchors": anchors });
+            let mut anchors = if add {
+                spec.get("trustAnchors").map_or(Vec::new(), |t| {
+                    t["anchors"].as_array().cloned().unwrap_or_default()
+                })
+            } else {
+                Vec::new()
+            };
+            for a in new {
+                if !anchors.contains(&a) {
+                    anchors.push(a);
+                }
+            }
+            spec.insert("trustAnchors".into(), json!({ "anchors": anchors }));
+            Ok(())
+        })
+        .await?;
+    if r.format != Format::Table {
+        return print_doc(&res, r.format);
     }
-    let res = update(api, path, &format!("app {app}"), &res).await?;
-    if format != Format::Table {
-        print_doc(&res, format);
-        return Ok(());
-    }
+    print_anchor_status(app, &res)
+}
+
+/// The anchors as the server checked them: subject, expiry, valid or why not.
+fn print_anchor_status(app: &str, res: &Value) -> Result<()> {
     let status = res["status"]["trustAnchors"]["anchors"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     if status.is_empty() {
-        println!("app {app}: no trust anchors");
-        return Ok(());
+        return line(&format!("app {app}: no trust anchors"));
     }
-    println!("app {app}: trust anchors set");
+    line(&format!("app {app}: trust anchors set"))?;
     let rows: Vec<Vec<String>> = status
         .iter()
         .map(|a| {
@@ -150,8 +149,7 @@ pub async fn set_trust_anchors(
             }
         })
         .collect();
-    print_table(&["SUBJECT", "NOT AFTER", "STATUS"], &rows);
-    Ok(())
+    print_table(&["SUBJECT", "NOT AFTER", "STATUS"], &rows)
 }
 
 /// Aliases that are certificate subjects (distinguished names such as `CN=x, O=y`).
@@ -159,22 +157,56 @@ fn is_dn(alias: &str) -> bool {
     alias.contains('=')
 }
 
+/// A device certificate read from a file: the file, the certificate, its issuer's DN.
+type Issued = (PathBuf, CertificateInfo, String);
+
 /// `drover device set cert`: the device's certificate subjects (its DN aliases) become the
-/// subjects of `files` and `subjects`; its other aliases stay.
-#[allow(clippy::too_many_arguments)]
+/// subjects of `files` and `subjects`; its other aliases stay. `r` acts on the devices of `app`.
 pub async fn set_device_cert(
-    api: &Api,
-    format: Format,
+    r: &Resources<'_>,
     app: &str,
-    app_path: &str,
     device: &str,
-    device_path: &str,
     files: &[PathBuf],
     subjects: &[String],
     clear: bool,
 ) -> Result<()> {
+    let (wanted, issued) = wanted_subjects(files, subjects)?;
+    let res = r
+        .modify(device, |res| {
+            set_dn_aliases(spec_mut(res)?, &wanted, clear);
+            Ok(())
+        })
+        .await?;
+    // Will the server accept these certificates? Say so now rather than at the device's first try.
+    let notes = if issued.is_empty() {
+        Vec::new()
+    } else {
+        let app_res = r.api.get(&Kind::App.path(app)).await?;
+        trust_notes(app, &app_res, &issued)
+    };
+    match r.format {
+        Format::Table if clear || wanted.is_empty() => {
+            line(&format!("device {device}: certificate subjects cleared"))?
+        }
+        Format::Table => {
+            line(&format!("device {device}: known by certificate subject"))?;
+            for s in &wanted {
+                line(&format!("  {s}"))?;
+            }
+        }
+        f => print_doc(&res, f)?,
+    }
+    for n in notes {
+        note(&n);
+    }
+    Ok(())
+}
+
+/// The subject DNs of the certificates in `files` (the first of each file: the device's own) and
+/// the `subjects` given, and what each file's certificate is.
+fn wanted_subjects(files: &[PathBuf], subjects: &[String]) -> Result<(Vec<String>, Vec<Issued>)> {
     let mut wanted: Vec<String> = Vec::new();
-    let mut issued: Vec<(PathBuf, CertificateInfo, String)> = Vec::new();
+    let mut issued: Vec<Issued> = Vec::new();
     for f in files {
         // The device's leaf certificate comes first; a key in the same file never leaves here.
         let (_, info) = certificates(f, true)?.remove(0);
@@ -191,12 +223,14 @@ pub async fn set_device_cert(
         }
         wanted.push(s.trim().to_string());
     }
-    let mut res = api.get(device_path).await?;
-    if !res["spec"].is_object() {
-        res["spec"] = json!({});
-    }
-    let mut aliases: Vec<String> = res["spec"]["alias"]
-        .as_array()
+    Ok((wanted, issued))
+}
+
+/// Replaces the DN aliases of a device's spec with `wanted` (none if `clear`).
+fn set_dn_aliases(spec: &mut Map<String, Value>, wanted: &[String], clear: bool) {
+    let mut aliases: Vec<String> = spec
+        .get("alias")
+        .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|x| x.as_str().map(str::to_string))
@@ -205,65 +239,47 @@ pub async fn set_device_cert(
         .unwrap_or_default();
     aliases.retain(|a| !is_dn(a));
     if !clear {
-        for s in &wanted {
+        for s in wanted {
             if !aliases.contains(s) {
                 aliases.push(s.clone());
             }
         }
     }
-    if let Some(spec) = res["spec"].as_object_mut() {
-        if aliases.is_empty() {
-            spec.remove("alias");
-        } else {
-            spec.insert("alias".into(), json!(aliases));
-        }
+    if aliases.is_empty() {
+        spec.remove("alias");
+    } else {
+        spec.insert("alias".into(), json!(aliases));
     }
-    let res = update(api, device_path, &format!("device {device}"), &res).await?;
+}
 
-    // Will the server accept these certificates? Say so now rather than at the device's first try.
+/// Notes on certificates the server will refuse: an issuer that is no trust anchor of the
+/// application (`app_res`), or an expired certificate.
+fn trust_notes(app: &str, app_res: &Value, issued: &[Issued]) -> Vec<String> {
+    let trusted: Vec<String> = app_res["status"]["trustAnchors"]["anchors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["valid"]["subject"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut notes = Vec::new();
-    if !issued.is_empty() {
-        let app_res = api.get(app_path).await?;
-        let trusted: Vec<String> = app_res["status"]["trustAnchors"]["anchors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["valid"]["subject"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (f, info, issuer) in &issued {
-            if !trusted.contains(issuer) {
-                notes.push(format!(
-                    "note: app {app} has no trust anchor with subject \"{issuer}\", the issuer of {}: add its CA with `drover app set trust-anchor {app} --file <ca.pem> --add`",
-                    f.display()
-                ));
-            }
-            if info.not_after < chrono::Utc::now() {
-                notes.push(format!(
-                    "note: {} expired at {}",
-                    f.display(),
-                    info.not_after.to_rfc3339()
-                ));
-            }
+    for (f, info, issuer) in issued {
+        if !trusted.contains(issuer) {
+            notes.push(format!(
+                "note: app {app} has no trust anchor with subject \"{issuer}\", the issuer of {}: add its CA with `drover app set trust-anchor {app} --file <ca.pem> --add`",
+                f.display()
+            ));
+        }
+        if info.not_after < chrono::Utc::now() {
+            notes.push(format!(
+                "note: {} expired at {}",
+                f.display(),
+                info.not_after.to_rfc3339()
+            ));
         }
     }
-    match format {
-        Format::Table if clear || wanted.is_empty() => {
-            println!("device {device}: certificate subjects cleared")
-        }
-        Format::Table => {
-            println!("device {device}: known by certificate subject");
-            for s in &wanted {
-                println!("  {s}");
-            }
-        }
-        f => print_doc(&res, f),
-    }
-    for n in notes {
-        eprintln!("{n}");
-    }
-    Ok(())
+    notes
 }
 
 #[cfg(test)]

@@ -125,3 +125,15 @@ pub fn seg(s: &str) -> String {
         .collect::<String>()
         .replace('+', "%20")
 }
+
+/// The items of a list reply (`{"items": [...]}` or a bare array).
+pub fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("items") {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::client::Api;
-use super::output::{print_doc, to_yaml, Format};
+use super::output::{done, line, to_yaml, Format};
+use super::resources::put_and_read;
 use super::{CliError, Result};
 
 /// What is being edited, for messages: `app app1`, `device dev1`.
@@ -149,11 +150,7 @@ pub async fn edit(api: &Api, format: Format, t: Target<'_>) -> Result<()> {
         .map_err(|e| CliError::Other(format!("cannot read the edited {}: {e}", file.display())))?;
     let unchanged = |file: &Path| {
         let _ = std::fs::remove_file(file);
-        match format {
-            Format::Table => println!("{}: no changes", t.what),
-            f => print_doc(&original, f),
-        }
-        Ok(())
+        done(format, &original, &format!("{}: no changes", t.what))
     };
     if edited == text {
         return unchanged(&file);
@@ -162,8 +159,7 @@ pub async fn edit(api: &Api, format: Format, t: Target<'_>) -> Result<()> {
         Ok(Some(doc)) => doc,
         Ok(None) => {
             let _ = std::fs::remove_file(&file);
-            println!("{}: the file is empty, edit cancelled", t.what);
-            return Ok(());
+            return line(&format!("{}: the file is empty, edit cancelled", t.what));
         }
         Err(e) => {
             return Err(CliError::Other(kept(format!(
@@ -180,14 +176,10 @@ pub async fn edit(api: &Api, format: Format, t: Target<'_>) -> Result<()> {
         meta.entry("resourceVersion")
             .or_insert_with(|| Value::String(version.clone()));
     }
-    match super::put_and_read(api, t.path, &doc).await {
+    match put_and_read(api, t.path, &doc).await {
         Ok(res) => {
             let _ = std::fs::remove_file(&file);
-            match format {
-                Format::Table => println!("{} edited", t.what),
-                f => print_doc(&res, f),
-            }
-            Ok(())
+            done(format, &res, &format!("{} edited", t.what))
         }
         Err(CliError::Conflict(m)) => Err(CliError::Conflict(kept(format!(
             "{} was changed by someone else after it was opened in the editor, so nothing was applied ({m}): run `{}` again",
@@ -199,6 +191,7 @@ pub async fn edit(api: &Api, format: Format, t: Target<'_>) -> Result<()> {
             "the server refused the edited {}: {m}",
             t.what
         )))),
+        Err(e @ CliError::StdoutClosed) => Err(e),
     }
 }
 

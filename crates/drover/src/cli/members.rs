@@ -1,34 +1,13 @@
 //! `drover member` and `drover transfer`: an application's members and its ownership, through
 //! `/api/admin/v1alpha1/apps/{app}/members|transfer-ownership|accept-ownership`.
 
-use clap::Subcommand;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::client::{seg, Api};
-use super::output::{print_doc, print_table, Format};
-use super::{done, CliError, Result, ADMIN};
-
-/// A member's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Read the application and its devices.
-    Reader,
-    /// Read and write the application and its devices.
-    Manager,
-    /// Manager, plus manage members and delete the application.
-    Admin,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Manager => "manager",
-            Role::Admin => "admin",
-        }
-    }
-}
+use super::grammar::{MemberCmd, Role, TransferCmd};
+use super::output::{done, line, print_doc, print_table, Format};
+use super::{CliError, Result, ADMIN};
 
 /// The API's key for "every authenticated user".
 const EVERYONE_KEY: &str = "";
@@ -49,72 +28,6 @@ fn user_label(k: &str) -> &str {
     } else {
         k
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MemberCmd {
-    /// List an application's members and their roles.
-    #[command(
-        after_help = "Examples:\n  drover member list app1\n  drover member list app1 -o json"
-    )]
-    List {
-        /// The application.
-        app: String,
-    },
-    /// Add a member, or change a member's role.
-    #[command(
-        after_help = "Examples:\n  drover member add app1 --user bob --role manager\n  drover member add app1 --user '*' --role reader     # every logged-in user may read"
-    )]
-    Add {
-        /// The application.
-        app: String,
-        /// The user (`*`: every authenticated user).
-        #[arg(long, short = 'u')]
-        user: String,
-        /// The role.
-        #[arg(long, short = 'r', value_enum)]
-        role: Role,
-    },
-    /// Remove a member.
-    #[command(after_help = "Example:\n  drover member remove app1 --user bob")]
-    Remove {
-        /// The application.
-        app: String,
-        /// The user (`*`: every authenticated user).
-        #[arg(long, short = 'u')]
-        user: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TransferCmd {
-    /// Offer the application to another user (owner only); they accept with `transfer accept`.
-    #[command(after_help = "Example:\n  drover transfer start app1 --to bob")]
-    Start {
-        /// The application.
-        app: String,
-        /// The user to offer it to.
-        #[arg(long)]
-        to: String,
-    },
-    /// Show the pending transfer, if any (the owner, or the user it is offered to).
-    #[command(after_help = "Example:\n  drover transfer show app1")]
-    Show {
-        /// The application.
-        app: String,
-    },
-    /// Withdraw a pending offer (owner only).
-    #[command(after_help = "Example:\n  drover transfer cancel app1")]
-    Cancel {
-        /// The application.
-        app: String,
-    },
-    /// Accept an application offered to you: you become its owner.
-    #[command(after_help = "Example:\n  drover transfer accept app1 --context bob")]
-    Accept {
-        /// The application.
-        app: String,
-    },
 }
 
 fn members_path(app: &str) -> String {
@@ -162,9 +75,9 @@ pub async fn member(api: &Api, format: Format, cmd: MemberCmd) -> Result<()> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    print_table(&["USER", "ROLE"], &rows);
+                    print_table(&["USER", "ROLE"], &rows)?;
                 }
-                f => print_doc(&doc, f),
+                f => print_doc(&doc, f)?,
             }
         }
         MemberCmd::Add { app, user, role } => {
@@ -176,7 +89,7 @@ pub async fn member(api: &Api, format: Format, cmd: MemberCmd) -> Result<()> {
                 format,
                 &json!({"app": app, "user": user, "role": role.as_str()}),
                 &format!("{user} is now {} of app {app}", article(role)),
-            );
+            )?;
         }
         MemberCmd::Remove { app, user } => {
             let mut doc = api.get(&members_path(&app)).await?;
@@ -190,7 +103,7 @@ pub async fn member(api: &Api, format: Format, cmd: MemberCmd) -> Result<()> {
                 format,
                 &json!({"app": app, "removed": user}),
                 &format!("{user} is no longer a member of app {app}"),
-            );
+            )?;
         }
     }
     Ok(())
@@ -215,7 +128,7 @@ pub async fn transfer(api: &Api, format: Format, cmd: TransferCmd) -> Result<()>
                 &format!(
                     "app {app} offered to {to}; they accept with `drover transfer accept {app}`"
                 ),
-            );
+            )?;
         }
         TransferCmd::Show { app } => {
             let reply = api
@@ -225,9 +138,9 @@ pub async fn transfer(api: &Api, format: Format, cmd: TransferCmd) -> Result<()>
                 .then(|| reply.body["newUser"].as_str().map(str::to_string))
                 .flatten();
             match (format, pending) {
-                (Format::Table, Some(u)) => println!("app {app} is offered to {u}"),
-                (Format::Table, None) => println!("no transfer of app {app} is pending"),
-                (f, u) => print_doc(&json!({"app": app, "newUser": u}), f),
+                (Format::Table, Some(u)) => line(&format!("app {app} is offered to {u}"))?,
+                (Format::Table, None) => line(&format!("no transfer of app {app} is pending"))?,
+                (f, u) => print_doc(&json!({"app": app, "newUser": u}), f)?,
             }
         }
         TransferCmd::Cancel { app } => {
@@ -236,7 +149,7 @@ pub async fn transfer(api: &Api, format: Format, cmd: TransferCmd) -> Result<()>
                 format,
                 &json!({"app": app, "cancelled": true}),
                 &format!("transfer of app {app} cancelled"),
-            );
+            )?;
         }
         TransferCmd::Accept { app } => {
             // As drg: no body.
@@ -246,7 +159,7 @@ pub async fn transfer(api: &Api, format: Format, cmd: TransferCmd) -> Result<()>
                 format,
                 &json!({"app": app, "accepted": true}),
                 &format!("you now own app {app}"),
-            );
+            )?;
         }
     }
     Ok(())

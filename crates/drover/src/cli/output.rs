@@ -1,7 +1,18 @@
-//! Output: human tables, JSON and YAML (a small emitter for JSON values, no extra dependency).
+//! Output: human tables, JSON and YAML (a small emitter for JSON values, no extra dependency), and
+//! the one place that writes to stdout and stderr.
+//!
+//! Every write to stdout goes through [`write_stdout`], which turns a reader that went away
+//! (`drover app list | head -1`: `EPIPE`, as Rust ignores `SIGPIPE`) into
+//! [`CliError::StdoutClosed`]: the command stops there and exits quietly with 0, as ripgrep does,
+//! instead of panicking. Other write failures (a full disk) are errors. Status lines on stderr go
+//! through [`note`], which never fails the command.
+
+use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+use super::{CliError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
@@ -14,19 +25,60 @@ pub enum Format {
     Yaml,
 }
 
+/// Writes `bytes` to stdout and flushes them; a closed pipe is [`CliError::StdoutClosed`].
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::StdoutClosed,
+            _ => CliError::Other(format!("cannot write the output: {e}")),
+        })
+}
+
+/// Prints one line on stdout.
+pub fn line(text: &str) -> Result<()> {
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+/// Prints one line on stderr (status, notes, the error): best effort, as there is nowhere left
+/// to report a failure to.
+pub fn note(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
 /// Prints a value as JSON or YAML.
-pub fn print_doc(v: &Value, format: Format) {
+pub fn print_doc(v: &Value, format: Format) -> Result<()> {
     match format {
-        Format::Yaml => print!("{}", to_yaml(v)),
-        _ => println!(
-            "{}",
-            serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-        ),
+        Format::Yaml => write_stdout(to_yaml(v).as_bytes()),
+        _ => line(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())),
+    }
+}
+
+/// The outcome of a command: `text` as a line for tables, else `doc` as JSON or YAML.
+pub fn done(format: Format, doc: &Value, text: &str) -> Result<()> {
+    match format {
+        Format::Table => line(text),
+        f => print_doc(doc, f),
+    }
+}
+
+/// A list: a table with a `row` for each item under `headers`, or the items as one JSON or YAML
+/// array.
+pub fn print_list(
+    format: Format,
+    items: Vec<Value>,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<()> {
+    match format {
+        Format::Table => print_table(headers, &items.iter().map(row).collect::<Vec<_>>()),
+        f => print_doc(&Value::Array(items), f),
     }
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -35,23 +87,31 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut table = String::new();
+    let mut line = |cells: &[String]| {
         let n = cells.len();
         let mut s = String::new();
-        for (i, c) in cells.into_iter().enumerate() {
+        for (i, c) in cells.iter().enumerate() {
             if i + 1 == n {
-                s.push_str(&c);
+                s.push_str(c);
             } else {
                 let w = widths.get(i).copied().unwrap_or(0);
                 s.push_str(&format!("{c:<w$}   "));
             }
         }
-        println!("{}", s.trim_end());
+        table.push_str(s.trim_end());
+        table.push('\n');
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
+    line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for r in rows {
-        line(r.clone());
+        line(r);
     }
+    write_stdout(table.as_bytes())
+}
+
+/// Yes or no, for a table cell.
+pub fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
 }
 
 /// `3m`, `5h`, `2d` since an RFC 3339 timestamp; `<unknown>` if absent.

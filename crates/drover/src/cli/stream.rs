@@ -11,20 +11,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{api_error, seg, Api};
-use super::output::{to_yaml, Format};
+use super::grammar::StreamArgs;
+use super::output::{line, note, to_yaml, write_stdout, Format};
 use super::{CliError, Result};
 
-/// What to stream and how to print it.
-#[derive(Debug, Clone)]
-pub struct StreamArgs {
-    pub app: String,
-    pub channel: Option<String>,
-    pub device: Option<String>,
-    pub count: Option<u64>,
-    pub group: Option<String>,
-    pub earliest: bool,
-    pub raw: bool,
-}
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The WebSocket URL of `app`, from the server's endpoints document.
 async fn ws_url(api: &Api, a: &StreamArgs) -> Result<url::Url> {
@@ -125,8 +117,8 @@ fn closed_by_server(frame: Option<tokio_tungstenite::tungstenite::protocol::Clos
     }
 }
 
-pub async fn stream(api: &Api, format: Format, a: StreamArgs) -> Result<()> {
-    let url = ws_url(api, &a).await?;
+/// Opens the WebSocket with the context's credentials; a refusal is the API's error.
+async fn connect(api: &Api, url: &url::Url) -> Result<WebSocket> {
     let mut req = url
         .as_str()
         .into_client_request()
@@ -140,7 +132,7 @@ pub async fn stream(api: &Api, format: Format, a: StreamArgs) -> Result<()> {
         USER_AGENT,
         HeaderValue::from_static(concat!("drover-cli/", env!("CARGO_PKG_VERSION"))),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    let (ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(resp) => {
@@ -157,45 +149,39 @@ pub async fn stream(api: &Api, format: Format, a: StreamArgs) -> Result<()> {
             }
             e => CliError::Other(format!("cannot connect to {url}: {e}")),
         })?;
+    Ok(ws)
+}
+
+/// The status line on stderr: what is streamed.
+fn announce(a: &StreamArgs) {
     let filter = match (&a.channel, &a.device) {
         (None, None) => String::new(),
         (Some(c), None) => format!(", channel {c}"),
         (None, Some(d)) => format!(", device {d}"),
         (Some(c), Some(d)) => format!(", channel {c}, device {d}"),
     };
-    eprintln!(
+    note(&format!(
         "Streaming events of app {}{filter}{} (Ctrl+C to stop)",
         a.app,
         a.group
             .as_ref()
             .map(|g| format!(", group {g}"))
             .unwrap_or_default()
-    );
+    ));
+}
 
-    let mut seen = 0u64;
-    if a.count == Some(0) {
-        let _ = ws.close(None).await;
-        return Ok(());
-    }
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+/// The next event's text; `None` when the server ended the stream well (a normal close).
+async fn next_text(api: &Api, ws: &mut WebSocket) -> Result<Option<String>> {
     loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            _ = &mut ctrl_c => {
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(Some(t.as_str().to_string())),
             Some(Ok(Message::Close(frame))) => {
                 if frame.as_ref().map(|f| f.code) == Some(CloseCode::Normal) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 return Err(CliError::Other(closed_by_server(frame)));
             }
-            Some(Ok(_)) => continue,
+            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 return Err(CliError::Other(format!(
                     "the stream from {} broke: {e}",
@@ -208,23 +194,50 @@ pub async fn stream(api: &Api, format: Format, a: StreamArgs) -> Result<()> {
                     api.ctx.url
                 )))
             }
+        }
+    }
+}
+
+/// Prints one event: as sent (`--raw`, `-o json`), as a YAML document, or as one line.
+fn print_event(a: &StreamArgs, format: Format, text: &str, ev: &Value) -> Result<()> {
+    if a.raw || format == Format::Json {
+        line(text.trim_end())
+    } else if format == Format::Yaml {
+        write_stdout(format!("---\n{}", to_yaml(ev)).as_bytes())
+    } else {
+        line(&pretty(ev))
+    }
+}
+
+pub async fn stream(api: &Api, format: Format, a: StreamArgs) -> Result<()> {
+    let url = ws_url(api, &a).await?;
+    let mut ws = connect(api, &url).await?;
+    announce(&a);
+    let mut seen = 0u64;
+    if a.count == Some(0) {
+        let _ = ws.close(None).await;
+        return Ok(());
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let text = tokio::select! {
+            t = next_text(api, &mut ws) => t?,
+            _ = &mut ctrl_c => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
         };
-        let ev: Value = match serde_json::from_str(text.as_str()) {
-            Ok(v) => v,
-            Err(_) => Value::String(text.as_str().to_string()),
+        let Some(text) = text else {
+            return Ok(());
         };
+        let ev: Value = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
         if let Some(d) = &a.device {
             if ev["device"].as_str() != Some(d.as_str()) {
                 continue;
             }
         }
-        if a.raw || format == Format::Json {
-            println!("{}", text.as_str().trim_end());
-        } else if format == Format::Yaml {
-            print!("---\n{}", to_yaml(&ev));
-        } else {
-            println!("{}", pretty(&ev));
-        }
+        print_event(&a, format, &text, &ev)?;
         seen += 1;
         if a.count.is_some_and(|n| seen >= n) {
             let _ = ws.close(None).await;

@@ -5,16 +5,9 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::client::{api_error, seg, Api};
-use super::output::Format;
+use super::grammar::WatchArgs;
+use super::output::{self, note, Format};
 use super::{CliError, Result};
-
-/// What to watch.
-#[derive(Debug, Clone)]
-pub struct WatchArgs {
-    pub app: Option<String>,
-    pub since: Option<u64>,
-    pub count: Option<u64>,
-}
 
 /// One human line: revision, time, kind, application[/device], changed path.
 fn line(ev: &Value) -> String {
@@ -62,7 +55,7 @@ pub async fn watch(api: &Api, format: Format, a: WatchArgs) -> Result<()> {
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
         return Err(api_error(status, &body));
     }
-    eprintln!("Watching registry changes… (Ctrl+C to stop)");
+    note("Watching registry changes… (Ctrl+C to stop)");
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
     let mut seen = 0u64;
@@ -84,8 +77,8 @@ pub async fn watch(api: &Api, format: Format, a: WatchArgs) -> Result<()> {
             let ev: Value = serde_json::from_str(&data)
                 .map_err(|e| CliError::Other(format!("unreadable change event: {e}")))?;
             match format {
-                Format::Table => println!("{}", line(&ev)),
-                _ => println!("{ev}"),
+                Format::Table => output::line(&line(&ev))?,
+                _ => output::line(&ev.to_string())?,
             }
             seen += 1;
             if a.count.is_some_and(|n| seen >= n) {
