@@ -2,7 +2,7 @@
 # Shared helpers for the interop tests. Source it from a test_*.sh script:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-#   start_drover            # -> DROVER_URL, ADMIN_TOKEN, DROVER_PID, WORK_DIR
+#   start_drover [ARGS...]  # -> DROVER_URL, ADMIN_TOKEN, DROVER_PID, WORK_DIR
 #
 # Environment:
 #   DROVER_BIN   path to a built `drover` binary; when unset, lib.sh runs
@@ -300,8 +300,9 @@ _interop_cleanup() {
 trap _interop_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_drover: start `drover serve` on a free port with a fresh data dir and admin token, and
-# wait (at most 60 s) until /.well-known/drogue-version answers.
+# start_drover [SERVE_ARGS...]: start `drover serve` on a free port with a fresh data dir and
+# admin token (and the given extra arguments), and wait (at most 60 s) until
+# /.well-known/drogue-version answers.
 # Every listener gets its own free port (never a fixed one).
 # Sets DROVER_URL, DROVER_HTTP_URL, DROVER_HTTPS_URL (development CA: $DROVER_DATA/tls/ca.pem),
 # DROVER_DATA, DROVER_PID, ADMIN_TOKEN.
@@ -326,7 +327,7 @@ start_drover() {
         --http-addr "127.0.0.1:$http_port" --https-addr "127.0.0.1:$https_port" \
         --mqtt-addr "127.0.0.1:$mqtt_port" --mqtts-addr "127.0.0.1:$mqtts_port" \
         --integration-mqtt-addr "127.0.0.1:$imqtt_port" --integration-mqtts-addr "127.0.0.1:$imqtts_port" \
-        --admin-token "$ADMIN_TOKEN" >>"$DROVER_LOG" 2>&1 </dev/null &
+        --admin-token "$ADMIN_TOKEN" "$@" >>"$DROVER_LOG" 2>&1 </dev/null &
     DROVER_PID=$!
 
     local deadline=$((SECONDS + 60))

@@ -77,14 +77,14 @@ pub fn endpoints_doc(state: &ApiState, headers: &HeaderMap) -> Map<String, Value
 }
 
 /// Where the registry, the issuer and the device endpoints are (no authentication).
-#[utoipa::path(get, path = "/.well-known/drogue-endpoints", tag = "discovery",
+#[utoipa::path(get, path = "/.well-known/drogue-endpoints", tag = "discovery", security(()),
     responses((status = 200, description = "Endpoints document", body = Object)))]
 async fn endpoints(State(s): State<ApiState>, headers: HeaderMap) -> Json<Map<String, Value>> {
     Json(endpoints_doc(&s, &headers))
 }
 
 /// The server version.
-#[utoipa::path(get, path = "/.well-known/drogue-version", tag = "discovery",
+#[utoipa::path(get, path = "/.well-known/drogue-version", tag = "discovery", security(()),
     responses((status = 200, description = "`{\"version\": \"...\"}`", body = Object)))]
 async fn version(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({ "version": s.settings.version }))
@@ -92,8 +92,8 @@ async fn version(State(s): State<ApiState>) -> Json<Value> {
 
 /// OpenID discovery for drg when Drover is its own issuer (no SSO configured). Interactive login
 /// is not offered: log in with an access token.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
-    responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery", security(()),
+    responses((status = 200, description = "OpenID provider metadata", body = Object)))]
 async fn openid_configuration(State(s): State<ApiState>, headers: HeaderMap) -> Json<Value> {
     let base = base_url(&s, &headers);
     Json(json!({
@@ -113,15 +113,15 @@ fn no_interactive_login() -> ApiError {
 }
 
 /// Placeholder of the issuer's authorization endpoint: always 501.
-#[utoipa::path(get, path = "/api/sso/v1alpha1/authorize", tag = "discovery",
-    responses((status = 501, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/api/sso/v1alpha1/authorize", tag = "discovery", security(()),
+    responses((status = 501, description = "NotImplemented: log in with an access token", body = ErrorInformation)))]
 async fn sso_authorize() -> ApiResult<()> {
     Err(no_interactive_login())
 }
 
 /// Placeholder of the issuer's token endpoint: always 501.
-#[utoipa::path(post, path = "/api/sso/v1alpha1/token", tag = "discovery",
-    responses((status = 501, body = ErrorInformation)))]
+#[utoipa::path(post, path = "/api/sso/v1alpha1/token", tag = "discovery", security(()),
+    responses((status = 501, description = "NotImplemented: log in with an access token", body = ErrorInformation)))]
 async fn sso_token() -> ApiResult<()> {
     Err(no_interactive_login())
 }
@@ -129,7 +129,7 @@ async fn sso_token() -> ApiResult<()> {
 /// The endpoints document for a logged-in user (drg validates a login with it). The fields are
 /// served flat, as drg reads them, and once more under `endpoints`.
 #[utoipa::path(get, path = "/api/console/v1alpha1/info", tag = "discovery",
-    responses((status = 200, body = Object), (status = 401, body = ErrorInformation)))]
+    responses((status = 200, description = "Endpoints document", body = Object)))]
 async fn info(
     State(s): State<ApiState>,
     Caller(_who): Caller,

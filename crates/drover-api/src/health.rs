@@ -12,7 +12,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -65,7 +69,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 }
 
 /// The process is up and serving HTTP.
-#[utoipa::path(get, path = "/health/live", tag = "discovery",
+#[utoipa::path(get, path = "/health/live", tag = "discovery", security(()),
     responses((status = 200, description = "Alive")))]
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
@@ -74,8 +78,9 @@ async fn live() -> Json<serde_json::Value> {
 /// The node can do its work: every backend answers (200), else 503 naming the failing ones.
 /// A node shutting down is not ready. A degraded backend (part of it out of service, e.g. one
 /// application's event stream) is named in `degraded` and its check, and the node stays ready.
-#[utoipa::path(get, path = "/health/ready", tag = "discovery",
-    responses((status = 200, description = "Ready (possibly with degraded checks)"), (status = 503, description = "A backend does not answer, or the node is stopping")))]
+#[utoipa::path(get, path = "/health/ready", tag = "discovery", security(()),
+    responses((status = 200, description = "Ready (possibly with degraded checks)", body = Readiness),
+        (status = 503, description = "A backend does not answer, or the node is stopping", body = Readiness)))]
 async fn ready(State(state): State<ApiState>) -> Response {
     let mut checks = match &state.settings.readiness {
         Some(probe) => probe().await,
@@ -87,30 +92,39 @@ async fn ready(State(state): State<ApiState>) -> Response {
     let ready = !checks
         .iter()
         .any(|c| matches!(c.state, CheckState::Failed(_)));
-    let mut detail = Map::new();
-    let mut degraded = Vec::new();
+    let mut body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        checks: BTreeMap::new(),
+        degraded: Vec::new(),
+    };
     for c in checks {
         let text = match c.state {
             CheckState::Ok => "ok".to_string(),
             CheckState::Degraded(d) => {
-                degraded.push(c.name.clone());
+                body.degraded.push(c.name.clone());
                 format!("degraded: {d}")
             }
             CheckState::Failed(problem) => problem,
         };
-        detail.insert(c.name, json!(text));
+        body.checks.insert(c.name, text);
     }
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "checks": detail,
-    });
-    if !degraded.is_empty() {
-        body["degraded"] = json!(degraded);
-    }
     (status, Json(body)).into_response()
+}
+
+/// The answer of `/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(pattern = "^(ready|unavailable)$")]
+    status: &'static str,
+    /// Each backend's state: `ok`, `degraded: <detail>`, or what fails.
+    checks: BTreeMap<String, String>,
+    /// The checks that are degraded (absent when none is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded: Vec<String>,
 }

@@ -12,6 +12,8 @@ mod discovery;
 pub mod error;
 mod extract;
 pub mod health;
+mod openapi;
+mod params;
 mod registry;
 mod tokens;
 mod watch;
@@ -25,10 +27,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use drover_registry::Registry;
 use serde_json::Value;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ErrorInformation};
+pub use params::{APP_NAME_PATTERN, MAX_PAGE, USER_NAME_PATTERN};
 pub use registry::REVISION_HEADER;
 pub use watch::change_event;
 pub use ws::WS_PATH;
@@ -101,35 +104,8 @@ pub struct ApiState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Drover management API", description = "Registry, admin, tokens and discovery; wire-compatible with Drogue Cloud."),
-    components(schemas(ErrorInformation)),
-    modifiers(&Security),
-    security(("basic" = []), ("bearer" = [])),
-    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"), (name = "commands"))
-)]
-struct ApiDoc;
-
-struct Security;
-
-impl utoipa::Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let c = openapi.components.get_or_insert_with(Default::default);
-        c.add_security_scheme(
-            "basic",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
-        );
-        c.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 fn api_router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest(registry::BASE, registry::routes())
         .nest(admin::BASE, admin::routes())
         .merge(tokens::routes())
@@ -140,14 +116,21 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(health::routes())
 }
 
+/// The routes and their OpenAPI document.
+fn routes_and_document() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = api_router().split_for_parts();
+    openapi::CommonResponses.modify(&mut api);
+    (router, api)
+}
+
 /// The OpenAPI document of exactly the routes [`router`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    routes_and_document().1
 }
 
 /// The management API.
 pub fn router(state: ApiState) -> Router {
-    let (router, api) = api_router().split_for_parts();
+    let (router, api) = routes_and_document();
     let api = Arc::new(api);
     let limit = state.settings.body_limit;
     router

@@ -7,6 +7,7 @@ use axum::Json;
 use drover_model::{Resource, ResourceInput, Selector};
 use drover_registry::{ListOptions, Listing, Preconditions};
 use serde::Deserialize;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +15,8 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorInformation};
 use crate::extract::{body_bytes, parse_json, JsonBody, Path, Query};
+use crate::openapi::NOT_FOUND_APP;
+use crate::params::{AppPath, DevicePath};
 use crate::ApiState;
 
 pub const BASE: &str = "/api/registry/v1alpha1";
@@ -28,15 +31,18 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_device, update_device, delete_device))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// `labels`, `limit` and `offset` (documented in [`crate::params::list_params`]).
+#[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    /// Label selector: `k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`; comma = AND.
     labels: Option<String>,
-    /// Maximum number of items to return.
-    limit: Option<usize>,
-    /// Number of items to skip.
-    offset: Option<usize>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+impl IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        crate::params::list_params()
+    }
 }
 
 impl ListQuery {
@@ -47,8 +53,8 @@ impl ListQuery {
         };
         Ok(ListOptions {
             selector,
-            limit: self.limit,
-            offset: self.offset.unwrap_or(0),
+            limit: self.limit.map(|l| l as usize),
+            offset: self.offset.unwrap_or(0) as usize,
         })
     }
 }
@@ -78,7 +84,8 @@ fn check_command_endpoints(s: &ApiState, input: &ResourceInput) -> ApiResult<()>
     )?)
 }
 
-/// `DELETE` bodies: optional `{"preconditions": {"uid", "resourceVersion"}}`.
+/// `DELETE` bodies: optional `{"preconditions": {"uid", "resourceVersion"}}` (no body, or
+/// `null`: none).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
@@ -91,16 +98,27 @@ async fn delete_params(req: Request, state: &ApiState) -> ApiResult<Precondition
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Preconditions::default());
     }
-    Ok(parse_json::<DeleteParams>(&bytes)?.preconditions)
+    Ok(parse_json::<Option<DeleteParams>>(&bytes)?
+        .unwrap_or_default()
+        .preconditions)
 }
 
 use crate::encode_segment as path_segment;
 
+// Descriptions of answers several operations give.
+const NOT_FOUND_DEVICE: &str =
+    "NotFound: no such device, or no such application, or the caller may not read it";
+const FORBIDDEN_WRITE: &str =
+    "AuthenticationError: the caller may read the application but not write to it";
+const OPTIMISTIC_LOCK: &str =
+    "OptimisticLockFailed: `uid` or `resourceVersion` does not match the stored resource";
+const PRECONDITIONS: &str =
+    "OptimisticLockFailed: the preconditions (`uid`, `resourceVersion`) do not match";
+
 /// List the applications the caller may read, ordered by name.
 #[utoipa::path(get, path = "/apps", tag = "registry", params(ListQuery),
     responses((status = 200, description = "Applications", body = [Resource],
-        headers(("drover-revision" = u64, description = "Registry revision of this list"))),
-        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation)))]
+        headers(("drover-revision" = u64, description = "Registry revision of this list")))))]
 async fn list_apps(
     State(s): State<ApiState>,
     Caller(who): Caller,
@@ -111,9 +129,9 @@ async fn list_apps(
 
 /// Create an application; the caller becomes its owner.
 #[utoipa::path(post, path = "/apps", tag = "registry", request_body = ResourceInput,
-    responses((status = 201, description = "Created", body = Resource),
-        (status = 400, body = ErrorInformation), (status = 409, description = "Name taken", body = ErrorInformation),
-        (status = 413, body = ErrorInformation)))]
+    responses((status = 201, description = "Created", body = Resource,
+            headers(("Location" = String, description = "The application's URL"))),
+        (status = 409, description = "Conflict: the name is taken", body = ErrorInformation)))]
 async fn create_app(
     State(s): State<ApiState>,
     Caller(who): Caller,
@@ -128,24 +146,27 @@ async fn create_app(
 }
 
 /// Read an application.
-#[utoipa::path(get, path = "/apps/{app}", tag = "registry", params(("app" = String, Path)),
-    responses((status = 200, body = Resource), (status = 404, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/apps/{app}", tag = "registry", params(AppPath),
+    responses((status = 200, description = "The application", body = Resource),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation)))]
 async fn get_app(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
 ) -> ApiResult<Json<Resource>> {
     Ok(Json(s.registry.get_app(&who, &app).await?))
 }
 
 /// Update an application. `uid` and `resourceVersion`, when sent, must match (optimistic locking).
-#[utoipa::path(put, path = "/apps/{app}", tag = "registry", params(("app" = String, Path)), request_body = ResourceInput,
-    responses((status = 204, description = "Updated (or nothing changed)"), (status = 400, body = ErrorInformation),
-        (status = 404, body = ErrorInformation), (status = 409, description = "OptimisticLockFailed", body = ErrorInformation)))]
+#[utoipa::path(put, path = "/apps/{app}", tag = "registry", params(AppPath), request_body = ResourceInput,
+    responses((status = 204, description = "Updated (or nothing changed)"),
+        (status = 403, description = FORBIDDEN_WRITE, body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation),
+        (status = 409, description = OPTIMISTIC_LOCK, body = ErrorInformation)))]
 async fn update_app(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> ApiResult<StatusCode> {
     s.registry.update_app(&who, &app, input).await?;
@@ -154,13 +175,15 @@ async fn update_app(
 
 /// Delete an application and its devices. With finalizers (or devices holding finalizers) the
 /// application is marked deleted and goes when they are removed.
-#[utoipa::path(delete, path = "/apps/{app}", tag = "registry", params(("app" = String, Path)), request_body(content = Option<DeleteParams>),
-    responses((status = 204, description = "Deleted or marked for deletion"), (status = 404, body = ErrorInformation),
-        (status = 409, description = "Preconditions failed", body = ErrorInformation)))]
+#[utoipa::path(delete, path = "/apps/{app}", tag = "registry", params(AppPath), request_body(content = Option<DeleteParams>),
+    responses((status = 204, description = "Deleted or marked for deletion"),
+        (status = 403, description = "AuthenticationError: the caller may read the application but not administer it", body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation),
+        (status = 409, description = PRECONDITIONS, body = ErrorInformation)))]
 async fn delete_app(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
     req: Request,
 ) -> ApiResult<StatusCode> {
     let pre = delete_params(req, &s).await?;
@@ -170,13 +193,14 @@ async fn delete_app(
 }
 
 /// List the devices of an application, ordered by name.
-#[utoipa::path(get, path = "/apps/{app}/devices", tag = "registry", params(("app" = String, Path), ListQuery),
-    responses((status = 200, body = [Resource], headers(("drover-revision" = u64, description = "Registry revision of this list"))),
-        (status = 404, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/apps/{app}/devices", tag = "registry", params(AppPath, ListQuery),
+    responses((status = 200, description = "Devices (secrets redacted for readers)", body = [Resource],
+            headers(("drover-revision" = u64, description = "Registry revision of this list"))),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation)))]
 async fn list_devices(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     Ok(listing(
@@ -185,14 +209,17 @@ async fn list_devices(
 }
 
 /// Create a device. Plain passwords are stored as sha512-crypt hashes.
-#[utoipa::path(post, path = "/apps/{app}/devices", tag = "registry", params(("app" = String, Path)), request_body = ResourceInput,
-    responses((status = 201, body = Resource), (status = 400, body = ErrorInformation),
-        (status = 404, description = "ReferenceNotFound: the application is missing or being deleted", body = ErrorInformation),
-        (status = 409, description = "Name or alias taken", body = ErrorInformation)))]
+#[utoipa::path(post, path = "/apps/{app}/devices", tag = "registry", params(AppPath), request_body = ResourceInput,
+    responses((status = 201, description = "Created", body = Resource,
+            headers(("Location" = String, description = "The device's URL"))),
+        (status = 400, description = "BadRequest: also an external command endpoint the outbound address policy refuses", body = ErrorInformation),
+        (status = 403, description = FORBIDDEN_WRITE, body = ErrorInformation),
+        (status = 404, description = "ReferenceNotFound: the application is missing, not readable by the caller, or being deleted", body = ErrorInformation),
+        (status = 409, description = "Conflict: the name, an alias or a username is taken", body = ErrorInformation)))]
 async fn create_device(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> ApiResult<Response> {
     check_command_endpoints(&s, &input)?;
@@ -208,24 +235,28 @@ async fn create_device(
 }
 
 /// Read a device.
-#[utoipa::path(get, path = "/apps/{app}/devices/{device}", tag = "registry", params(("app" = String, Path), ("device" = String, Path)),
-    responses((status = 200, body = Resource), (status = 404, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/apps/{app}/devices/{device}", tag = "registry", params(DevicePath),
+    responses((status = 200, description = "The device (secrets redacted for readers)", body = Resource),
+        (status = 404, description = NOT_FOUND_DEVICE, body = ErrorInformation)))]
 async fn get_device(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path((app, device)): Path<(String, String)>,
+    Path(DevicePath { app, device }): Path<DevicePath>,
 ) -> ApiResult<Json<Resource>> {
     Ok(Json(s.registry.get_device(&who, &app, &device).await?))
 }
 
 /// Update a device (optimistic locking as for applications).
-#[utoipa::path(put, path = "/apps/{app}/devices/{device}", tag = "registry", params(("app" = String, Path), ("device" = String, Path)), request_body = ResourceInput,
-    responses((status = 204, description = "Updated (or nothing changed)"), (status = 400, body = ErrorInformation),
-        (status = 404, body = ErrorInformation), (status = 409, body = ErrorInformation)))]
+#[utoipa::path(put, path = "/apps/{app}/devices/{device}", tag = "registry", params(DevicePath), request_body = ResourceInput,
+    responses((status = 204, description = "Updated (or nothing changed)"),
+        (status = 400, description = "BadRequest: also an external command endpoint the outbound address policy refuses", body = ErrorInformation),
+        (status = 403, description = FORBIDDEN_WRITE, body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_DEVICE, body = ErrorInformation),
+        (status = 409, description = "OptimisticLockFailed: `uid` or `resourceVersion` does not match the stored device; or Conflict: an alias or username is taken", body = ErrorInformation)))]
 async fn update_device(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path((app, device)): Path<(String, String)>,
+    Path(DevicePath { app, device }): Path<DevicePath>,
     JsonBody(input): JsonBody<ResourceInput>,
 ) -> ApiResult<StatusCode> {
     check_command_endpoints(&s, &input)?;
@@ -234,13 +265,15 @@ async fn update_device(
 }
 
 /// Delete a device (soft while it has finalizers).
-#[utoipa::path(delete, path = "/apps/{app}/devices/{device}", tag = "registry", params(("app" = String, Path), ("device" = String, Path)), request_body(content = Option<DeleteParams>),
-    responses((status = 204, description = "Deleted or marked for deletion"), (status = 404, body = ErrorInformation),
-        (status = 409, body = ErrorInformation)))]
+#[utoipa::path(delete, path = "/apps/{app}/devices/{device}", tag = "registry", params(DevicePath), request_body(content = Option<DeleteParams>),
+    responses((status = 204, description = "Deleted or marked for deletion"),
+        (status = 403, description = FORBIDDEN_WRITE, body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_DEVICE, body = ErrorInformation),
+        (status = 409, description = PRECONDITIONS, body = ErrorInformation)))]
 async fn delete_device(
     State(s): State<ApiState>,
     Caller(who): Caller,
-    Path((app, device)): Path<(String, String)>,
+    Path(DevicePath { app, device }): Path<DevicePath>,
     req: Request,
 ) -> ApiResult<StatusCode> {
     let pre = delete_params(req, &s).await?;

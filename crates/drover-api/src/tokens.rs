@@ -23,12 +23,14 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CreateQuery {
-    /// A description to remember the token by.
+    /// A description to remember the token by (at most 256 bytes).
+    #[param(max_length = 256)]
     description: Option<String>,
 }
 
 /// List the caller's tokens (prefixes only; secrets are never stored).
-#[utoipa::path(get, path = "/api/tokens/v1alpha1", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/api/tokens/v1alpha1", tag = "tokens",
+    responses((status = 200, description = "The caller's tokens", body = [TokenInfo])))]
 async fn list_tokens(
     State(s): State<ApiState>,
     Caller(who): Caller,
@@ -38,7 +40,7 @@ async fn list_tokens(
 
 /// Create an access token for the caller. The response is the only time the token is shown.
 #[utoipa::path(post, path = "/api/tokens/v1alpha1", tag = "tokens", params(CreateQuery),
-    responses((status = 200, description = "Created (200, as drg expects)", body = CreatedToken), (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation)))]
+    responses((status = 200, description = "Created (200, as drg expects)", body = CreatedToken)))]
 async fn create_token(
     State(s): State<ApiState>,
     Caller(who): Caller,
@@ -52,8 +54,11 @@ async fn create_token(
 }
 
 /// Delete one of the caller's tokens by its prefix.
-#[utoipa::path(delete, path = "/api/tokens/v1alpha1/{prefix}", tag = "tokens", params(("prefix" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorInformation)))]
+#[utoipa::path(delete, path = "/api/tokens/v1alpha1/{prefix}", tag = "tokens",
+    params(("prefix" = String, Path, description = "The token's prefix (`drg_` and six characters), as listed")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "NotFound: the caller has no token with this prefix", body = ErrorInformation),
+        (status = 409, description = "Conflict: the last token of the system administrator `admin` cannot be deleted", body = ErrorInformation)))]
 async fn delete_token(
     State(s): State<ApiState>,
     Caller(who): Caller,

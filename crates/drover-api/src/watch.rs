@@ -15,6 +15,8 @@ use drover_registry::Change;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,6 +24,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorInformation};
 use crate::extract::Query;
+use crate::params::query_param;
 use crate::ApiState;
 
 /// Change events read per batch.
@@ -31,14 +34,36 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(watch))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// `since` and `app`.
+#[derive(Debug, Deserialize)]
 pub struct WatchQuery {
-    /// Deliver changes after this revision (from a list's `drover-revision` header or the last
-    /// event id). Without it the stream starts at the current revision.
     since: Option<u64>,
-    /// Only changes of this application.
     app: Option<String>,
+}
+
+impl IntoParams for WatchQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let revision = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(u64::MAX as usize))
+            .build();
+        vec![
+            query_param(
+                "since",
+                "Deliver changes after this revision (from a list's `drover-revision` header or \
+                 the last event id). Without it the stream starts at the current revision.",
+                false,
+                revision,
+            ),
+            query_param(
+                "app",
+                "Only changes of this application",
+                false,
+                crate::params::app_name(),
+            ),
+        ]
+    }
 }
 
 /// The CloudEvent of a registry change.
@@ -69,10 +94,11 @@ pub fn change_event(c: &Change) -> serde_json::Value {
 /// `io.drogue.registry.change.application|device`, subject = changed path, data
 /// `{"revision", "uid"}`; the SSE id is the change's revision. System administrators see every
 /// change; other users see the changes of applications they may read.
-#[utoipa::path(get, path = "/api/registry/v1alpha1/watch", tag = "registry", params(WatchQuery),
+#[utoipa::path(get, path = "/api/registry/v1alpha1/watch", tag = "registry", 
+    params(WatchQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision (takes precedence over `since`)")),
     responses((status = 200, description = "text/event-stream of change CloudEvents", content_type = "text/event-stream"),
-        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation),
-        (status = 410, description = "The revision is older than the retained history: list again", body = ErrorInformation)))]
+        (status = 400, description = "BadRequest: also a `Last-Event-ID` that is not a revision number", body = ErrorInformation),
+        (status = 410, description = "Gone: the revision is older than the retained history; list again", body = ErrorInformation)))]
 async fn watch(
     State(s): State<ApiState>,
     Caller(who): Caller,

@@ -11,16 +11,27 @@ use drover_bus::StreamKey;
 use drover_integrations::access::AccessCheck;
 use drover_integrations::websocket::{self, StreamOptions};
 use serde::Deserialize;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorInformation};
 use crate::extract::{Path, Query};
+use crate::openapi::NOT_FOUND_APP;
+use crate::params::{query_param, AppPath, ChannelPath};
 use crate::ApiState;
 
 /// Where the WebSocket integration is served; clients append the application name.
 pub const WS_PATH: &str = "/api/integrations/v1alpha1/ws/";
+
+// Descriptions of the answers of both operations.
+const BAD_UPGRADE: &str = "BadRequest: not a WebSocket upgrade request, an invalid `from` or \
+    `group_id`, or credentials mixed (header and query, or `token` with `username`)";
+const TOO_MANY_STREAMS: &str = "TooManyRequests: the user holds \
+    `integration_max_connections_per_user` integration connections on this node";
+const NO_STREAM: &str = "ServiceUnavailable: the application's event stream is not available";
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -28,19 +39,62 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(stream_channel))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// The query of a stream: where to start, and credentials for clients that cannot set headers.
+#[derive(Debug, Deserialize)]
 pub struct WsQuery {
-    /// Consumer group: resume from its committed offset (new groups start live).
     group_id: Option<String>,
-    /// `earliest` to start with the oldest retained event (when the group has no offset).
     from: Option<String>,
-    /// A Bearer JWT, for clients that cannot set headers.
     token: Option<String>,
-    /// User name with `api_key`, for clients that cannot set headers.
     username: Option<String>,
-    /// Access token with `username`.
     api_key: Option<String>,
+}
+
+/// Longest consumer group name, in bytes.
+const MAX_GROUP_ID: usize = 128;
+
+impl IntoParams for WsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        vec![
+            query_param(
+                "group_id",
+                "Consumer group: resume from its committed offset (new groups start live). 1 to \
+                 128 bytes without control characters.",
+                false,
+                string()
+                    .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"))
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_GROUP_ID))
+                    .build(),
+            ),
+            query_param(
+                "from",
+                "`earliest` to start with the oldest retained event (when the group has no \
+                 offset); `latest` (the default) to start live.",
+                false,
+                string().enum_values(Some(["earliest", "latest"])).build(),
+            ),
+            query_param(
+                "token",
+                "A Bearer JWT, for clients that cannot set headers (not with `username`, \
+                 `api_key` or an Authorization header).",
+                false,
+                string().build(),
+            ),
+            query_param(
+                "username",
+                "User name with `api_key`, for clients that cannot set headers.",
+                false,
+                crate::params::user_name(),
+            ),
+            query_param(
+                "api_key",
+                "Access token with `username`.",
+                false,
+                string().build(),
+            ),
+        ]
+    }
 }
 
 async fn caller(s: &ApiState, parts: &Parts, q: &WsQuery) -> ApiResult<AuthenticatedUser> {
@@ -98,10 +152,10 @@ async fn upgrade(
         }
     };
     if let Some(g) = &q.group_id {
-        if g.is_empty() || g.len() > 128 || g.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest(
-                "group_id must be 1 to 128 printable characters".into(),
-            ));
+        if g.is_empty() || g.len() > MAX_GROUP_ID || g.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "group_id must be 1 to {MAX_GROUP_ID} bytes without control characters"
+            )));
         }
     }
     let mut parts = parts;
@@ -144,12 +198,15 @@ async fn upgrade(
 }
 
 /// Stream the application's events over a WebSocket (JSON CloudEvents in text frames).
-#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}", tag = "integrations", params(("app" = String, Path), WsQuery),
+#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}", tag = "integrations", params(AppPath, WsQuery),
     responses((status = 101, description = "WebSocket upgrade; then one CloudEvent per text frame"),
-        (status = 400, body = ErrorInformation), (status = 401, body = ErrorInformation), (status = 404, body = ErrorInformation)))]
+        (status = 400, description = BAD_UPGRADE, body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation),
+        (status = 429, description = TOO_MANY_STREAMS, body = ErrorInformation),
+        (status = 503, description = NO_STREAM, body = ErrorInformation)))]
 async fn stream_app(
     State(s): State<ApiState>,
-    Path(app): Path<String>,
+    Path(AppPath { app }): Path<AppPath>,
     Query(q): Query<WsQuery>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
@@ -157,12 +214,15 @@ async fn stream_app(
 }
 
 /// Stream the events of one channel of the application over a WebSocket.
-#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}/{channel}", tag = "integrations", params(("app" = String, Path), ("channel" = String, Path), WsQuery),
-    responses((status = 101, description = "WebSocket upgrade"), (status = 400, body = ErrorInformation),
-        (status = 401, body = ErrorInformation), (status = 404, body = ErrorInformation)))]
+#[utoipa::path(get, path = "/api/integrations/v1alpha1/ws/{app}/{channel}", tag = "integrations", params(ChannelPath, WsQuery),
+    responses((status = 101, description = "WebSocket upgrade; then one CloudEvent of the channel per text frame"),
+        (status = 400, description = BAD_UPGRADE, body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation),
+        (status = 429, description = TOO_MANY_STREAMS, body = ErrorInformation),
+        (status = 503, description = NO_STREAM, body = ErrorInformation)))]
 async fn stream_channel(
     State(s): State<ApiState>,
-    Path((app, channel)): Path<(String, String)>,
+    Path(ChannelPath { app, channel }): Path<ChannelPath>,
     Query(q): Query<WsQuery>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {

@@ -1155,6 +1155,13 @@ async fn delete_preconditions() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_gone(&c, &p).await;
 
+    // A `null` body is no preconditions (the document allows it).
+    c.create_device("app", json!({"metadata": {"name": "dev"}}))
+        .await;
+    let r = delete_with(&c, &p, &Value::Null).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_gone(&c, &p).await;
+
     // Applications too.
     let app_old = c.get_json(&app_path("app")).await;
     let mut body = app_old.clone();
@@ -2103,6 +2110,18 @@ async fn oversized_bodies_and_unknown_routes() {
         names(&c, &devices("small"), &[]).await,
         Vec::<String>::new()
     );
+    // Command payloads too, with the same JSON error.
+    let r = c
+        .request(
+            Method::POST,
+            "/api/command/v1alpha1/apps/small/devices/d?command=set",
+        )
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["error"], "PayloadTooLarge", "command payload: {body}");
 
     // Unknown routes: JSON 404.
     for path in [
