@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use drover_auth::user::{AuthenticatedUser, UserAuthError, UserAuthenticator, RECHECK_RETRY};
 use drover_model::{Permission, Principal};
-use drover_registry::{Registry, RegistryError};
+use drover_registry::{AccessReader, RegistryError};
 use tokio::sync::watch;
 
 /// Why a session must end.
@@ -30,7 +30,7 @@ pub struct Unanswered(String);
 #[derive(Clone)]
 pub struct AccessCheck {
     users: Arc<UserAuthenticator>,
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn AccessReader>,
 }
 
 impl std::fmt::Debug for AccessCheck {
@@ -40,7 +40,7 @@ impl std::fmt::Debug for AccessCheck {
 }
 
 impl AccessCheck {
-    pub fn new(users: Arc<UserAuthenticator>, registry: Arc<dyn Registry>) -> Self {
+    pub fn new(users: Arc<UserAuthenticator>, registry: Arc<dyn AccessReader>) -> Self {
         AccessCheck { users, registry }
     }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use drover_bus::commands::{Command, CommandError, CommandRouter, Outcome, Reply};
 use drover_bus::{EventLog, StreamKey};
 use drover_model::{Event, Permission, Principal};
-use drover_registry::{Registry, RegistryError};
+use drover_registry::{AccessReader, RegistryError};
 use tokio::sync::oneshot;
 
 use crate::outbound::{OutboundClient, OutboundError, OutboundPolicy, OutboundRefusal};
@@ -122,7 +122,7 @@ pub struct Sent {
 
 /// Sends commands for application users.
 pub struct CommandService {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn AccessReader>,
     router: Arc<CommandRouter>,
     log: Arc<dyn EventLog>,
     instance: String,
@@ -165,7 +165,7 @@ fn validate(req: &CommandRequest) -> Result<(), SendError> {
 impl CommandService {
     /// `outbound` makes the calls to external endpoints (under the outbound address policy).
     pub fn new(
-        registry: Arc<dyn Registry>,
+        registry: Arc<dyn AccessReader>,
         router: Arc<CommandRouter>,
         log: Arc<dyn EventLog>,
         instance: String,

@@ -109,7 +109,7 @@ use drover_mqtt::{
     ProtocolVersion, PublishRefusal, QoS, Refusal, SessionEndReason, SessionHandle,
     SubscribeRefusal, SubscribeRequest, Subscription, SubscriptionRequest,
 };
-use drover_registry::{Registry, RegistryError};
+use drover_registry::{AccessReader, RegistryError};
 
 use crate::access::{AccessCheck, CheckError};
 use crate::limits::{ConnectionSlot, UserConnections};
@@ -256,7 +256,7 @@ async fn stop_all(groups: Vec<Arc<Group>>) {
 
 /// The MQTT integration's policy (see the [module docs](self)).
 pub struct IntegrationPolicy {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn AccessReader>,
     users: Arc<UserAuthenticator>,
     access: AccessCheck,
     connections: Option<Arc<UserConnections>>,
@@ -281,7 +281,7 @@ impl IntegrationPolicy {
     /// A policy that authenticates users with `users`, authorizes them against `registry` and
     /// delivers from `log`.
     pub fn new(
-        registry: Arc<dyn Registry>,
+        registry: Arc<dyn AccessReader>,
         users: Arc<UserAuthenticator>,
         log: Arc<dyn EventLog>,
         settings: IntegrationSettings,

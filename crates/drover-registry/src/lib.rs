@@ -165,11 +165,30 @@ pub enum AdminBootstrap {
     Existing,
 }
 
-/// The registry of applications and devices, users and tokens.
+/// What application-facing services need of the registry (the integrations: sessions'
+/// subscriptions and access checks, commands): reading applications and devices as a principal,
+/// and asking what the principal may do. Every read is an access decision made here.
 #[async_trait]
-pub trait Registry: Send + Sync + 'static {
-    async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
+pub trait AccessReader: Send + Sync + 'static {
     async fn get_app(&self, who: &Principal, app: &str) -> Result<Resource>;
+    async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource>;
+    /// The application, if `who` may do `what` with it (NotFound when `who` may not read it,
+    /// Forbidden when reading is all `who` may do).
+    async fn authorize(
+        &self,
+        who: &Principal,
+        app: &str,
+        what: drover_model::Permission,
+    ) -> Result<Resource>;
+}
+
+/// The registry of applications and devices, users and tokens: everything, for the management
+/// API and the server itself. Narrower clients use narrower traits: [`AccessReader`] (the
+/// integrations), `drover_auth::device::DeviceDirectory` (device endpoints) and
+/// `drover_auth::user::UserDirectory` (user authentication), which the stores implement too.
+#[async_trait]
+pub trait Registry: AccessReader {
+    async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
     /// Returns the stored resource after the update (unchanged for a no-op update).
     async fn update_app(
@@ -186,7 +205,6 @@ pub trait Registry: Send + Sync + 'static {
         app: &str,
         input: ResourceInput,
     ) -> Result<Resource>;
-    async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource>;
     async fn list_devices(
         &self,
         who: &Principal,
@@ -207,15 +225,6 @@ pub trait Registry: Send + Sync + 'static {
         device: &str,
         pre: Preconditions,
     ) -> Result<()>;
-
-    /// The application, if `who` may do `what` with it (NotFound when `who` may not read it,
-    /// Forbidden when reading is all `who` may do).
-    async fn authorize(
-        &self,
-        who: &Principal,
-        app: &str,
-        what: drover_model::Permission,
-    ) -> Result<Resource>;
 
     async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc>;
     async fn set_members(&self, who: &Principal, app: &str, doc: MembersDoc) -> Result<()>;

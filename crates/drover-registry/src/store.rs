@@ -30,8 +30,8 @@ use crate::logic::{
 };
 use crate::sql::{Failure, Fallible, Sql, Tx};
 use crate::{
-    AdminBootstrap, Change, CreatedToken, ListOptions, Listing, MembersDoc, Preconditions,
-    Registry, RegistryError, Result, TokenInfo, User, FINALIZER_HAS_DEVICES,
+    AccessReader, AdminBootstrap, Change, CreatedToken, ListOptions, Listing, MembersDoc,
+    Preconditions, Registry, RegistryError, Result, TokenInfo, User, FINALIZER_HAS_DEVICES,
 };
 use tables::{AppRow, NewToken};
 
@@ -382,6 +382,31 @@ impl<B: Backend> SqlRegistry<B> {
 }
 
 #[async_trait]
+impl<B: Backend> AccessReader for SqlRegistry<B> {
+    async fn get_app(&self, who: &Principal, app: &str) -> Result<Resource> {
+        Ok(readable_app(&mut self.backend.pool(), who, app).await?.doc)
+    }
+
+    async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource> {
+        let mut db = self.backend.pool();
+        let row = readable_app(&mut db, who, app).await?;
+        let mut dev = tables::load_device(&mut db, app, device)
+            .await?
+            .ok_or_else(|| not_found_device(app, device))?;
+        if !row.permits(who, Permission::Write) {
+            logic::redact_secrets(&mut dev);
+        }
+        Ok(dev)
+    }
+
+    async fn authorize(&self, who: &Principal, app: &str, what: Permission) -> Result<Resource> {
+        let row = readable_app(&mut self.backend.pool(), who, app).await?;
+        row.authorize(who, what)?;
+        Ok(row.doc)
+    }
+}
+
+#[async_trait]
 impl<B: Backend> Registry for SqlRegistry<B> {
     async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource> {
         logic::validate_input(Kind::Application, &input, None, None)?;
@@ -410,10 +435,6 @@ impl<B: Backend> Registry for SqlRegistry<B> {
             Ok(row.doc)
         })
         .await
-    }
-
-    async fn get_app(&self, who: &Principal, app: &str) -> Result<Resource> {
-        Ok(readable_app(&mut self.backend.pool(), who, app).await?.doc)
     }
 
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>> {
@@ -545,18 +566,6 @@ impl<B: Backend> Registry for SqlRegistry<B> {
         .await
     }
 
-    async fn get_device(&self, who: &Principal, app: &str, device: &str) -> Result<Resource> {
-        let mut db = self.backend.pool();
-        let row = readable_app(&mut db, who, app).await?;
-        let mut dev = tables::load_device(&mut db, app, device)
-            .await?
-            .ok_or_else(|| not_found_device(app, device))?;
-        if !row.permits(who, Permission::Write) {
-            logic::redact_secrets(&mut dev);
-        }
-        Ok(dev)
-    }
-
     async fn list_devices(
         &self,
         who: &Principal,
@@ -637,12 +646,6 @@ impl<B: Backend> Registry for SqlRegistry<B> {
             w.commit().await
         })
         .await
-    }
-
-    async fn authorize(&self, who: &Principal, app: &str, what: Permission) -> Result<Resource> {
-        let row = readable_app(&mut self.backend.pool(), who, app).await?;
-        row.authorize(who, what)?;
-        Ok(row.doc)
     }
 
     async fn get_members(&self, who: &Principal, app: &str) -> Result<MembersDoc> {

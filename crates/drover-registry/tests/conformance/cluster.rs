@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::{admin, eventually, input, Postgres};
+use drover_registry::AccessReader as _;
 
 /// Long enough that a test passing within it saw a notification, not a poll.
 fn no_polling() -> PgOptions {
