@@ -13,6 +13,8 @@
 //! - [`device`]: device authentication (passwords, X.509) against a `DeviceDirectory`.
 //! - [`user`]: user authentication (access tokens, OIDC JWT) against a `UserDirectory`, and
 //!   the re-check of long-lived sessions when access may have been taken away.
+//! - [`sas`]: Azure shared access signatures: parsing, verification with a device's keys,
+//!   signing (for tools and tests), DPS group key derivation.
 //! - [`throttle`]: defence against guessing credentials (per-source lockout, per-identity
 //!   delays) and rate-limited logging of failures.
 //!
@@ -24,6 +26,7 @@
 pub mod device;
 pub mod oidc;
 pub mod password;
+pub mod sas;
 pub mod throttle;
 pub mod token;
 pub mod user;
