@@ -65,7 +65,38 @@ pub enum Credential {
         validity: Option<Validity>,
     },
     Cert(Value),
+    /// Azure IoT symmetric keys (base64): a shared access signature made with either
+    /// authenticates the device.
+    Sas(SasKeys),
 }
+
+/// A device's SAS keys, as Azure IoT Hub holds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SasKeys {
+    pub primary_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_key: Option<String>,
+}
+
+impl SasKeys {
+    /// The keys' raw bytes, primary first (keys that do not decode are left out: validation
+    /// refuses them on write).
+    pub fn decoded(&self) -> Vec<Vec<u8>> {
+        use base64::Engine as _;
+        std::iter::once(&self.primary_key)
+            .chain(self.secondary_key.as_ref())
+            .filter_map(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+/// Fewest and most bytes of a SAS key (Azure's are 32 or 64).
+pub const SAS_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -243,6 +274,29 @@ fn validate_credential(section: &str, i: usize, c: &Credential) -> Result<(), Va
             Ok(())
         }
         Credential::Cert(_) => Ok(()),
+        Credential::Sas(keys) => {
+            use base64::Engine as _;
+            let named = std::iter::once(("primaryKey", Some(&keys.primary_key))).chain(
+                std::iter::once(("secondaryKey", keys.secondary_key.as_ref())),
+            );
+            for (name, key) in named {
+                let Some(key) = key else { continue };
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(key.trim())
+                    .map_err(|_| {
+                        ValidationError(format!("invalid {at}: sas {name} is not base64"))
+                    })?;
+                if !SAS_KEY_LEN.contains(&bytes.len()) {
+                    return Err(ValidationError(format!(
+                        "invalid {at}: sas {name} has {} bytes; a key has {} to {} bytes (Azure's have 32)",
+                        bytes.len(),
+                        SAS_KEY_LEN.start(),
+                        SAS_KEY_LEN.end()
+                    )));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -398,5 +452,28 @@ mod tests {
             json!({"sha512": "$6$h-b"})
         );
         assert!(!hash_plain_passwords(&mut s, &mut |_| unreachable!()).unwrap());
+    }
+
+    #[test]
+    fn sas_keys_are_checked() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+        let s = spec(
+            json!({"authentication": {"credentials": [{"sas": {"primaryKey": key, "secondaryKey": key}}]}}),
+        );
+        validate(Kind::Device, &s).unwrap();
+        match &credentials(&s)[0] {
+            Credential::Sas(k) => assert_eq!(k.decoded().len(), 2),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            json!({"sas": {"primaryKey": "not base64!"}}),
+            json!({"sas": {"primaryKey": "AAAA"}}),
+            json!({"sas": {"primaryKey": key, "secondaryKey": "AA=="}}),
+            json!({"sas": {"primaryKey": key, "tertiaryKey": key}}),
+        ] {
+            let s = spec(json!({"authentication": {"credentials": [bad]}}));
+            let e = validate(Kind::Device, &s).expect_err("refused").0;
+            assert!(e.contains("credentials[0]"), "{e}");
+        }
     }
 }

@@ -268,11 +268,32 @@ pub fn device_names(dev: &Resource) -> Vec<(&'static str, String)> {
 /// What a reader (who may not change the device) sees of a secret.
 pub const REDACTED: &str = "<redacted>";
 
+/// Replaces the symmetric keys of a device's `sas` credentials by [`REDACTED`]: they are the
+/// device's secret itself (not a hash of it), so only administrators of the application see
+/// them.
+pub fn redact_keys(dev: &mut Resource) {
+    for section in ["authentication", "credentials"] {
+        let creds = dev
+            .spec
+            .get_mut(section)
+            .and_then(|s| s.get_mut("credentials"))
+            .and_then(|c| c.as_array_mut());
+        for c in creds.into_iter().flatten() {
+            if let Some(keys) = c.get_mut("sas").and_then(|k| k.as_object_mut()) {
+                for v in keys.values_mut() {
+                    *v = serde_json::Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+}
+
 /// Replaces the secrets of a device's spec — passwords and password hashes, pre-shared keys,
-/// the header values of external command endpoints (which may carry credentials) — by
+/// SAS keys, the header values of external command endpoints (which may carry credentials) — by
 /// [`REDACTED`], keeping their shape (a reader sees that a `pass` credential hashed with
 /// SHA-512 exists, not the hash).
 pub fn redact_secrets(dev: &mut Resource) {
+    redact_keys(dev);
     fn hide(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(tagged) => {

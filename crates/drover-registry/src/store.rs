@@ -395,6 +395,8 @@ impl<B: Backend> AccessReader for SqlRegistry<B> {
             .ok_or_else(|| not_found_device(app, device))?;
         if !row.permits(who, Permission::Write) {
             logic::redact_secrets(&mut dev);
+        } else if !row.permits(who, Permission::Admin) {
+            logic::redact_keys(&mut dev);
         }
         Ok(dev)
     }
@@ -578,6 +580,8 @@ impl<B: Backend> Registry for SqlRegistry<B> {
         items.retain(|d| opts.selector.matches(&d.metadata.labels));
         if !row.permits(who, Permission::Write) {
             items.iter_mut().for_each(logic::redact_secrets);
+        } else if !row.permits(who, Permission::Admin) {
+            items.iter_mut().for_each(logic::redact_keys);
         }
         Ok(Listing {
             items: logic::page(items, opts.limit, opts.offset),
