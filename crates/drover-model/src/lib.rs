@@ -12,6 +12,7 @@ pub mod resource;
 pub mod role;
 pub mod selector;
 pub mod spec;
+pub mod twin;
 
 pub use event::Event;
 pub use redact::redact_url;
