@@ -16,6 +16,7 @@ mod openapi;
 mod params;
 mod registry;
 mod tokens;
+mod twins;
 mod watch;
 mod ws;
 
@@ -107,6 +108,7 @@ pub struct ApiState {
 fn api_router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest(registry::BASE, registry::routes())
+        .nest(registry::BASE, twins::routes())
         .nest(admin::BASE, admin::routes())
         .merge(tokens::routes())
         .merge(watch::routes())

@@ -10,4 +10,5 @@ pub mod commands;
 pub mod limits;
 pub mod mqtt;
 pub mod outbound;
+pub mod twins;
 pub mod websocket;

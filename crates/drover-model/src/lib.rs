@@ -30,3 +30,19 @@ impl ValidationError {
         Self(msg.into())
     }
 }
+
+/// An error and its sources on one line, `: `-separated (a source whose text the message
+/// already holds is not repeated) — how Drover logs and prints an error with its cause.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

@@ -30,6 +30,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod store;
+pub mod twin;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,7 @@ pub use postgres::{PgOptions, PostgresRegistry};
 pub use sqlite::SqliteRegistry;
 pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
+pub use twin::{TwinChange, TwinStore, TwinUpdate};
 
 /// The finalizer the registry puts on an application while devices it deletes still exist.
 pub const FINALIZER_HAS_DEVICES: &str = "has-devices";
@@ -187,7 +189,7 @@ pub trait AccessReader: Send + Sync + 'static {
 /// integrations), `drover_auth::device::DeviceDirectory` (device endpoints) and
 /// `drover_auth::user::UserDirectory` (user authentication), which the stores implement too.
 #[async_trait]
-pub trait Registry: AccessReader {
+pub trait Registry: AccessReader + TwinStore {
     async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
     /// Returns the stored resource after the update (unchanged for a no-op update).

@@ -221,6 +221,8 @@ impl Backend for PostgresStore {
     type Tx = Transaction<'static, Postgres>;
     type Pool = PgPool;
     const LOCK_REVISION: &'static str = "SELECT revision FROM meta WHERE id = 1 FOR UPDATE";
+    const LOCK_DEVICE: &'static str =
+        "SELECT uid FROM devices WHERE app = $1 AND name = $2 FOR UPDATE";
 
     async fn begin_write(&self) -> Fallible<Self::Tx> {
         self.pool.begin().await.map_err(failure)

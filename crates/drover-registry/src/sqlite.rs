@@ -117,6 +117,7 @@ impl Backend for SqliteStore {
     type Tx = Transaction<'static, Sqlite>;
     type Pool = SqlitePool;
     const LOCK_REVISION: &'static str = "SELECT revision FROM meta WHERE id = 1";
+    const LOCK_DEVICE: &'static str = "SELECT uid FROM devices WHERE app = $1 AND name = $2";
 
     /// `BEGIN IMMEDIATE`: the transaction takes SQLite's write lock at once, waiting (up to the
     /// busy timeout) for a transaction that still holds it. A deferred one would fail instead when

@@ -13,6 +13,7 @@
 
 pub(crate) mod migrate;
 mod tables;
+mod twins;
 
 use std::future::Future;
 use std::time::Duration;
@@ -49,6 +50,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads the revision counter first thing in a write transaction; where several processes
     /// share the database, it also locks the counter until the transaction ends.
     const LOCK_REVISION: &'static str;
+    /// Reads a device's uid (`$1` app, `$2` name) in a write transaction; where several
+    /// processes share the database, it also locks the row until the transaction ends (twin
+    /// writes of one device take turns on it).
+    const LOCK_DEVICE: &'static str;
 
     /// Begins a write transaction (the caller holds this process's writer lock).
     async fn begin_write(&self) -> Fallible<Self::Tx>;
@@ -110,6 +115,8 @@ pub struct SqlRegistry<B> {
     revision: watch::Sender<u64>,
     /// The latest access counter this process knows of.
     access: watch::Sender<u64>,
+    /// Moves when this process wrote a row of the twin outbox.
+    twins: watch::Sender<u64>,
 }
 
 fn not_found_app(app: &str) -> RegistryError {
@@ -327,6 +334,7 @@ impl<B: Backend> SqlRegistry<B> {
             writer: Mutex::new(()),
             revision,
             access,
+            twins: watch::Sender::new(0),
         }
     }
 

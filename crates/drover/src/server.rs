@@ -144,6 +144,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             backends.log.clone(),
             services.mqtt.clone(),
         )),
+        tokio::spawn(
+            drover_integrations::twins::TwinRelay::new(
+                backends.registry.clone(),
+                backends.log.clone(),
+                Some(backends.commands.clone()),
+                config.instance.clone(),
+            )
+            .run(stop_rx.clone()),
+        ),
     ];
     let admin_token = backends.admin_token.clone();
     let running = serve::Running {

@@ -288,6 +288,8 @@ pub async fn delete_device(db: &mut impl Sql, app: &str, name: &str) -> Fallible
     for sql in [
         "DELETE FROM devices WHERE app = $1 AND name = $2",
         "DELETE FROM device_names WHERE app = $1 AND device = $2",
+        // The twin goes with its device (its outbox rows stay: those changes happened).
+        "DELETE FROM twins WHERE app = $1 AND device = $2",
     ] {
         db.exec(sql, &[app.into(), name.into()]).await?;
     }

@@ -56,6 +56,7 @@ mod directory;
 mod feed;
 mod migrate;
 mod resources;
+mod twins;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -65,14 +66,14 @@ use std::time::Duration;
 use drover_auth::device::DeviceDirectory;
 use drover_auth::user::UserDirectory;
 use drover_model::{Principal, Resource, ResourceInput};
-use drover_registry::{PgOptions, PostgresRegistry, Registry, SqliteRegistry};
+use drover_registry::{PgOptions, PostgresRegistry, Registry, SqliteRegistry, TwinStore};
 use sqlx::Connection;
 
 /// What a check gets: a registry that is also a device and a user directory.
 pub type Subject = Arc<dyn Store>;
 
-pub trait Store: Registry + DeviceDirectory + UserDirectory {}
-impl<T: Registry + DeviceDirectory + UserDirectory> Store for T {}
+pub trait Store: Registry + DeviceDirectory + UserDirectory + TwinStore {}
+impl<T: Registry + DeviceDirectory + UserDirectory + TwinStore> Store for T {}
 
 /// Creates an application with nothing but a name, as the system administrator.
 pub async fn new_app(reg: &Subject, name: &str) -> Resource {
