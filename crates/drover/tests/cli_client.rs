@@ -432,6 +432,41 @@ async fn commands_reach_devices() {
     assert_eq!(r.text().await.unwrap(), "3");
 }
 
+#[tokio::test]
+async fn twins_shown_and_changed() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    login_admin(&t, d).await;
+    ok(d, &["app", "create", "app"]).await;
+    ok(d, &["device", "create", "dev1", "--app", "app"]).await;
+
+    let o = ok(d, &["twin", "show", "dev1", "--app", "app", "-o", "json"]).await;
+    assert_eq!(o.json()["desiredVersion"], 1);
+    let patch = r#"{"mode": "eco", "fan": {"speed": 2}}"#;
+    let twin = ["twin", "desired", "dev1", "--app", "app"];
+    let o = ok(d, &[&twin[..], &["--patch", patch, "-o", "json"]].concat()).await;
+    assert_eq!(o.json()["desiredVersion"], 2);
+    assert_eq!(o.json()["desired"]["fan"]["speed"], 2);
+
+    // The version precondition: exit 4 (conflict), nothing changed.
+    let stale = [&twin[..], &["--patch", r#"{"fan": null}"#, "--if-version", "1"]].concat();
+    fails(d, &stale, 4).await;
+    // Not JSON, not an object: usage errors before any request.
+    let o = fails(d, &[&twin[..], &["--patch", "{mode"]].concat(), 2).await;
+    assert!(o.stderr.contains("not valid JSON"), "{}", o.stderr);
+    fails(d, &[&twin[..], &["--patch", "[1]"]].concat(), 2).await;
+    fails(d, &["twin", "show", "nope", "--app", "app"], 3).await;
+
+    let tags = ["twin", "tags", "dev1", "--app", "app", "--set", r#"{"floor": 3}"#];
+    ok(d, &tags).await;
+    // The table form is the twin as YAML.
+    let o = ok(d, &["twin", "show", "dev1", "--app", "app"]).await;
+    assert!(o.stdout.contains("desiredVersion: 2"), "{}", o.stdout);
+    assert!(o.stdout.contains("floor: 3"), "{}", o.stdout);
+    assert!(o.stdout.contains("mode: eco"), "{}", o.stdout);
+}
+
 /// Writes an editor script into `dir` and returns the `EDITOR` value that runs it.
 fn editor(dir: &Path, name: &str, script: &str) -> String {
     let path = dir.join(name);

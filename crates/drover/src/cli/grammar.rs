@@ -132,6 +132,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: WatchArgs,
     },
+    /// Read a device's twin, change its desired properties or its tags.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\", \"fan\": null}'\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3}'"
+    )]
+    Twin(TwinCmd),
     /// Send a command to a device.
     #[command(
         after_help = "Examples:\n  drover cmd dev1 reboot --app app1\n  drover cmd dev1 set-temp --app app1 --payload '{\"target\": 21}' --wait 10\n  drover cmd dev1 update --app app1 --file firmware.bin --ttl 3600"
@@ -212,6 +218,56 @@ pub struct CmdArgs {
     /// Queue the command this many seconds if the device cannot be reached now.
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TwinCmd {
+    /// Show the twin: desired and reported properties with their versions, and tags.
+    #[command(after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin show dev1 --app app1 -o json | jq .reported")]
+    Show {
+        #[command(flatten)]
+        g: Global,
+        #[command(flatten)]
+        target: TwinTarget,
+    },
+    /// Change the desired properties with a JSON merge patch (`null` deletes a member).
+    #[command(after_help = "Examples:\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\"}'\n  drover twin desired dev1 --app app1 --file patch.json --if-version 4")]
+    Desired {
+        #[command(flatten)]
+        g: Global,
+        #[command(flatten)]
+        target: TwinTarget,
+        /// The merge patch (JSON object).
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        patch: Option<String>,
+        /// Read the merge patch from a file (`-` for stdin).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Only if the desired properties are at this version (else exit 4, nothing changed).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+    },
+    /// Replace the tags (service-side labels devices never see).
+    #[command(after_help = "Example:\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3, \"site\": \"berlin\"}'")]
+    Tags {
+        #[command(flatten)]
+        g: Global,
+        #[command(flatten)]
+        target: TwinTarget,
+        /// The new tags (JSON object).
+        #[arg(long)]
+        set: String,
+    },
+}
+
+/// Which device's twin.
+#[derive(Debug, Clone, Args)]
+pub struct TwinTarget {
+    /// The device.
+    pub device: String,
+    /// The application.
+    #[arg(long, short = 'a', env = "DROVER_APP")]
+    pub app: String,
 }
 
 #[derive(Debug, Subcommand)]

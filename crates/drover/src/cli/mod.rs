@@ -30,6 +30,7 @@ pub mod output;
 pub mod registry;
 pub mod resources;
 pub mod stream;
+pub mod twin;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -137,6 +138,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Transfer { g, cmd } => members::transfer(&api(&g)?, g.output, cmd).await,
         ClientCommand::Stream { g, args } => stream::stream(&api(&g)?, g.output, args).await,
         ClientCommand::Watch { g, args } => watch::watch(&api(&g)?, g.output, args).await,
+        ClientCommand::Twin(cmd) => twin::twin(cmd, api).await,
         ClientCommand::Cmd { g, args } => {
             // The payload is read first: a missing file is reported before a missing login.
             let body = command::payload(&args)?;
