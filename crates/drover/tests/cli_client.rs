@@ -450,7 +450,11 @@ async fn twins_shown_and_changed() {
     assert_eq!(o.json()["desired"]["fan"]["speed"], 2);
 
     // The version precondition: exit 4 (conflict), nothing changed.
-    let stale = [&twin[..], &["--patch", r#"{"fan": null}"#, "--if-version", "1"]].concat();
+    let stale = [
+        &twin[..],
+        &["--patch", r#"{"fan": null}"#, "--if-version", "1"],
+    ]
+    .concat();
     fails(d, &stale, 4).await;
     // Not JSON, not an object: usage errors before any request.
     let o = fails(d, &[&twin[..], &["--patch", "{mode"]].concat(), 2).await;
@@ -458,7 +462,15 @@ async fn twins_shown_and_changed() {
     fails(d, &[&twin[..], &["--patch", "[1]"]].concat(), 2).await;
     fails(d, &["twin", "show", "nope", "--app", "app"], 3).await;
 
-    let tags = ["twin", "tags", "dev1", "--app", "app", "--set", r#"{"floor": 3}"#];
+    let tags = [
+        "twin",
+        "tags",
+        "dev1",
+        "--app",
+        "app",
+        "--set",
+        r#"{"floor": 3}"#,
+    ];
     ok(d, &tags).await;
     // The table form is the twin as YAML.
     let o = ok(d, &["twin", "show", "dev1", "--app", "app"]).await;

@@ -223,7 +223,9 @@ pub struct CmdArgs {
 #[derive(Debug, Subcommand)]
 pub enum TwinCmd {
     /// Show the twin: desired and reported properties with their versions, and tags.
-    #[command(after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin show dev1 --app app1 -o json | jq .reported")]
+    #[command(
+        after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin show dev1 --app app1 -o json | jq .reported"
+    )]
     Show {
         #[command(flatten)]
         g: Global,
@@ -231,7 +233,9 @@ pub enum TwinCmd {
         target: TwinTarget,
     },
     /// Change the desired properties with a JSON merge patch (`null` deletes a member).
-    #[command(after_help = "Examples:\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\"}'\n  drover twin desired dev1 --app app1 --file patch.json --if-version 4")]
+    #[command(
+        after_help = "Examples:\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\"}'\n  drover twin desired dev1 --app app1 --file patch.json --if-version 4"
+    )]
     Desired {
         #[command(flatten)]
         g: Global,
@@ -248,7 +252,9 @@ pub enum TwinCmd {
         if_version: Option<u64>,
     },
     /// Replace the tags (service-side labels devices never see).
-    #[command(after_help = "Example:\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3, \"site\": \"berlin\"}'")]
+    #[command(
+        after_help = "Example:\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3, \"site\": \"berlin\"}'"
+    )]
     Tags {
         #[command(flatten)]
         g: Global,

@@ -60,7 +60,10 @@ pub async fn twin(cmd: TwinCmd, api: impl Fn(&Global) -> Result<Api>) -> Result<
             let api = api(&g)?;
             let mut req = api
                 .request(Method::PATCH, &format!("{}/desired", path(&target)))
-                .header(reqwest::header::CONTENT_TYPE, "application/merge-patch+json")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/merge-patch+json",
+                )
                 .body(patch.to_string());
             if let Some(v) = if_version {
                 req = req.header(reqwest::header::IF_MATCH, format!("\"{v}\""));
@@ -69,7 +72,9 @@ pub async fn twin(cmd: TwinCmd, api: impl Fn(&Global) -> Result<Api>) -> Result<
         }
         TwinCmd::Tags { g, target, set } => {
             let tags = object("the tags", &set)?;
-            let twin = api(&g)?.put(&format!("{}/tags", path(&target)), &tags).await?;
+            let twin = api(&g)?
+                .put(&format!("{}/tags", path(&target)), &tags)
+                .await?;
             show(&twin, g.output)
         }
     }
