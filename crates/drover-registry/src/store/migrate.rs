@@ -15,9 +15,11 @@
 //! checks first that the target is empty and last that it holds as many rows of each table as
 //! the source. Any failure leaves the target as it was.
 
-use super::tables;
+use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
+use super::write::Write;
 use super::{Backend, SqlRegistry, ADMIN_USER};
-use crate::{RegistryError, Result};
+use crate::sql::{Fallible, Sql};
+use crate::{RegistryError, Result, User};
 
 /// How many change events are read from the source at once.
 const CHANGE_PAGE: usize = 1000;
@@ -87,16 +89,101 @@ pub async fn copy_registry<A: Backend, B: Backend>(
     options: CopyOptions,
 ) -> Result<MigrationReport> {
     let (mut src, revision) = from.read().await?;
-    let compacted = tables::compacted(&mut src).await?;
-    let source = tables::counts(&mut src).await?;
-    let users = tables::users(&mut src).await?;
-    let tokens = tables::all_tokens(&mut src).await?;
-    let apps = tables::stored_apps(&mut src).await?;
-    let devices = tables::stored_devices(&mut src).await?;
-    let names = tables::all_device_names(&mut src).await?;
-    let anchors = tables::all_trust_anchor_subjects(&mut src).await?;
-
+    let source = Source::read(&mut src).await?;
     let mut w = to.begin_write().await?;
+    let replaced_admin_tokens = check_empty(&mut w).await?;
+    tables::delete_user(&mut w.tx, ADMIN_USER).await?;
+    source.write(&mut w).await?;
+    copy_changes(&mut src, &mut w, source.compacted).await?;
+    drop(src);
+    if source.compacted != 0 {
+        tables::set_compacted(&mut w.tx, source.compacted).await?;
+    }
+
+    let copied = tables::counts(&mut w.tx).await?;
+    if copied != source.counts {
+        return Err(RegistryError::Internal(format!(
+            "the copy does not match the source (source {:?}, copy {copied:?}); nothing was written",
+            source.counts
+        )));
+    }
+    let report = MigrationReport {
+        applications: source
+            .apps
+            .into_iter()
+            .map(|a| CopiedApp {
+                name: a.name,
+                uid: a.uid,
+            })
+            .collect(),
+        rows: copied,
+        revision,
+        compacted: source.compacted,
+        replaced_admin_tokens,
+        dry_run: options.dry_run,
+    };
+    if options.dry_run {
+        // Dropped without a commit: rolled back.
+        return Ok(report);
+    }
+    // The commit moves the counter to the source's revision and tells other nodes.
+    w.revision = revision;
+    w.commit().await?;
+    Ok(report)
+}
+
+/// Every row of the source but its change events, read in one snapshot.
+struct Source {
+    counts: RowCounts,
+    compacted: u64,
+    users: Vec<User>,
+    tokens: Vec<TokenRow>,
+    apps: Vec<StoredApp>,
+    devices: Vec<StoredDevice>,
+    names: Vec<NameRow>,
+    anchors: Vec<(String, String)>,
+}
+
+impl Source {
+    async fn read(src: &mut impl Sql) -> Fallible<Self> {
+        Ok(Self {
+            compacted: tables::compacted(src).await?,
+            counts: tables::counts(src).await?,
+            users: tables::users(src).await?,
+            tokens: tables::all_tokens(src).await?,
+            apps: tables::stored_apps(src).await?,
+            devices: tables::stored_devices(src).await?,
+            names: tables::all_device_names(src).await?,
+            anchors: tables::all_trust_anchor_subjects(src).await?,
+        })
+    }
+
+    async fn write<B: Backend>(&self, w: &mut Write<'_, B>) -> Fallible<()> {
+        for u in &self.users {
+            tables::insert_user(&mut w.tx, &u.name, u.admin, false, u.created).await?;
+        }
+        for t in &self.tokens {
+            tables::insert_token_row(&mut w.tx, t).await?;
+        }
+        for a in &self.apps {
+            tables::insert_stored_app(&mut w.tx, a).await?;
+        }
+        for (app, subject) in &self.anchors {
+            tables::insert_trust_anchor_subject(&mut w.tx, app, subject).await?;
+        }
+        for d in &self.devices {
+            tables::insert_stored_device(&mut w.tx, d).await?;
+        }
+        for n in &self.names {
+            tables::insert_name_row(&mut w.tx, n).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Fails with [`RegistryError::Conflict`] unless the target is empty but for its bootstrapped
+/// `admin`; returns how many tokens that `admin` has.
+async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
     let target = tables::counts(&mut w.tx).await?;
     let target_users = tables::users(&mut w.tx).await?;
     let target_compacted = tables::compacted(&mut w.tx).await?;
@@ -120,69 +207,23 @@ pub async fn copy_registry<A: Backend, B: Backend>(
             if others.is_empty() { "none".to_string() } else { others.join(", ") },
         )));
     }
-    let replaced_admin_tokens = target.tokens;
-    tables::delete_user(&mut w.tx, ADMIN_USER).await?;
+    Ok(target.tokens)
+}
 
-    for u in &users {
-        tables::insert_user(&mut w.tx, &u.name, u.admin, false, u.created).await?;
-    }
-    for t in &tokens {
-        tables::insert_token_row(&mut w.tx, t).await?;
-    }
-    for a in &apps {
-        tables::insert_stored_app(&mut w.tx, a).await?;
-    }
-    for (app, subject) in &anchors {
-        tables::insert_trust_anchor_subject(&mut w.tx, app, subject).await?;
-    }
-    for d in &devices {
-        tables::insert_stored_device(&mut w.tx, d).await?;
-    }
-    for n in &names {
-        tables::insert_name_row(&mut w.tx, n).await?;
-    }
-    let mut since = compacted;
+/// Copies the change events after `since`, page by page.
+async fn copy_changes<B: Backend>(
+    src: &mut impl Sql,
+    w: &mut Write<'_, B>,
+    mut since: u64,
+) -> Fallible<()> {
     loop {
-        let page = tables::changes_since(&mut src, since, CHANGE_PAGE).await?;
+        let page = tables::changes_since(src, since, CHANGE_PAGE).await?;
         for c in &page {
             tables::insert_change(&mut w.tx, c).await?;
         }
         match page.last() {
             Some(last) if page.len() == CHANGE_PAGE => since = last.revision,
-            _ => break,
+            _ => return Ok(()),
         }
     }
-    drop(src);
-    if compacted != 0 {
-        tables::set_compacted(&mut w.tx, compacted).await?;
-    }
-
-    let copied = tables::counts(&mut w.tx).await?;
-    if copied != source {
-        return Err(RegistryError::Internal(format!(
-            "the copy does not match the source (source {source:?}, copy {copied:?}); nothing was written"
-        )));
-    }
-    let report = MigrationReport {
-        applications: apps
-            .into_iter()
-            .map(|a| CopiedApp {
-                name: a.name,
-                uid: a.uid,
-            })
-            .collect(),
-        rows: copied,
-        revision,
-        compacted,
-        replaced_admin_tokens,
-        dry_run: options.dry_run,
-    };
-    if options.dry_run {
-        // Dropped without a commit: rolled back.
-        return Ok(report);
-    }
-    // The commit moves the counter to the source's revision and tells other nodes.
-    w.revision = revision;
-    w.commit().await?;
-    Ok(report)
 }

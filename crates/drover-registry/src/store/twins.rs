@@ -10,7 +10,8 @@ use drover_model::twin::{Section, Twin};
 use drover_model::{Permission, Principal};
 use serde_json::{Map, Value};
 
-use super::{not_found_app, not_found_device, readable_app, tables, Backend, SqlRegistry};
+use super::access::{not_found_app, not_found_device, readable_app};
+use super::{tables, Backend, SqlRegistry};
 use crate::sql::{Arg, Fallible, Fields, Sql, Tx};
 use crate::twin::{parse_section, section_name, TwinChange, TwinStore, TwinUpdate};
 use crate::{RegistryError, Result};

@@ -1,0 +1,55 @@
+//! The lookups of authentication: [`DeviceDirectory`] (device endpoints) and [`UserDirectory`]
+//! (user authentication), answered from the store without access checks (the authenticators
+//! decide).
+
+use async_trait::async_trait;
+use drover_auth::device::{DeviceDirectory, DirectoryError};
+use drover_auth::user::UserDirectory;
+use drover_model::Resource;
+use tokio::sync::watch;
+
+use super::{tables, Backend, SqlRegistry};
+use crate::sql::Fallible;
+use crate::RegistryError;
+
+type Directory<T> = std::result::Result<T, DirectoryError>;
+
+/// A directory answer: every failure is the store's (the directory refuses nothing).
+fn directory<T>(answer: Fallible<T>) -> Directory<T> {
+    answer.map_err(|f| DirectoryError(RegistryError::from(f).to_string()))
+}
+
+#[async_trait]
+impl<B: Backend> DeviceDirectory for SqlRegistry<B> {
+    async fn application(&self, app: &str) -> Directory<Option<Resource>> {
+        let app = tables::load_app(&mut self.backend.pool(), app).await;
+        directory(app.map(|row| row.map(|r| r.doc)))
+    }
+
+    async fn device(&self, app: &str, name_or_alias: &str) -> Directory<Option<Resource>> {
+        directory(tables::device_by_name(&mut self.backend.pool(), app, "id", name_or_alias).await)
+    }
+
+    async fn device_by_username(&self, app: &str, username: &str) -> Directory<Option<Resource>> {
+        directory(tables::device_by_name(&mut self.backend.pool(), app, "username", username).await)
+    }
+
+    async fn applications_by_trust_anchor(&self, subject: &str) -> Directory<Vec<Resource>> {
+        directory(tables::apps_by_trust_anchor(&mut self.backend.pool(), subject).await)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> UserDirectory for SqlRegistry<B> {
+    async fn token_owner(&self, token_hash: &str) -> Directory<Option<(String, bool)>> {
+        directory(tables::token_owner_by_hash(&mut self.backend.pool(), token_hash).await)
+    }
+
+    async fn user_admin(&self, user: &str) -> Directory<Option<bool>> {
+        directory(tables::user_admin(&mut self.backend.pool(), user).await)
+    }
+
+    fn access_changes(&self) -> watch::Receiver<u64> {
+        self.access.subscribe()
+    }
+}
