@@ -497,6 +497,12 @@ fn print_registry(r: &MigrationReport) {
             "   (their hashes: the tokens keep working)",
         ),
         ("change events", r.rows.changes, ""),
+        ("device twins", r.rows.twins, ""),
+        (
+            "twin changes",
+            r.rows.twin_outbox,
+            "   (not yet in their event streams: appended by the cluster)",
+        ),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

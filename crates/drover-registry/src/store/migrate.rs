@@ -6,7 +6,8 @@
 //! owners, pending transfers, members and their version, the names devices are found by
 //! (names, aliases, unique usernames), the trust-anchor index, users, access tokens (their
 //! hashes: tokens keep working), the revision counter, the change feed and how far it was
-//! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old).
+//! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old), device
+//! twins and the twin changes still waiting in the twin outbox.
 //! Timestamps outside the documents (when users and tokens were created, change times) keep
 //! the target's precision (PostgreSQL: microseconds).
 //!
@@ -16,10 +17,11 @@
 //! the source. Any failure leaves the target as it was.
 
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
+use super::twins::{self, StoredTwin};
 use super::write::Write;
 use super::{Backend, SqlRegistry, ADMIN_USER};
 use crate::sql::{Fallible, Sql};
-use crate::{RegistryError, Result, User};
+use crate::{RegistryError, Result, TwinChange, User};
 
 /// How many change events are read from the source at once.
 const CHANGE_PAGE: usize = 1000;
@@ -53,6 +55,10 @@ pub struct RowCounts {
     pub tokens: u64,
     /// Change events (those after the compacted revision).
     pub changes: u64,
+    /// Device twins that were ever changed.
+    pub twins: u64,
+    /// Twin changes not yet appended to their event streams.
+    pub twin_outbox: u64,
 }
 
 /// What [`copy_registry`] copied (or, in a dry run, would have).
@@ -142,6 +148,8 @@ struct Source {
     devices: Vec<StoredDevice>,
     names: Vec<NameRow>,
     anchors: Vec<(String, String)>,
+    twins: Vec<StoredTwin>,
+    twin_outbox: Vec<TwinChange>,
 }
 
 impl Source {
@@ -155,6 +163,8 @@ impl Source {
             devices: tables::stored_devices(src).await?,
             names: tables::all_device_names(src).await?,
             anchors: tables::all_trust_anchor_subjects(src).await?,
+            twins: twins::all(src).await?,
+            twin_outbox: twins::all_outbox(src).await?,
         })
     }
 
@@ -177,6 +187,12 @@ impl Source {
         for n in &self.names {
             tables::insert_name_row(&mut w.tx, n).await?;
         }
+        for t in &self.twins {
+            twins::save(&mut w.tx, &t.app, &t.device, &t.twin).await?;
+        }
+        for c in &self.twin_outbox {
+            twins::enqueue(&mut w.tx, c).await?;
+        }
         Ok(())
     }
 }
@@ -196,6 +212,7 @@ async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
         || target_compacted != 0
         || target.apps + target.devices + target.changes != 0
         || target.device_names + target.trust_anchor_subjects != 0
+        || target.twins + target.twin_outbox != 0
         || !others.is_empty()
     {
         return Err(RegistryError::Conflict(format!(

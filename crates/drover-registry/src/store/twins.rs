@@ -43,7 +43,7 @@ async fn load(db: &mut impl Sql, app: &str, device: &str) -> Fallible<Option<Twi
     }))
 }
 
-async fn save(db: &mut impl Sql, app: &str, device: &str, twin: &Twin) -> Fallible<()> {
+pub(super) async fn save(db: &mut impl Sql, app: &str, device: &str, twin: &Twin) -> Fallible<()> {
     db.exec(
         "INSERT INTO twins (app, device, desired, desired_version, reported, reported_version, tags)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -64,7 +64,7 @@ async fn save(db: &mut impl Sql, app: &str, device: &str, twin: &Twin) -> Fallib
     Ok(())
 }
 
-async fn enqueue(db: &mut impl Sql, change: &TwinChange) -> Fallible<()> {
+pub(super) async fn enqueue(db: &mut impl Sql, change: &TwinChange) -> Fallible<()> {
     db.exec(
         "INSERT INTO twin_outbox (app, app_uid, device, device_uid, section, version, patch, time)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -81,6 +81,51 @@ async fn enqueue(db: &mut impl Sql, change: &TwinChange) -> Fallible<()> {
     )
     .await?;
     Ok(())
+}
+
+/// A twin row as stored (for `copy_registry`).
+pub(super) struct StoredTwin {
+    pub app: String,
+    pub device: String,
+    pub twin: Twin,
+}
+
+/// Every twin row.
+pub(super) async fn all(db: &mut impl Sql) -> Fallible<Vec<StoredTwin>> {
+    let rows = db
+        .rows(
+            "SELECT app, device, desired, desired_version, reported, reported_version, tags
+             FROM twins ORDER BY app, device",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredTwin {
+                app: r.text(0)?,
+                device: r.text(1)?,
+                twin: Twin {
+                    desired: r.json(2)?,
+                    desired_version: r.uint(3)?,
+                    reported: r.json(4)?,
+                    reported_version: r.uint(5)?,
+                    tags: r.json(6)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Every outbox row, oldest first.
+pub(super) async fn all_outbox(db: &mut impl Sql) -> Fallible<Vec<TwinChange>> {
+    let rows = db
+        .rows(
+            "SELECT seq, app, app_uid, device, device_uid, section, version, patch, time
+             FROM twin_outbox ORDER BY seq",
+            &[],
+        )
+        .await?;
+    rows.iter().map(outbox_row).collect()
 }
 
 fn outbox_row(r: &impl Fields) -> Fallible<TwinChange> {

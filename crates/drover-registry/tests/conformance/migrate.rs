@@ -8,7 +8,7 @@ use chrono::Utc;
 use drover_model::role::{MemberEntry, Role};
 use drover_model::Kind;
 use drover_registry::{
-    copy_registry, CopyOptions, ListOptions, MembersDoc, Registry, SqliteRegistry,
+    copy_registry, CopyOptions, ListOptions, MembersDoc, Registry, SqliteRegistry, TwinStore,
 };
 use serde_json::json;
 
@@ -100,6 +100,18 @@ async fn populated() -> Source {
     reg.delete_device(&admin(), "a1", "d2", Default::default())
         .await
         .unwrap();
+    // A twin with a change still in the outbox, and one already appended (forgotten).
+    let desired = serde_json::from_value(json!({"mode": "eco"})).unwrap();
+    reg.patch_desired(&admin(), "a1", "d1", &desired, None)
+        .await
+        .unwrap();
+    let appended = reg
+        .claim_twin_changes(10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    reg.forget_twin_changes(&[appended[0].seq]).await.unwrap();
+    let reported = serde_json::from_value(json!({"mode": "eco", "temp": 21})).unwrap();
+    reg.patch_reported("a1", "d1", &reported).await.unwrap();
     new_app(&subject, "a2").await;
     reg.prune_changes(cut).await.unwrap();
     Source {
@@ -216,6 +228,20 @@ async fn same_registry(src: &Source, dst: Subject) {
     let last = dst.changes_since(apps.revision, 10).await.unwrap();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].kind, Kind::Application);
+    // The twin, and the change not yet appended to the event stream.
+    assert_eq!(
+        from.device_twin("a1", "d1").await.unwrap(),
+        dst.device_twin("a1", "d1").await.unwrap()
+    );
+    let pending = dst
+        .claim_twin_changes(10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].section, pending[0].version),
+        (drover_model::twin::Section::Reported, 2)
+    );
 }
 
 #[tokio::test]

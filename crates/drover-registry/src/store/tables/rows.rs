@@ -55,6 +55,8 @@ pub async fn counts(db: &mut impl Sql) -> Fallible<RowCounts> {
         users: number(db, "SELECT COUNT(*) FROM users", &[]).await?,
         tokens: number(db, "SELECT COUNT(*) FROM tokens", &[]).await?,
         changes: number(db, "SELECT COUNT(*) FROM changes", &[]).await?,
+        twins: number(db, "SELECT COUNT(*) FROM twins", &[]).await?,
+        twin_outbox: number(db, "SELECT COUNT(*) FROM twin_outbox", &[]).await?,
     })
 }
 
