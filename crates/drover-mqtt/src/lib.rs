@@ -200,6 +200,10 @@
 
 mod config;
 mod connection;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+mod handshake;
 mod listener;
 mod pipeline;
 mod policy;
@@ -208,6 +212,7 @@ mod server;
 mod session;
 pub mod topic;
 mod types;
+mod violation;
 mod wire;
 
 pub use bytes::Bytes;
@@ -228,3 +233,4 @@ pub use types::{
     QoS, SubscribeRequest, Subscription, SubscriptionOptions, SubscriptionRequest, UserProperty,
     Will,
 };
+pub use violation::{PacketError, Violation};

@@ -87,6 +87,6 @@ impl<P: Policy> Handler for MqttHandler<P> {
 
     async fn refuse(self: Arc<Self>, conn: Connection, limit: usize) {
         let info = connection_info(&conn.peer);
-        crate::connection::refuse_busy(conn.stream, info, &self.0, limit).await;
+        crate::handshake::refuse_busy(conn.stream, info, &self.0, limit).await;
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::violation::Violation;
+
 /// An MQTT 5 reason code (also used to describe MQTT 3 outcomes in logs and callbacks).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReasonCode(pub u8);
@@ -278,13 +280,9 @@ pub enum CloseReason {
     PacketTimeout(std::time::Duration),
     /// Another connection took over the session.
     TakenOver,
-    /// The client violated the protocol; the code is the one sent in the MQTT 5 DISCONNECT.
-    ProtocolError {
-        /// Reason code (sent to MQTT 5 clients).
-        reason: ReasonCode,
-        /// What exactly was wrong.
-        detail: String,
-    },
+    /// The client violated the protocol; its reason code is the one sent in the MQTT 5
+    /// DISCONNECT.
+    ProtocolError(Violation),
     /// An MQTT 3 client's QoS 1 PUBLISH was refused by the policy (3.1.1 has no negative ack).
     PublishRefused(PublishRefusal),
     /// The session's owner closed the connection via
@@ -316,7 +314,7 @@ impl CloseReason {
                 Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
             }
             CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
-            CloseReason::ProtocolError { reason, .. } => Some(*reason),
+            CloseReason::ProtocolError(v) => Some(v.reason_code()),
             CloseReason::PublishRefused(r) => Some(r.reason_code()),
             CloseReason::Kicked(code) => Some(*code),
             CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
@@ -332,8 +330,8 @@ impl fmt::Display for CloseReason {
             CloseReason::KeepAliveTimeout => f.write_str("keep-alive timeout"),
             CloseReason::PacketTimeout(t) => write!(f, "packet not complete within {t:?}"),
             CloseReason::TakenOver => f.write_str("session taken over"),
-            CloseReason::ProtocolError { reason, detail } => {
-                write!(f, "protocol error: {detail} ({reason})")
+            CloseReason::ProtocolError(v) => {
+                write!(f, "protocol error: {v} ({})", v.reason_code())
             }
             CloseReason::PublishRefused(r) => write!(f, "publish refused ({})", r.reason_code()),
             CloseReason::Kicked(code) => write!(f, "closed by the server ({code})"),

@@ -1,6 +1,7 @@
-//! The codec adapter: the only place that touches `rmqtt-codec` types. It turns MQTT 3.1, 3.1.1 and
-//! 5.0 packets into one version-neutral [`Incoming`] and encodes the server's packets for the
-//! version the connection speaks.
+//! The codec adapter: the only place that touches `rmqtt-codec` types (with the mapping of its
+//! decoding errors in [`crate::violation`]). It turns MQTT 3.1, 3.1.1 and 5.0 packets into one
+//! version-neutral [`Incoming`]; `encode` writes the server's packets for the version the
+//! connection speaks.
 
 use std::num::{NonZeroU16, NonZeroU32};
 
@@ -10,13 +11,15 @@ use rmqtt_codec::error::DecodeError;
 use rmqtt_codec::types::Publish;
 use rmqtt_codec::version::{ProtocolVersion as CodecVersion, VersionCodec};
 use rmqtt_codec::{v3, v5};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::reason::ReasonCode;
-use crate::session::Outgoing;
-use crate::types::{
-    MessageProperties, OutboundMessage, ProtocolVersion, QoS, SubscriptionOptions, UserProperty,
-};
+use crate::types::{MessageProperties, ProtocolVersion, QoS, SubscriptionOptions, UserProperty};
+use crate::violation::{ConnectError, PacketError};
+
+mod encode;
+
+pub(crate) use encode::{encode_refusal, Grant};
 
 /// A packet from the client, after the CONNECT.
 pub(crate) enum Incoming {
@@ -56,15 +59,6 @@ pub(crate) enum Codec {
     V5(v5::Codec),
 }
 
-/// How decoding the CONNECT failed: what to answer before closing.
-pub(crate) struct HandshakeError {
-    /// MQTT 5 CONNACK reason code, when the client speaks MQTT 5.
-    pub(crate) v5: Option<ReasonCode>,
-    /// MQTT 3 CONNACK return code to send, when one applies.
-    pub(crate) v3: Option<u8>,
-    pub(crate) detail: String,
-}
-
 /// The CONNECT decoding state: first the protocol level, then the CONNECT itself.
 pub(crate) enum Handshake {
     Detecting,
@@ -88,41 +82,13 @@ pub(crate) fn max_remaining_length(max_packet_size: u32) -> u32 {
         .unwrap_or(0)
 }
 
-fn decode_error(e: &DecodeError) -> (ReasonCode, String) {
-    let code = match e {
-        DecodeError::MaxSizeExceeded { .. } => ReasonCode::PACKET_TOO_LARGE,
-        DecodeError::InvalidTopicName => ReasonCode::TOPIC_NAME_INVALID,
-        DecodeError::InvalidTopicFilter => ReasonCode::TOPIC_FILTER_INVALID,
-        DecodeError::InvalidProtocol
-        | DecodeError::ConnectReservedFlagSet
-        | DecodeError::InvalidConnectFlags
-        | DecodeError::PacketIdRequired
-        | DecodeError::UnsupportedPacketType => ReasonCode::PROTOCOL_ERROR,
-        DecodeError::UnsupportedProtocolLevel => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-        DecodeError::InvalidClientId => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-        // The codec maps invalid UTF-8 to 0x99 (payload format); in a packet's strings it is a
-        // malformed packet.
-        DecodeError::Utf8Error
-        | DecodeError::InvalidLength
-        | DecodeError::MalformedPacket
-        | DecodeError::ConnAckReservedFlagSet
-        | DecodeError::Io(_) => ReasonCode::MALFORMED_PACKET,
-    };
-    (code, e.to_string())
-}
-
-/// Decoding error of an established connection: reason code and description.
-pub(crate) fn decode_failure(e: &DecodeError) -> (ReasonCode, String) {
-    decode_error(e)
-}
-
 impl Handshake {
     /// Decodes the CONNECT from `buf` once it is complete.
     pub(crate) fn decode(
         &mut self,
         buf: &mut BytesMut,
         max_packet_size: u32,
-    ) -> Result<Option<(Codec, ConnectPacket)>, HandshakeError> {
+    ) -> Result<Option<(Codec, ConnectPacket)>, ConnectError> {
         let max_remaining = max_remaining_length(max_packet_size);
         loop {
             match self {
@@ -134,18 +100,13 @@ impl Handshake {
                     Ok(Some(CodecVersion::MQTT5)) => {
                         *self = Handshake::Decoding(Codec::V5(v5::Codec::new(max_remaining, 0)));
                     }
+                    // A CONNECT with the MQTT protocol name and a level we do not know gets the
+                    // 3.1.1 "unacceptable protocol level" answer.
                     Err(e) => {
-                        // A CONNECT with the MQTT protocol name and a level we do not know gets
-                        // the 3.1.1 "unacceptable protocol level" answer.
-                        let unknown_level = unknown_protocol_level(buf);
-                        return Err(HandshakeError {
-                            v5: None,
-                            v3: unknown_level.map(|_| 1),
-                            detail: match unknown_level {
-                                Some(level) => format!("unsupported protocol level {level}"),
-                                None => format!("first packet is not an MQTT CONNECT ({e})"),
-                            },
-                        });
+                        return Err(match unknown_protocol_level(buf) {
+                            Some(level) => ConnectError::UnsupportedLevel(level),
+                            None => ConnectError::NotMqtt(PacketError::new(e)),
+                        })
                     }
                 },
                 Handshake::Decoding(Codec::V3(codec)) => {
@@ -154,23 +115,11 @@ impl Handshake {
                         Ok(Some((v3::Packet::Connect(c), _))) => {
                             Ok(Some((Codec::V3(codec.clone()), ConnectPacket::V3(c))))
                         }
-                        Ok(Some(_)) => Err(HandshakeError {
-                            v5: None,
-                            v3: None,
-                            detail: "first packet is not CONNECT".into(),
+                        Ok(Some(_)) => Err(ConnectError::NotConnect { v5: false }),
+                        Err(e) => Err(ConnectError::Invalid {
+                            v5: false,
+                            source: PacketError::new(e),
                         }),
-                        Err(e) => {
-                            let (code, detail) = decode_error(&e);
-                            Err(HandshakeError {
-                                v5: None,
-                                v3: match code {
-                                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => Some(2),
-                                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => Some(1),
-                                    _ => None,
-                                },
-                                detail: format!("invalid CONNECT: {detail}"),
-                            })
-                        }
                     };
                 }
                 Handshake::Decoding(Codec::V5(codec)) => {
@@ -179,19 +128,11 @@ impl Handshake {
                         Ok(Some((v5::Packet::Connect(c), _))) => {
                             Ok(Some((Codec::V5(codec.clone()), ConnectPacket::V5(c))))
                         }
-                        Ok(Some(_)) => Err(HandshakeError {
-                            v5: Some(ReasonCode::PROTOCOL_ERROR),
-                            v3: None,
-                            detail: "first packet is not CONNECT".into(),
+                        Ok(Some(_)) => Err(ConnectError::NotConnect { v5: true }),
+                        Err(e) => Err(ConnectError::Invalid {
+                            v5: true,
+                            source: PacketError::new(e),
                         }),
-                        Err(e) => {
-                            let (code, detail) = decode_error(&e);
-                            Err(HandshakeError {
-                                v5: Some(code),
-                                v3: None,
-                                detail: format!("invalid CONNECT: {detail}"),
-                            })
-                        }
                     };
                 }
             }
@@ -211,42 +152,6 @@ fn unknown_protocol_level(buf: &[u8]) -> Option<u8> {
     let name = buf.get(i + 1..i + 7)?;
     let level = *buf.get(i + 7)?;
     (name == b"\x00\x04MQTT" && !(3..=5).contains(&level)).then_some(level)
-}
-
-/// Encodes a CONNACK that refuses a connection (and nothing else). `None` for MQTT 3 without a
-/// return code: the connection is simply closed.
-pub(crate) fn encode_refusal(v5_code: Option<ReasonCode>, v3_code: Option<u8>, buf: &mut BytesMut) {
-    if let Some(code) = v5_code {
-        let ack = v5::ConnectAck {
-            reason_code: code
-                .0
-                .try_into()
-                .unwrap_or(v5::ConnectAckReason::UnspecifiedError),
-            ..Default::default()
-        };
-        let _ = v5::Codec::new(0, 0).encode(v5::Packet::ConnectAck(Box::new(ack)), buf);
-    } else if let Some(code) = v3_code {
-        let ack = v3::ConnectAck {
-            return_code: code
-                .try_into()
-                .unwrap_or(v3::ConnectAckReason::NotAuthorized),
-            session_present: false,
-        };
-        let _ = v3::Codec::new(0).encode(v3::Packet::ConnectAck(ack), buf);
-    }
-}
-
-/// What the server grants in a successful CONNACK.
-pub(crate) struct Grant {
-    pub(crate) session_present: bool,
-    pub(crate) session_expiry: Option<u32>,
-    pub(crate) receive_maximum: u16,
-    pub(crate) max_packet_size: u32,
-    pub(crate) assigned_client_id: Option<ByteString>,
-    pub(crate) topic_alias_maximum: u16,
-    pub(crate) wildcard_subscriptions: bool,
-    pub(crate) shared_subscriptions: bool,
-    pub(crate) server_keep_alive: Option<u16>,
 }
 
 fn props_from_codec(p: v5::PublishProperties) -> MessageProperties {
@@ -287,19 +192,6 @@ pub(crate) fn will_properties(w: &mut v5::LastWill) -> MessageProperties {
     }
 }
 
-fn to_codec_props(p: MessageProperties, expiry: Option<u32>) -> v5::PublishProperties {
-    v5::PublishProperties {
-        topic_alias: None,
-        correlation_data: p.correlation_data,
-        message_expiry_interval: expiry.and_then(NonZeroU32::new),
-        content_type: p.content_type,
-        user_properties: p.user_properties,
-        is_utf8_payload: p.payload_format_utf8,
-        response_topic: p.response_topic,
-        subscription_ids: Vec::new(),
-    }
-}
-
 fn sub_options(o: v5::SubscriptionOptions) -> SubscriptionOptions {
     SubscriptionOptions {
         qos: QoS::from_codec(o.qos),
@@ -323,305 +215,105 @@ impl Codec {
     }
 
     /// Decodes the next packet, if complete.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, DecodeError> {
-        match self {
-            Codec::V3(codec) => Ok(codec.decode(buf)?.map(|(packet, _)| match packet {
-                v3::Packet::Publish(p) => Incoming::Publish(p),
-                v3::Packet::PublishAck { packet_id } => Incoming::PubAck {
-                    packet_id,
-                    reason: ReasonCode::SUCCESS,
-                },
-                v3::Packet::Subscribe {
-                    packet_id,
-                    topic_filters,
-                } => Incoming::Subscribe {
-                    packet_id,
-                    filters: topic_filters
-                        .into_iter()
-                        .map(|(f, qos)| {
-                            let options = SubscriptionOptions {
-                                qos: QoS::from_codec(qos),
-                                no_local: false,
-                                retain_as_published: false,
-                                retain_handling: 0,
-                            };
-                            (f, options)
-                        })
-                        .collect(),
-                    user_properties: Vec::new(),
-                    has_subscription_id: false,
-                },
-                v3::Packet::Unsubscribe {
-                    packet_id,
-                    topic_filters,
-                } => Incoming::Unsubscribe {
-                    packet_id,
-                    filters: topic_filters,
-                },
-                v3::Packet::PingRequest => Incoming::PingReq,
-                v3::Packet::Disconnect => Incoming::Disconnect {
-                    reason: ReasonCode::SUCCESS,
-                    session_expiry: None,
-                },
-                v3::Packet::Connect(_) => Incoming::Unexpected("second CONNECT"),
-                v3::Packet::PublishReceived { .. }
-                | v3::Packet::PublishRelease { .. }
-                | v3::Packet::PublishComplete { .. } => Incoming::Unexpected("QoS 2 flow packet"),
-                v3::Packet::ConnectAck(_)
-                | v3::Packet::SubscribeAck { .. }
-                | v3::Packet::UnsubscribeAck { .. }
-                | v3::Packet::PingResponse => Incoming::Unexpected("server-to-client packet"),
-            })),
-            Codec::V5(codec) => Ok(codec.decode(buf)?.map(|(packet, _)| match packet {
-                v5::Packet::Publish(p) => Incoming::Publish(p),
-                v5::Packet::PublishAck(ack) => Incoming::PubAck {
-                    packet_id: ack.packet_id,
-                    reason: ReasonCode(u8::from(ack.reason_code)),
-                },
-                v5::Packet::Subscribe(s) => Incoming::Subscribe {
-                    packet_id: s.packet_id,
-                    filters: s
-                        .topic_filters
-                        .into_iter()
-                        .map(|(f, o)| (f, sub_options(o)))
-                        .collect(),
-                    user_properties: s.user_properties,
-                    has_subscription_id: s.id.is_some(),
-                },
-                v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
-                    packet_id: u.packet_id,
-                    filters: u.topic_filters,
-                },
-                v5::Packet::PingRequest => Incoming::PingReq,
-                v5::Packet::Disconnect(d) => Incoming::Disconnect {
-                    reason: ReasonCode(u8::from(d.reason_code)),
-                    session_expiry: d.session_expiry_interval_secs,
-                },
-                v5::Packet::Connect(_) => Incoming::Unexpected("second CONNECT"),
-                v5::Packet::Auth(_) => {
-                    Incoming::Unexpected("AUTH (enhanced authentication is not supported)")
-                }
-                v5::Packet::PublishReceived(_)
-                | v5::Packet::PublishRelease(_)
-                | v5::Packet::PublishComplete(_) => Incoming::Unexpected("QoS 2 flow packet"),
-                v5::Packet::ConnectAck(_)
-                | v5::Packet::SubscribeAck(_)
-                | v5::Packet::UnsubscribeAck(_)
-                | v5::Packet::PingResponse => Incoming::Unexpected("server-to-client packet"),
-            })),
-        }
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, PacketError> {
+        self.decode_codec(buf).map_err(PacketError::new)
     }
 
-    fn encode_v5(codec: &mut v5::Codec, packet: v5::Packet, buf: &mut BytesMut) -> bool {
-        let start = buf.len();
-        match codec.encode(packet, buf) {
-            Ok(()) => true,
-            Err(e) => {
-                buf.truncate(start);
-                tracing::error!(error = %e, "failed to encode an MQTT 5 packet");
-                false
-            }
-        }
+    fn decode_codec(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, DecodeError> {
+        Ok(match self {
+            Codec::V3(codec) => codec.decode(buf)?.map(|(packet, _)| from_v3(packet)),
+            Codec::V5(codec) => codec.decode(buf)?.map(|(packet, _)| from_v5(packet)),
+        })
     }
+}
 
-    fn encode_v3(codec: &mut v3::Codec, packet: v3::Packet, buf: &mut BytesMut) -> bool {
-        let start = buf.len();
-        match codec.encode(packet, buf) {
-            Ok(()) => true,
-            Err(e) => {
-                buf.truncate(start);
-                tracing::error!(error = %e, "failed to encode an MQTT 3 packet");
-                false
-            }
-        }
-    }
-
-    pub(crate) fn encode_connack(&mut self, grant: &Grant, buf: &mut BytesMut) {
-        match self {
-            Codec::V3(codec) => {
-                let ack = v3::ConnectAck {
-                    return_code: v3::ConnectAckReason::ConnectionAccepted,
-                    session_present: grant.session_present,
-                };
-                Self::encode_v3(codec, v3::Packet::ConnectAck(ack), buf);
-            }
-            Codec::V5(codec) => {
-                let ack = v5::ConnectAck {
-                    session_present: grant.session_present,
-                    reason_code: v5::ConnectAckReason::Success,
-                    session_expiry_interval_secs: grant.session_expiry,
-                    receive_max: NonZeroU16::new(grant.receive_maximum).unwrap_or(NonZeroU16::MIN),
-                    max_qos: rmqtt_codec::types::QoS::AtLeastOnce,
-                    max_packet_size: Some(grant.max_packet_size),
-                    assigned_client_id: grant.assigned_client_id.clone(),
-                    topic_alias_max: grant.topic_alias_maximum,
-                    retain_available: false,
-                    wildcard_subscription_available: grant.wildcard_subscriptions,
-                    subscription_identifiers_available: false,
-                    shared_subscription_available: grant.shared_subscriptions,
-                    server_keepalive_sec: grant.server_keep_alive,
-                    ..Default::default()
-                };
-                Self::encode_v5(codec, v5::Packet::ConnectAck(Box::new(ack)), buf);
-            }
-        }
-    }
-
-    pub(crate) fn encode_puback(
-        &mut self,
-        packet_id: NonZeroU16,
-        reason: ReasonCode,
-        buf: &mut BytesMut,
-    ) {
-        match self {
-            Codec::V3(codec) => {
-                Self::encode_v3(codec, v3::Packet::PublishAck { packet_id }, buf);
-            }
-            Codec::V5(codec) => {
-                let ack = v5::PublishAck {
-                    packet_id,
-                    reason_code: reason
-                        .0
-                        .try_into()
-                        .unwrap_or(v5::PublishAckReason::UnspecifiedError),
-                    properties: Vec::new(),
-                    reason_string: None,
-                };
-                Self::encode_v5(codec, v5::Packet::PublishAck(ack), buf);
-            }
-        }
-    }
-
-    pub(crate) fn encode_suback(
-        &mut self,
-        packet_id: NonZeroU16,
-        codes: &[ReasonCode],
-        buf: &mut BytesMut,
-    ) {
-        match self {
-            Codec::V3(codec) => {
-                let status = codes
-                    .iter()
-                    .map(|c| match c.0 {
-                        0 => v3::SubscribeReturnCode::Success(rmqtt_codec::types::QoS::AtMostOnce),
-                        1 => v3::SubscribeReturnCode::Success(rmqtt_codec::types::QoS::AtLeastOnce),
-                        _ => v3::SubscribeReturnCode::Failure,
-                    })
-                    .collect();
-                Self::encode_v3(codec, v3::Packet::SubscribeAck { packet_id, status }, buf);
-            }
-            Codec::V5(codec) => {
-                let status = codes
-                    .iter()
-                    .map(|c| {
-                        c.0.try_into()
-                            .unwrap_or(v5::SubscribeAckReason::UnspecifiedError)
-                    })
-                    .collect();
-                let ack = v5::SubscribeAck {
-                    packet_id,
-                    properties: Vec::new(),
-                    reason_string: None,
-                    status,
-                };
-                Self::encode_v5(codec, v5::Packet::SubscribeAck(ack), buf);
-            }
-        }
-    }
-
-    pub(crate) fn encode_unsuback(
-        &mut self,
-        packet_id: NonZeroU16,
-        codes: &[ReasonCode],
-        buf: &mut BytesMut,
-    ) {
-        match self {
-            Codec::V3(codec) => {
-                Self::encode_v3(codec, v3::Packet::UnsubscribeAck { packet_id }, buf);
-            }
-            Codec::V5(codec) => {
-                let status = codes
-                    .iter()
-                    .map(|c| {
-                        c.0.try_into()
-                            .unwrap_or(v5::UnsubscribeAckReason::UnspecifiedError)
-                    })
-                    .collect();
-                let ack = v5::UnsubscribeAck {
-                    packet_id,
-                    properties: Vec::new(),
-                    reason_string: None,
-                    status,
-                };
-                Self::encode_v5(codec, v5::Packet::UnsubscribeAck(ack), buf);
-            }
-        }
-    }
-
-    pub(crate) fn encode_pingresp(&mut self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&[0xD0, 0x00]);
-    }
-
-    /// A server DISCONNECT (MQTT 5 only; MQTT 3 has none).
-    pub(crate) fn encode_disconnect(&mut self, reason: ReasonCode, buf: &mut BytesMut) {
-        if let Codec::V5(codec) = self {
-            let code = reason
-                .0
-                .try_into()
-                .unwrap_or(v5::DisconnectReasonCode::UnspecifiedError);
-            Self::encode_v5(
-                codec,
-                v5::Packet::Disconnect(v5::Disconnect::new(code)),
-                buf,
-            );
-        }
-    }
-
-    /// Encodes an outbound PUBLISH. Returns `false` (writing nothing) when it would exceed
-    /// `max_size` bytes (the client's Maximum Packet Size).
-    pub(crate) fn encode_publish(
-        &mut self,
-        out: Outgoing<'_>,
-        max_size: usize,
-        buf: &mut BytesMut,
-    ) -> bool {
-        let publish = match out {
-            Outgoing::Qos0(msg, expiry) => self.publish_packet(msg, None, false, expiry),
-            Outgoing::Qos1 {
-                msg,
-                packet_id,
-                dup,
-                expiry,
-            } => self.publish_packet(msg.clone(), Some(packet_id), dup, expiry),
-        };
-        let start = buf.len();
-        let ok = match self {
-            Codec::V3(codec) => Self::encode_v3(codec, v3::Packet::Publish(Box::new(publish)), buf),
-            Codec::V5(codec) => Self::encode_v5(codec, v5::Packet::Publish(Box::new(publish)), buf),
-        };
-        if ok && buf.len() - start > max_size {
-            buf.truncate(start);
-            return false;
-        }
-        ok
-    }
-
-    fn publish_packet(
-        &self,
-        msg: OutboundMessage,
-        packet_id: Option<NonZeroU16>,
-        dup: bool,
-        expiry: Option<u32>,
-    ) -> Publish {
-        Publish {
-            dup,
-            retain: false,
-            qos: msg.qos.to_codec(),
-            topic: msg.topic,
+fn from_v3(packet: v3::Packet) -> Incoming {
+    match packet {
+        v3::Packet::Publish(p) => Incoming::Publish(p),
+        v3::Packet::PublishAck { packet_id } => Incoming::PubAck {
             packet_id,
-            payload: msg.payload,
-            properties: self.is_v5().then(|| to_codec_props(msg.properties, expiry)),
+            reason: ReasonCode::SUCCESS,
+        },
+        v3::Packet::Subscribe {
+            packet_id,
+            topic_filters,
+        } => Incoming::Subscribe {
+            packet_id,
+            filters: topic_filters
+                .into_iter()
+                .map(|(f, qos)| {
+                    let options = SubscriptionOptions {
+                        qos: QoS::from_codec(qos),
+                        no_local: false,
+                        retain_as_published: false,
+                        retain_handling: 0,
+                    };
+                    (f, options)
+                })
+                .collect(),
+            user_properties: Vec::new(),
+            has_subscription_id: false,
+        },
+        v3::Packet::Unsubscribe {
+            packet_id,
+            topic_filters,
+        } => Incoming::Unsubscribe {
+            packet_id,
+            filters: topic_filters,
+        },
+        v3::Packet::PingRequest => Incoming::PingReq,
+        v3::Packet::Disconnect => Incoming::Disconnect {
+            reason: ReasonCode::SUCCESS,
+            session_expiry: None,
+        },
+        v3::Packet::Connect(_) => Incoming::Unexpected("second CONNECT"),
+        v3::Packet::PublishReceived { .. }
+        | v3::Packet::PublishRelease { .. }
+        | v3::Packet::PublishComplete { .. } => Incoming::Unexpected("QoS 2 flow packet"),
+        v3::Packet::ConnectAck(_)
+        | v3::Packet::SubscribeAck { .. }
+        | v3::Packet::UnsubscribeAck { .. }
+        | v3::Packet::PingResponse => Incoming::Unexpected("server-to-client packet"),
+    }
+}
+
+fn from_v5(packet: v5::Packet) -> Incoming {
+    match packet {
+        v5::Packet::Publish(p) => Incoming::Publish(p),
+        v5::Packet::PublishAck(ack) => Incoming::PubAck {
+            packet_id: ack.packet_id,
+            reason: ReasonCode(u8::from(ack.reason_code)),
+        },
+        v5::Packet::Subscribe(s) => Incoming::Subscribe {
+            packet_id: s.packet_id,
+            filters: s
+                .topic_filters
+                .into_iter()
+                .map(|(f, o)| (f, sub_options(o)))
+                .collect(),
+            user_properties: s.user_properties,
+            has_subscription_id: s.id.is_some(),
+        },
+        v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
+            packet_id: u.packet_id,
+            filters: u.topic_filters,
+        },
+        v5::Packet::PingRequest => Incoming::PingReq,
+        v5::Packet::Disconnect(d) => Incoming::Disconnect {
+            reason: ReasonCode(u8::from(d.reason_code)),
+            session_expiry: d.session_expiry_interval_secs,
+        },
+        v5::Packet::Connect(_) => Incoming::Unexpected("second CONNECT"),
+        v5::Packet::Auth(_) => {
+            Incoming::Unexpected("AUTH (enhanced authentication is not supported)")
         }
+        v5::Packet::PublishReceived(_)
+        | v5::Packet::PublishRelease(_)
+        | v5::Packet::PublishComplete(_) => Incoming::Unexpected("QoS 2 flow packet"),
+        v5::Packet::ConnectAck(_)
+        | v5::Packet::SubscribeAck(_)
+        | v5::Packet::UnsubscribeAck(_)
+        | v5::Packet::PingResponse => Incoming::Unexpected("server-to-client packet"),
     }
 }
 

@@ -132,6 +132,8 @@ async fn will_delay_is_cancelled_by_a_resumed_session() {
     wait_disconnected(&ts, "delayed").await;
     let mut raw = ts.raw().await;
     assert!(raw.connect_v5(connect).await.session_present);
+    // Not a synchronisation: the will's delay (1 s) has to pass with the session resumed for
+    // the absence of the will to mean anything, and nothing observable marks that moment.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         wills(&ts, "delayed"),

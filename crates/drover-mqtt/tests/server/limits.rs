@@ -160,11 +160,19 @@ async fn connections_over_the_listener_cap_are_refused_server_busy() {
     );
     third.expect_closed().await;
 
-    // The first leaves: the listener takes connections again (once it saw the close).
+    // The first leaves: the listener takes connections again once the connection's task has
+    // ended, right after the policy heard of the close. Each refused attempt is a round trip
+    // that lets that task finish, so the retries need no pause.
     first
         .send_v5(v5::Packet::Disconnect(Default::default()))
         .await;
     first.expect_closed().await;
+    ts.rec
+        .wait("first disconnected", |e| match e {
+            Ev::Disconnected { client_id, .. } if client_id == "first" => Some(()),
+            _ => None,
+        })
+        .await;
     let deadline = Instant::now() + WAIT;
     loop {
         let mut again = ts.raw().await;
@@ -172,7 +180,7 @@ async fn connections_over_the_listener_cap_are_refused_server_busy() {
         if u8::from(ack.reason_code) == 0x00 {
             break;
         }
+        again.expect_closed().await;
         assert!(Instant::now() < deadline, "still refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

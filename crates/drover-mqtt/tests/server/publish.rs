@@ -112,7 +112,7 @@ async fn v5_violation(ts: &TestServer, id: &str, bytes: &[u8]) -> u8 {
         })
         .await;
     match reason {
-        CloseReason::ProtocolError { reason, .. } => assert_eq!(reason.0, code),
+        CloseReason::ProtocolError(violation) => assert_eq!(violation.reason_code().0, code),
         other => panic!("{id}: expected a protocol error, got {other:?}"),
     }
     code
@@ -217,7 +217,7 @@ async fn v311_protocol_violations_close_the_connection() {
             .wait("disconnected", |e| match e {
                 Ev::Disconnected {
                     client_id,
-                    reason: CloseReason::ProtocolError { .. },
+                    reason: CloseReason::ProtocolError(_),
                 } if client_id == id => Some(()),
                 _ => None,
             })
