@@ -150,13 +150,7 @@ impl DevicePolicy {
             None => (rest, Some(200)),
         };
         let status = status
-            .or_else(|| {
-                msg.properties
-                    .user_properties
-                    .iter()
-                    .find(|(k, _)| &**k == "status")
-                    .and_then(|(_, v)| v.parse().ok())
-            })
+            .or_else(|| msg.properties.user_property("status")?.parse().ok())
             .filter(|s| (100..600).contains(s))
             .ok_or_else(|| {
                 tracing::info!(

@@ -740,13 +740,7 @@ impl Policy for IntegrationPolicy {
                 PublishRefusal::TopicNameInvalid,
             );
         };
-        let prop = |k: &str| {
-            msg.properties
-                .user_properties
-                .iter()
-                .find(|(n, _)| &**n == k)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-        };
+        let prop = |k: &str| msg.properties.user_property(k)?.parse::<u64>().ok();
         let response_topic = msg.properties.response_topic.clone();
         let timeout = response_topic
             .as_ref()
