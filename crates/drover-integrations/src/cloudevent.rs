@@ -4,36 +4,103 @@ use base64::Engine as _;
 use drover_model::Event;
 use serde_json::{Map, Value};
 
-/// Context attributes and extensions that extensions from devices may not override.
-const RESERVED: &[&str] = &[
-    "specversion",
-    "id",
-    "type",
-    "source",
-    "subject",
-    "time",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "data_base64",
-    "application",
-    "applicationuid",
-    "device",
-    "deviceuid",
-    "sender",
-    "senderuid",
-    "instance",
-    "partitionkey",
+/// A context attribute of the events Drover delivers: its name, whether CloudEvents defines it,
+/// and where an event holds its value.
+#[derive(Clone, Copy)]
+pub struct ContextAttribute {
+    /// The member name (lowercase letters and digits: nothing to escape).
+    pub name: &'static str,
+    /// Defined by CloudEvents 1.0 (`false`: an extension Drover sets on every event).
+    pub core: bool,
+    value: for<'e> fn(&'e Event) -> Attr<'e>,
+}
+
+/// Every context attribute of Drover's events, once: those CloudEvents defines in the order it
+/// lists them, then Drover's own extensions. Every place that enumerates attributes uses this
+/// list: [`to_json`], [`write_json`], [`extension_name`] (device extensions may not override
+/// them) and the MQTT binary mode's user properties.
+pub const CONTEXT_ATTRIBUTES: [ContextAttribute; 16] = [
+    attribute("specversion", true, |_| Attr::Str("1.0")),
+    attribute("id", true, |e| Attr::Str(&e.id)),
+    attribute("type", true, |e| Attr::Str(&e.ty)),
+    attribute("source", true, |_| Attr::Source),
+    attribute("subject", true, |e| Attr::Str(&e.channel)),
+    attribute("time", true, |_| Attr::Time),
+    attribute("datacontenttype", true, |e| {
+        Attr::Opt(e.content_type.as_deref())
+    }),
+    attribute("dataschema", true, |e| Attr::Opt(e.data_schema.as_deref())),
+    attribute("application", false, |e| Attr::Str(&e.application)),
+    attribute("applicationuid", false, |e| Attr::Str(&e.application_uid)),
+    attribute("device", false, |e| Attr::Str(&e.device)),
+    attribute("deviceuid", false, |e| Attr::Str(&e.device_uid)),
+    attribute("sender", false, |e| Attr::Str(&e.sender)),
+    attribute("senderuid", false, |e| Attr::Str(&e.sender_uid)),
+    attribute("instance", false, |e| Attr::Str(&e.instance)),
+    attribute("partitionkey", false, |_| Attr::PartitionKey),
 ];
 
-/// A CloudEvents extension name: lowercase ASCII letters and digits only.
+const fn attribute(
+    name: &'static str,
+    core: bool,
+    value: for<'e> fn(&'e Event) -> Attr<'e>,
+) -> ContextAttribute {
+    ContextAttribute { name, core, value }
+}
+
+/// The members that carry the data (never extension names either).
+const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
+
+/// Positions in [`CONTEXT_ATTRIBUTES`] in name order: the order of a JSON object's members
+/// sorted by name, as [`write_json`] writes them.
+const BY_NAME: [usize; CONTEXT_ATTRIBUTES.len()] = by_name();
+
+const fn by_name() -> [usize; CONTEXT_ATTRIBUTES.len()] {
+    let mut order = [0; CONTEXT_ATTRIBUTES.len()];
+    let mut i = 0;
+    while i < order.len() {
+        order[i] = i;
+        let mut j = i;
+        while j > 0
+            && name_less(
+                CONTEXT_ATTRIBUTES[order[j]].name,
+                CONTEXT_ATTRIBUTES[order[j - 1]].name,
+            )
+        {
+            let t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+            j -= 1;
+        }
+        i += 1;
+    }
+    order
+}
+
+/// `a < b` for `&str`, in a `const fn`.
+const fn name_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a.len() < b.len()
+}
+
+/// A CloudEvents extension name: lowercase ASCII letters and digits only, and not the name of
+/// a context attribute or data member (extensions from devices may not override those).
 pub fn extension_name(name: &str) -> Option<String> {
     let n: String = name
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    (!n.is_empty() && !RESERVED.contains(&n.as_str())).then_some(n)
+    let reserved =
+        CONTEXT_ATTRIBUTES.iter().any(|a| a.name == n) || DATA_MEMBERS.contains(&n.as_str());
+    (!n.is_empty() && !reserved).then_some(n)
 }
 
 fn is_json(ct: &str) -> bool {
@@ -47,64 +114,41 @@ fn is_json(ct: &str) -> bool {
 /// `data` string, anything else as `data_base64`.
 pub fn to_json(event: &Event) -> Value {
     let mut m = Map::new();
-    let s = |v: &str| Value::String(v.to_string());
-    m.insert("specversion".into(), s("1.0"));
-    m.insert("id".into(), s(&event.id));
-    m.insert("type".into(), s(&event.ty));
-    m.insert("source".into(), Value::String(event.source()));
-    m.insert("subject".into(), s(&event.channel));
-    m.insert(
-        "time".into(),
-        Value::String(
-            event
-                .time
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
-    );
-    if let Some(ct) = &event.content_type {
-        m.insert("datacontenttype".into(), s(ct));
+    for a in &CONTEXT_ATTRIBUTES {
+        if let Some(v) = (a.value)(event).into_string(event) {
+            m.insert(a.name.into(), Value::String(v));
+        }
     }
-    if let Some(ds) = &event.data_schema {
-        m.insert("dataschema".into(), s(ds));
-    }
-    m.insert("application".into(), s(&event.application));
-    m.insert("applicationuid".into(), s(&event.application_uid));
-    m.insert("device".into(), s(&event.device));
-    m.insert("deviceuid".into(), s(&event.device_uid));
-    m.insert("sender".into(), s(&event.sender));
-    m.insert("senderuid".into(), s(&event.sender_uid));
-    m.insert("instance".into(), s(&event.instance));
-    m.insert("partitionkey".into(), Value::String(event.partition_key()));
     for (k, v) in &event.extensions {
         if let Some(k) = extension_name(k) {
-            m.entry(k).or_insert_with(|| s(v));
+            m.entry(k).or_insert_with(|| Value::String(v.clone()));
         }
     }
-    if !event.data.is_empty() {
-        let ct = event.content_type.as_deref().unwrap_or("");
-        let json = is_json(ct)
-            .then(|| serde_json::from_slice::<Value>(&event.data).ok())
-            .flatten();
-        match json {
-            Some(v) => {
-                m.insert("data".into(), v);
-            }
-            None => match std::str::from_utf8(&event.data) {
-                Ok(text) if ct.starts_with("text/") => {
-                    m.insert("data".into(), s(text));
-                }
-                _ => {
-                    m.insert(
-                        "data_base64".into(),
-                        Value::String(
-                            base64::engine::general_purpose::STANDARD.encode(&event.data),
-                        ),
-                    );
-                }
-            },
-        }
+    if let Some((name, data)) = data_member(event) {
+        m.insert(name.into(), data);
     }
     Value::Object(m)
+}
+
+/// The data member of [`to_json`]'s document, if the event has data.
+fn data_member(event: &Event) -> Option<(&'static str, Value)> {
+    if event.data.is_empty() {
+        return None;
+    }
+    let ct = event.content_type.as_deref().unwrap_or("");
+    let json = is_json(ct)
+        .then(|| serde_json::from_slice::<Value>(&event.data).ok())
+        .flatten();
+    Some(match json {
+        Some(v) => ("data", v),
+        None => match std::str::from_utf8(&event.data) {
+            Ok(text) if ct.starts_with("text/") => ("data", Value::String(text.to_string())),
+            _ => (
+                "data_base64",
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&event.data)),
+            ),
+        },
+    })
 }
 
 /// Writes the event as structured-mode JSON to `out`: the same document as [`to_json`] (the
@@ -112,27 +156,34 @@ pub fn to_json(event: &Event) -> Value {
 /// without building a `serde_json::Value` per event. A JSON payload is embedded as sent
 /// (validated, surrounding whitespace trimmed) rather than parsed and printed again.
 pub fn write_json(event: &Event, out: &mut Vec<u8>) {
-    // The attributes in name order; the data member sorts between `applicationuid` and
-    // `datacontenttype` (`data` and `data_base64` alike).
-    let members: [(&str, Attr<'_>); 16] = [
-        ("application", Attr::Str(&event.application)),
-        ("applicationuid", Attr::Str(&event.application_uid)),
-        ("data", Attr::Data),
-        ("datacontenttype", Attr::Opt(event.content_type.as_deref())),
-        ("dataschema", Attr::Opt(event.data_schema.as_deref())),
-        ("device", Attr::Str(&event.device)),
-        ("deviceuid", Attr::Str(&event.device_uid)),
-        ("id", Attr::Str(&event.id)),
-        ("instance", Attr::Str(&event.instance)),
-        ("partitionkey", Attr::PartitionKey),
-        ("sender", Attr::Str(&event.sender)),
-        ("senderuid", Attr::Str(&event.sender_uid)),
-        ("source", Attr::Source),
-        ("specversion", Attr::Str("1.0")),
-        ("subject", Attr::Str(&event.channel)),
-        ("time", Attr::Time),
-    ];
-    // Extensions: valid names only, the first of equal names wins, merged in name order.
+    let extensions = extensions(event);
+    let mut extensions = extensions.iter().map(|(k, v)| (k.as_str(), *v)).peekable();
+    let mut data = data_form(event);
+    let attributes = &CONTEXT_ATTRIBUTES;
+    let mut w = Members { out, first: true };
+    w.out.push(b'{');
+    for a in BY_NAME.iter().map(|&i| &attributes[i]) {
+        // The data member sorts among the attributes by its name.
+        if let Some(d) = data.take_if(|d| d.name() < a.name) {
+            w.extensions_before(&mut extensions, d.name());
+            w.data(event, &d);
+        }
+        w.extensions_before(&mut extensions, a.name);
+        w.attribute(event, a.name, (a.value)(event));
+    }
+    if let Some(d) = data {
+        w.extensions_before(&mut extensions, d.name());
+        w.data(event, &d);
+    }
+    for (k, v) in extensions {
+        w.string(k, v);
+    }
+    w.out.push(b'}');
+}
+
+/// The event's extensions as [`to_json`] keeps them: valid names only, the first of equal names
+/// wins; in name order.
+fn extensions(event: &Event) -> Vec<(String, &str)> {
     let mut extensions: Vec<(String, &str)> = Vec::new();
     for (k, v) in &event.extensions {
         if let Some(k) = extension_name(k) {
@@ -142,83 +193,75 @@ pub fn write_json(event: &Event, out: &mut Vec<u8>) {
         }
     }
     extensions.sort_by(|a, b| a.0.cmp(&b.0));
-    // `type` sorts last of the attributes but extensions may follow it.
-    let ty = ("type", Attr::Str(&event.ty));
-    let data = data_form(event);
+    extensions
+}
 
-    out.push(b'{');
-    let mut first = true;
-    let mut ext = extensions.iter().peekable();
-    for (name, attr) in members.iter().chain(std::iter::once(&ty)) {
-        // The data member's name depends on its form.
-        let name = match attr {
-            Attr::Data => match &data {
-                Some(DataForm::Base64) => "data_base64",
-                Some(_) => "data",
-                None => continue,
-            },
-            _ => name,
-        };
-        while let Some((k, v)) = ext.next_if(|(k, _)| k.as_str() < name) {
-            member_name(out, k, &mut first);
-            write_str(out, v);
+/// Writes the members of one JSON object.
+struct Members<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl Members<'_> {
+    /// A member's name: an attribute's, or an extension's (lowercase letters and digits, see
+    /// [`extension_name`]): nothing to escape.
+    fn name(&mut self, name: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
         }
-        match attr {
-            Attr::Str(v) => {
-                member_name(out, name, &mut first);
-                write_str(out, v);
-            }
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.name(name);
+        write_str(self.out, value);
+    }
+
+    /// The extensions whose names sort before `name`.
+    fn extensions_before<'a>(
+        &mut self,
+        extensions: &mut std::iter::Peekable<impl Iterator<Item = (&'a str, &'a str)>>,
+        name: &str,
+    ) {
+        while let Some((k, v)) = extensions.next_if(|(k, _)| *k < name) {
+            self.string(k, v);
+        }
+    }
+
+    fn attribute(&mut self, event: &Event, name: &str, value: Attr<'_>) {
+        match value {
             Attr::Opt(None) => {}
-            Attr::Opt(Some(v)) => {
-                member_name(out, name, &mut first);
-                write_str(out, v);
-            }
-            Attr::Data => {
-                member_name(out, name, &mut first);
-                match &data {
-                    Some(DataForm::Json(raw)) => out.extend_from_slice(raw),
-                    Some(DataForm::Text(text)) => write_str(out, text),
-                    Some(DataForm::Base64) => {
-                        out.push(b'"');
-                        let encoded = base64::engine::general_purpose::STANDARD.encode(&event.data);
-                        out.extend_from_slice(encoded.as_bytes());
-                        out.push(b'"');
-                    }
-                    None => {}
-                }
-            }
+            Attr::Str(v) | Attr::Opt(Some(v)) => self.string(name, v),
             Attr::PartitionKey => {
-                member_name(out, name, &mut first);
-                if needs_escape(&event.application) || needs_escape(&event.sender) {
-                    write_str(out, &event.partition_key());
-                } else {
-                    out.push(b'"');
-                    out.extend_from_slice(event.application.as_bytes());
-                    out.push(b'/');
-                    out.extend_from_slice(event.sender.as_bytes());
-                    out.push(b'"');
-                }
+                self.name(name);
+                write_partition_key(self.out, event);
             }
             Attr::Source => {
-                member_name(out, name, &mut first);
-                // Percent-encoding leaves nothing to escape.
-                out.extend_from_slice(b"\"drogue://");
-                encode_segment(out, &event.application);
-                out.push(b'/');
-                encode_segment(out, &event.device);
-                out.push(b'"');
+                self.name(name);
+                write_source(self.out, event);
             }
             Attr::Time => {
-                member_name(out, name, &mut first);
-                write_time(out, &event.time);
+                self.name(name);
+                write_time(self.out, &event.time);
             }
         }
     }
-    for (k, v) in ext {
-        member_name(out, k, &mut first);
-        write_str(out, v);
+
+    fn data(&mut self, event: &Event, data: &DataForm<'_>) {
+        self.name(data.name());
+        match data {
+            DataForm::Json(raw) => self.out.extend_from_slice(raw),
+            DataForm::Text(text) => write_str(self.out, text),
+            DataForm::Base64 => {
+                self.out.push(b'"');
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&event.data);
+                self.out.extend_from_slice(encoded.as_bytes());
+                self.out.push(b'"');
+            }
+        }
     }
-    out.push(b'}');
 }
 
 /// The event as structured-mode JSON bytes (see [`write_json`]).
@@ -228,13 +271,32 @@ pub fn to_json_bytes(event: &Event) -> Vec<u8> {
     out
 }
 
+/// The value of a context attribute of one event.
+#[derive(Clone, Copy)]
 enum Attr<'a> {
     Str(&'a str),
+    /// Absent when `None`.
     Opt(Option<&'a str>),
-    Data,
     PartitionKey,
     Source,
     Time,
+}
+
+impl Attr<'_> {
+    /// The value as a string (`None`: the attribute is absent).
+    fn into_string(self, event: &Event) -> Option<String> {
+        match self {
+            Attr::Str(v) => Some(v.to_string()),
+            Attr::Opt(v) => v.map(str::to_string),
+            Attr::PartitionKey => Some(event.partition_key()),
+            Attr::Source => Some(event.source()),
+            Attr::Time => Some(
+                event
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+        }
+    }
 }
 
 enum DataForm<'a> {
@@ -242,6 +304,16 @@ enum DataForm<'a> {
     Json(&'a [u8]),
     Text(&'a str),
     Base64,
+}
+
+impl DataForm<'_> {
+    /// The member's name.
+    fn name(&self) -> &'static str {
+        match self {
+            DataForm::Base64 => "data_base64",
+            DataForm::Json(_) | DataForm::Text(_) => "data",
+        }
+    }
 }
 
 /// How the data goes into the document (the same choice as [`to_json`]).
@@ -258,17 +330,6 @@ fn data_form(event: &Event) -> Option<DataForm<'_>> {
         Ok(text) if ct.starts_with("text/") => Some(DataForm::Text(text)),
         _ => Some(DataForm::Base64),
     }
-}
-
-/// A member's name: an attribute's, or an extension's (lowercase letters and digits, see
-/// [`extension_name`]): nothing to escape.
-fn member_name(out: &mut Vec<u8>, name: &str, first: &mut bool) {
-    if !std::mem::take(first) {
-        out.push(b',');
-    }
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 /// Whether a JSON string needs escapes: control characters, `"` or `\\`. Eight bytes at a
@@ -306,6 +367,28 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     }
+}
+
+/// [`Event::partition_key`] as a JSON string.
+fn write_partition_key(out: &mut Vec<u8>, event: &Event) {
+    if needs_escape(&event.application) || needs_escape(&event.sender) {
+        write_str(out, &event.partition_key());
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(event.application.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(event.sender.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// [`Event::source`] as a JSON string (percent-encoding leaves nothing to escape).
+fn write_source(out: &mut Vec<u8>, event: &Event) {
+    out.extend_from_slice(b"\"drogue://");
+    encode_segment(out, &event.application);
+    out.push(b'/');
+    encode_segment(out, &event.device);
+    out.push(b'"');
 }
 
 /// [`drover_model::names::encode_segment`], into `out`.
@@ -443,6 +526,16 @@ mod tests {
             let written = String::from_utf8(to_json_bytes(e)).unwrap();
             assert_eq!(written, expected);
         }
+    }
+
+    #[test]
+    fn attributes_by_name() {
+        let names: Vec<&str> = BY_NAME
+            .iter()
+            .map(|&i| CONTEXT_ATTRIBUTES[i].name)
+            .collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+        assert_eq!(names.len(), CONTEXT_ATTRIBUTES.len());
     }
 
     #[test]

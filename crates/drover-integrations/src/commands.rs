@@ -259,6 +259,48 @@ impl CommandService {
     /// Sends a command as `who` (who needs the manager role on the application).
     pub async fn send(&self, who: &Principal, req: CommandRequest) -> Result<Sent, SendError> {
         validate(&req)?;
+        let (application, target) = self.resolve(who, &req).await?;
+        let command = Command {
+            id: uuid::Uuid::new_v4().to_string(),
+            app: req.app.clone(),
+            app_uid: application.metadata.uid.clone(),
+            device: target.metadata.name.clone(),
+            name: req.name.clone(),
+            payload: req.payload.clone(),
+            content_type: req.content_type.clone(),
+            expects_reply: req.timeout.is_some(),
+        };
+        // The device itself first, then the gateways it names.
+        let responders: Vec<String> = std::iter::once(target.metadata.name.clone())
+            .chain(drover_model::spec::gateways(&target.spec))
+            .collect();
+        let reply = match req.timeout {
+            Some(_) => Some(self.router.expect_reply(&command, responders.clone())?),
+            None => None,
+        };
+        let outcome = match self.deliver(&command, &target, &responders, req.ttl).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.router.forget(&command.id);
+                return Err(e);
+            }
+        };
+        self.record(who, &command, &target).await;
+        tracing::info!(app = %command.app, device = %command.device, command = %command.name, ?outcome, user = who.name(), "command sent");
+        Ok(Sent {
+            command,
+            outcome,
+            reply,
+        })
+    }
+
+    /// The application (`who` needs write access to it) and the device a request names; both
+    /// must be enabled and not being deleted.
+    async fn resolve(
+        &self,
+        who: &Principal,
+        req: &CommandRequest,
+    ) -> Result<(drover_model::Resource, drover_model::Resource), SendError> {
         let application = self
             .registry
             .authorize(who, &req.app, Permission::Write)
@@ -276,58 +318,49 @@ impl CommandService {
                 req.device
             )));
         }
-        let command = Command {
-            id: uuid::Uuid::new_v4().to_string(),
-            app: req.app.clone(),
-            app_uid: application.metadata.uid.clone(),
-            device: target.metadata.name.clone(),
-            name: req.name.clone(),
-            payload: req.payload.clone(),
-            content_type: req.content_type.clone(),
-            expects_reply: req.timeout.is_some(),
-        };
-        // The device itself first, then the gateways it names.
-        let responders: Vec<String> = std::iter::once(target.metadata.name.clone())
-            .chain(drover_model::spec::gateways(&target.spec))
-            .collect();
-        let targets: Vec<_> = responders
-            .iter()
-            .map(|d| (command.app_uid.clone(), d.clone()))
-            .collect();
-        let reply = match req.timeout {
-            Some(_) => Some(self.router.expect_reply(&command, responders.clone())?),
-            None => None,
-        };
-        // Devices whose last mile belongs to another system (e.g. a LoRaWAN network server):
-        // the command goes there, as an HTTP call.
-        let gateways: Vec<String> = responders[1..].to_vec();
-        let external = self.external_endpoints(&req.app, &target, &gateways).await;
-        let outcome = if let Some((first, rest)) = external.split_first() {
-            let mut result = self.call_external(first, &command).await;
+        Ok((application, target))
+    }
+
+    /// Hands the command on: to the external endpoints of the device or its gateways when there
+    /// are any (devices whose last mile belongs to another system, e.g. a LoRaWAN network
+    /// server: the first that takes it), else to the router, for `responders` (the device, then
+    /// its gateways).
+    async fn deliver(
+        &self,
+        command: &Command,
+        target: &drover_model::Resource,
+        responders: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<Outcome, SendError> {
+        let gateways = responders.get(1..).unwrap_or_default();
+        let external = self
+            .external_endpoints(&command.app, target, gateways)
+            .await;
+        if let Some((first, rest)) = external.split_first() {
+            let mut result = self.call_external(first, command).await;
             for endpoint in rest {
                 if result.is_ok() {
                     break;
                 }
-                result = self.call_external(endpoint, &command).await;
+                result = self.call_external(endpoint, command).await;
             }
-            match result {
-                Ok(()) => Outcome::Delivered,
+            return match result {
+                Ok(()) => Ok(Outcome::Delivered),
                 Err(e) => {
-                    self.router.forget(&command.id);
                     tracing::warn!(app = %command.app, device = %command.device, "external command endpoint failed: {e}");
-                    return Err(SendError::External(e));
+                    Err(SendError::External(e))
                 }
-            }
-        } else {
-            match self.router.route(command.clone(), &targets, req.ttl).await {
-                Ok(o) => o,
-                Err(e) => {
-                    self.router.forget(&command.id);
-                    return Err(e.into());
-                }
-            }
-        };
-        // Audit: every command is in the application's stream.
+            };
+        }
+        let targets: Vec<_> = responders
+            .iter()
+            .map(|d| (command.app_uid.clone(), d.clone()))
+            .collect();
+        Ok(self.router.route(command.clone(), &targets, ttl).await?)
+    }
+
+    /// Audit: every command is in the application's stream (a failure is logged only).
+    async fn record(&self, who: &Principal, command: &Command, target: &drover_model::Resource) {
         let event = Event {
             id: uuid::Uuid::new_v4().to_string(),
             ty: drover_model::event::COMMAND_TYPE.to_string(),
@@ -352,12 +385,6 @@ impl CommandService {
         if let Err(e) = self.log.append(&stream, event).await {
             tracing::warn!(app = %command.app, "cannot record the command in the event stream: {e}");
         }
-        tracing::info!(app = %command.app, device = %command.device, command = %command.name, ?outcome, user = who.name(), "command sent");
-        Ok(Sent {
-            command,
-            outcome,
-            reply,
-        })
     }
 
     /// Waits for the reply of a sent command (`None`: none in time; the wait is then forgotten).

@@ -88,35 +88,36 @@
 //! rewinds to the committed offset (see [`drover_bus::groups`]). Sessions are in memory (a
 //! server restart ends them, clients subscribe again and resume from the committed offsets).
 
-use crate::commands::{CommandRequest, CommandService, SendError};
-use drover_bus::commands::CommandError;
-
+mod commands;
+mod connect;
 mod dispatch;
 mod message;
+mod recheck;
+mod session;
+mod subscribe;
 mod topic;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_auth::user::{AuthenticatedUser, UserAuthError, UserAuthenticator, UserCredential};
-use drover_bus::{EventLog, StreamKey};
-use drover_model::names::encode_segment;
+use drover_auth::user::{AuthenticatedUser, UserAuthenticator};
+use drover_bus::EventLog;
 use drover_model::Principal;
 use drover_mqtt::{
     Accepted, ByteString, CloseReason, ConnectRequest, Inbound, MqttConfig, MqttServer, Policy,
     ProtocolVersion, PublishRefusal, QoS, Refusal, SessionEndReason, SessionHandle,
-    SubscribeRefusal, SubscribeRequest, Subscription, SubscriptionRequest,
+    SubscribeRefusal, SubscribeRequest, Subscription,
 };
-use drover_registry::{AccessReader, RegistryError};
+use drover_registry::AccessReader;
 
-use crate::access::{AccessCheck, CheckError};
+use crate::access::AccessCheck;
+use crate::commands::CommandService;
 use crate::limits::{ConnectionSlot, UserConnections};
 
-use self::dispatch::{lock, Group, Member, Tuning};
+use self::dispatch::{lock, Group, Tuning};
 pub use self::message::{ContentMode, STRUCTURED_CONTENT_TYPE};
-use self::topic::FilterError;
+use self::session::State;
 
 /// Settings of the MQTT integration.
 #[derive(Debug, Clone)]
@@ -165,93 +166,6 @@ pub struct IntegrationClient {
     pub protocol: ProtocolVersion,
     /// The session, once connected (replies to commands are published to it).
     session: std::sync::OnceLock<SessionHandle>,
-}
-
-/// A subscription, as a session holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SubKey {
-    share_group: Option<ByteString>,
-    filter: ByteString,
-}
-
-/// A shared group on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SharedKey {
-    app_uid: String,
-    group: String,
-    channel: Option<String>,
-}
-
-struct SubEntry {
-    group: Arc<Group>,
-    member: u64,
-    shared: Option<SharedKey>,
-    qos: QoS,
-    mode: ContentMode,
-    app_uid: String,
-    /// The application's name (its access is checked again when access changes).
-    app: String,
-}
-
-struct SessionSubs {
-    handle: SessionHandle,
-    subs: HashMap<SubKey, SubEntry>,
-}
-
-#[derive(Default)]
-struct State {
-    sessions: HashMap<String, SessionSubs>,
-    shared: HashMap<SharedKey, Arc<Group>>,
-    /// Who each session belongs to (set when a connection is established, dropped when the
-    /// session ends): checked again when access changes.
-    users: HashMap<String, (AuthenticatedUser, SessionHandle)>,
-}
-
-/// Removes a member from its group; a group left empty is removed and queued for stopping.
-fn leave(
-    shared: &mut HashMap<SharedKey, Arc<Group>>,
-    entry: SubEntry,
-    to_stop: &mut Vec<Arc<Group>>,
-) {
-    if entry.group.remove(entry.member) == 0 {
-        if let Some(key) = &entry.shared {
-            if shared
-                .get(key)
-                .is_some_and(|g| Arc::ptr_eq(g, &entry.group))
-            {
-                shared.remove(key);
-            }
-        }
-        to_stop.push(entry.group);
-    }
-}
-
-/// The subscriptions of `session`, discarding those of an ended session with the same key.
-fn session_subs<'a>(
-    sessions: &'a mut HashMap<String, SessionSubs>,
-    shared: &mut HashMap<SharedKey, Arc<Group>>,
-    session: &SessionHandle,
-    to_stop: &mut Vec<Arc<Group>>,
-) -> &'a mut SessionSubs {
-    let subs = sessions
-        .entry(session.key().to_string())
-        .or_insert_with(|| SessionSubs {
-            handle: session.clone(),
-            subs: HashMap::new(),
-        });
-    if subs.handle.is_ended() {
-        subs.handle = session.clone();
-        for (_, entry) in subs.subs.drain() {
-            leave(shared, entry, to_stop);
-        }
-    }
-    subs
-}
-
-async fn stop_all(groups: Vec<Arc<Group>>) {
-    for g in groups {
-        g.stop().await;
-    }
 }
 
 /// The MQTT integration's policy (see the [module docs](self)).
@@ -342,7 +256,7 @@ impl IntegrationPolicy {
         let config = self.mqtt_config(config);
         let server = MqttServer::new(self, config);
         if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(watch_access(Arc::downgrade(&server)));
+            tokio::spawn(recheck::watch_access(Arc::downgrade(&server)));
         }
         server
     }
@@ -373,439 +287,23 @@ impl IntegrationPolicy {
             read_batch: self.settings.read_batch.max(1),
         }
     }
-
-    async fn authenticate(&self, req: &ConnectRequest) -> Result<AuthenticatedUser, Refusal> {
-        let peer = req.connection.peer_addr;
-        let client_id = &req.client_id;
-        let Some(password) = req.password.as_ref() else {
-            tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: no password (send the user name and an access token, or a bearer token as the password)");
-            return Err(Refusal::BadCredentials);
-        };
-        let Ok(password) = std::str::from_utf8(password) else {
-            tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: the password is not UTF-8");
-            return Err(Refusal::BadCredentials);
-        };
-        let credential = if self.users.single_sign_on() && password.matches('.').count() == 2 {
-            UserCredential::Bearer(password.to_string())
-        } else {
-            let Some(user) = req.username.as_deref().filter(|u| !u.is_empty()) else {
-                tracing::info!(%peer, %client_id, "MQTT integration: CONNECT refused: no user name (send the user name and an access token)");
-                return Err(Refusal::BadCredentials);
-            };
-            UserCredential::Token {
-                user: user.to_string(),
-                token: password.to_string(),
-            }
-        };
-        match self.users.authenticate(&credential, peer.ip()).await {
-            Ok(user) => Ok(user),
-            Err(UserAuthError::Unavailable(e)) => {
-                tracing::warn!(%peer, %client_id, "MQTT integration: CONNECT refused: {e}");
-                Err(Refusal::ServerUnavailable)
-            }
-            Err(e) => {
-                if let Some(held_back) = self.users.throttle().admit_log() {
-                    tracing::info!(%peer, %client_id, ?credential, held_back, "MQTT integration: CONNECT refused: {e}");
-                }
-                Err(match e {
-                    UserAuthError::Throttled(_) => Refusal::ConnectionRateExceeded,
-                    _ => Refusal::BadCredentials,
-                })
-            }
-        }
-    }
-
-    /// Checks every session's access again; ends those that lost it (their clients get
-    /// DISCONNECT 0x87 Not authorized and start a new session when they come back). Returns
-    /// whether some check could not be answered (to try again shortly).
-    async fn recheck_sessions(&self, server: &MqttServer<Self>) -> bool {
-        let sessions: Vec<(String, AuthenticatedUser, Vec<String>)> = {
-            let st = lock(&self.state);
-            st.users
-                .iter()
-                .map(|(key, (user, _))| {
-                    let mut apps: Vec<String> = st
-                        .sessions
-                        .get(key)
-                        .map(|s| s.subs.values().map(|e| e.app.clone()).collect())
-                        .unwrap_or_default();
-                    apps.sort();
-                    apps.dedup();
-                    (key.clone(), user.clone(), apps)
-                })
-                .collect()
-        };
-        let mut principals: HashMap<String, Result<Principal, CheckError>> = HashMap::new();
-        let mut unanswered = false;
-        for (key, user, apps) in sessions {
-            let id = format!("{user:?}");
-            let principal = match principals.get(&id) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = self.access.principal(&user).await;
-                    principals.insert(id, p.clone());
-                    p
-                }
-            };
-            let verdict = match principal {
-                Ok(p) => {
-                    let mut verdict = Ok(());
-                    for app in &apps {
-                        verdict = self.access.may_read(&p, app).await;
-                        if verdict.is_err() {
-                            break;
-                        }
-                    }
-                    verdict
-                }
-                Err(e) => Err(e),
-            };
-            match verdict {
-                Ok(()) => {}
-                Err(CheckError::Unanswered(e)) => {
-                    tracing::warn!(session = %key, "MQTT integration: {e}; checking again shortly");
-                    unanswered = true;
-                }
-                Err(CheckError::Revoked(r)) => {
-                    tracing::info!(session = %key, user = user.name(), "MQTT integration: ending the session: {r}");
-                    server
-                        .end_session(&key, drover_mqtt::ReasonCode::NOT_AUTHORIZED)
-                        .await;
-                }
-            }
-        }
-        unanswered
-    }
-
-    async fn subscribe_one(
-        &self,
-        client: &IntegrationClient,
-        session: &SessionHandle,
-        f: &SubscriptionRequest,
-        mode: ContentMode,
-        apps: &mut HashMap<String, Result<drover_model::Resource, RegistryError>>,
-    ) -> Result<QoS, SubscribeRefusal> {
-        let user = client.principal.name();
-        let client_id = &client.client_id;
-        let shown = match &f.share_group {
-            Some(g) => format!("$share/{g}/{}", f.filter),
-            None => f.filter.to_string(),
-        };
-        let target = topic::parse(&f.filter).map_err(|e| match e {
-            FilterError::Wildcard => {
-                tracing::info!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: wildcards are not supported; subscribe to app/<application>[/<channel>]");
-                SubscribeRefusal::WildcardsNotSupported
-            }
-            FilterError::Foreign(why) => {
-                tracing::info!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: {why}");
-                SubscribeRefusal::TopicFilterInvalid
-            }
-        })?;
-        let looked_up = match apps.get(&target.app) {
-            Some(answer) => answer.clone(),
-            None => {
-                let answer = self.registry.get_app(&client.principal, &target.app).await;
-                apps.insert(target.app.clone(), answer.clone());
-                answer
-            }
-        };
-        let app = match looked_up {
-            Ok(app) => app,
-            Err(e @ (RegistryError::Unavailable(_) | RegistryError::Internal(_))) => {
-                tracing::warn!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: registry unavailable: {e}");
-                return Err(SubscribeRefusal::ImplementationSpecific);
-            }
-            Err(e) => {
-                // Not there, or not readable by this user: the same answer for both.
-                tracing::info!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: application '{}' does not exist or the user may not read it ({e})", target.app);
-                return Err(SubscribeRefusal::NotAuthorized);
-            }
-        };
-        let qos = f.options.qos.min(QoS::AtLeastOnce);
-        let stream = StreamKey::new(app.metadata.name.clone(), app.metadata.uid.clone());
-        let key = SubKey {
-            share_group: f.share_group.clone(),
-            filter: f.filter.clone(),
-        };
-        let shared_key = f.share_group.as_ref().map(|g| SharedKey {
-            app_uid: stream.app_uid.clone(),
-            group: g.to_string(),
-            channel: target.channel.clone(),
-        });
-
-        // An unchanged re-subscription (a resuming client) keeps its consumer.
-        let mut to_stop = Vec::new();
-        let unchanged = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            let subs = session_subs(&mut st.sessions, &mut st.shared, session, &mut to_stop);
-            subs.subs.get(&key).is_some_and(|e| {
-                e.qos == qos
-                    && e.mode == mode
-                    && e.app_uid == stream.app_uid
-                    && !e.group.is_finished()
-            })
-        };
-        stop_all(to_stop).await;
-        if unchanged {
-            tracing::debug!(user, %client_id, filter = %shown, "MQTT integration: unchanged re-subscription");
-            return Ok(qos);
-        }
-
-        // Open a consumer, unless there is a shared group to join.
-        let join_existing = shared_key.as_ref().is_some_and(|k| {
-            lock(&self.state)
-                .shared
-                .get(k)
-                .is_some_and(|g| !g.is_finished())
-        });
-        let opened = if join_existing {
-            None
-        } else {
-            let (durable, label) = match &shared_key {
-                Some(k) => (
-                    Some(topic::shared_group(
-                        &app.metadata.name,
-                        &k.group,
-                        k.channel.as_deref(),
-                    )),
-                    shown.clone(),
-                ),
-                None => (
-                    client
-                        .persistent
-                        .then(|| topic::personal_group(session.key(), &f.filter)),
-                    format!("{} {}", session.key(), f.filter),
-                ),
-            };
-            let link = match (&self.group_peers, &durable) {
-                (Some(peers), Some(name)) => Some(peers.join(&stream, name)),
-                _ => None,
-            };
-            match dispatch::open(
-                self.log.clone(),
-                stream.clone(),
-                durable,
-                target.channel.clone(),
-                self.tuning(),
-                label,
-                link,
-            )
-            .await
-            {
-                Ok(opened) => Some(opened),
-                Err(e) => {
-                    tracing::warn!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: cannot open the application's stream: {e}");
-                    return Err(SubscribeRefusal::ImplementationSpecific);
-                }
-            }
-        };
-
-        let member = Member {
-            session: session.clone(),
-            rank_key: format!("{}\u{0}{}", session.key(), f.filter),
-            topic: f.filter.clone(),
-            qos,
-            mode,
-            online: session.is_connected(),
-        };
-        let mut to_stop = Vec::new();
-        let installed = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            let subs = session_subs(&mut st.sessions, &mut st.shared, session, &mut to_stop);
-            if let Some(old) = subs.subs.remove(&key) {
-                leave(&mut st.shared, old, &mut to_stop);
-            }
-            let group = match &shared_key {
-                Some(k) => match st.shared.get(k).filter(|g| !g.is_finished()) {
-                    Some(g) => Some(g.clone()),
-                    None => opened.map(|o| {
-                        let g = o.start();
-                        st.shared.insert(k.clone(), g.clone());
-                        g
-                    }),
-                },
-                None => opened.map(dispatch::Opened::start),
-            };
-            group.map(|group| {
-                let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-                group.add(id, member);
-                subs.subs.insert(
-                    key,
-                    SubEntry {
-                        group,
-                        member: id,
-                        shared: shared_key,
-                        qos,
-                        mode,
-                        app_uid: stream.app_uid.clone(),
-                        app: app.metadata.name.clone(),
-                    },
-                );
-            })
-        };
-        stop_all(to_stop).await;
-        match installed {
-            Some(()) => {
-                tracing::info!(user, %client_id, filter = %shown, qos = qos.level(), ?mode, persistent = client.persistent, "MQTT integration: subscribed");
-                Ok(qos)
-            }
-            None => {
-                // The shared group's stream ended between looking and joining.
-                tracing::info!(user, %client_id, filter = %shown, "MQTT integration: subscription refused: the application's stream ended");
-                Err(SubscribeRefusal::ImplementationSpecific)
-            }
-        }
-    }
-
-    /// Tells the session's groups whether it has a connection now. Asks the session rather
-    /// than trusting the callback, so a late `disconnected` of a taken-over connection cannot
-    /// mark the new connection's session offline.
-    fn refresh_online(&self, session_key: &str) {
-        let st = lock(&self.state);
-        if let Some(subs) = st.sessions.get(session_key) {
-            let online = subs.handle.is_connected();
-            for entry in subs.subs.values() {
-                entry.group.set_online(entry.member, online);
-            }
-        }
-    }
 }
 
 impl Policy for IntegrationPolicy {
     type Identity = Arc<IntegrationClient>;
 
     async fn connect(&self, req: &ConnectRequest) -> Result<Accepted<Self::Identity>, Refusal> {
-        let user = self.authenticate(req).await?;
-        let principal = user.principal.clone();
-        let slot = match &self.connections {
-            Some(limits) => match limits.acquire(principal.name()) {
-                Ok(slot) => Some(slot),
-                Err(e) => {
-                    tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, "MQTT integration: CONNECT refused: {e}");
-                    return Err(Refusal::QuotaExceeded);
-                }
-            },
-            None => None,
-        };
-        let session_key = format!("{}/{}", encode_segment(principal.name()), req.client_id);
-        tracing::debug!(peer = %req.connection.peer_addr, client_id = %req.client_id, user = principal.name(), "MQTT integration: client authenticated");
-        let client = IntegrationClient {
-            principal,
-            user,
-            _slot: slot,
-            client_id: req.client_id.clone(),
-            session_key: session_key.clone(),
-            persistent: !req.session_expiry.is_zero(),
-            protocol: req.protocol,
-            session: std::sync::OnceLock::new(),
-        };
-        Ok(Accepted::new(Arc::new(client), session_key)
-            .wildcard_subscriptions(false)
-            .shared_subscriptions(true))
+        self.accept(req).await
     }
 
     async fn connected(&self, client: &Self::Identity, session: &SessionHandle, present: bool) {
         tracing::debug!(user = client.principal.name(), client_id = %client.client_id, present, "MQTT integration: client connected");
-        lock(&self.state).users.insert(
-            session.key().to_string(),
-            (client.user.clone(), session.clone()),
-        );
-        self.refresh_online(session.key());
+        self.session_connected(client, session);
         let _ = client.session.set(session.clone());
     }
 
     async fn publish(&self, client: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
-        let refuse = |why: &str, r: PublishRefusal| {
-            tracing::info!(user = client.principal.name(), client_id = %client.client_id, topic = %msg.topic, "MQTT integration: PUBLISH refused: {why}");
-            Err(r)
-        };
-        let Some(service) = &self.commands else {
-            return refuse("commands are not available", PublishRefusal::NotAuthorized);
-        };
-        let Some((app, rest)) = msg
-            .topic
-            .strip_prefix("command/")
-            .and_then(|r| r.split_once('/'))
-        else {
-            return refuse(
-                "integration clients publish only commands, to command/<app>/<device>/<command>",
-                PublishRefusal::TopicNameInvalid,
-            );
-        };
-        let Some((device, name)) = rest.rsplit_once('/') else {
-            return refuse(
-                "expected command/<app>/<device>/<command>",
-                PublishRefusal::TopicNameInvalid,
-            );
-        };
-        let prop = |k: &str| {
-            msg.properties
-                .user_properties
-                .iter()
-                .find(|(n, _)| &**n == k)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-        };
-        let response_topic = msg.properties.response_topic.clone();
-        let timeout = response_topic
-            .as_ref()
-            .map(|_| std::time::Duration::from_secs(prop("timeout").unwrap_or(30)));
-        let request = CommandRequest {
-            app: app.to_string(),
-            device: device.to_string(),
-            name: name.to_string(),
-            payload: msg.payload.clone(),
-            content_type: msg.properties.content_type.as_ref().map(|c| c.to_string()),
-            timeout,
-            ttl: prop("ttl").map(std::time::Duration::from_secs),
-        };
-        let sent = match service.send(&client.principal, request).await {
-            Ok(s) => s,
-            Err(e) => {
-                let code = match &e {
-                    SendError::Invalid(_) => PublishRefusal::TopicNameInvalid,
-                    SendError::Routing(CommandError::QueueFull(..)) => {
-                        PublishRefusal::QuotaExceeded
-                    }
-                    SendError::Routing(CommandError::Unreachable(_)) => PublishRefusal::Unspecified,
-                    SendError::Routing(_) | SendError::External(_) => {
-                        PublishRefusal::ImplementationSpecific
-                    }
-                    _ => PublishRefusal::NotAuthorized,
-                };
-                return refuse(&format!("command not sent: {e}"), code);
-            }
-        };
-        // MQTT 5: the reply goes to the response topic, with the correlation data.
-        if let (Some(topic), Some(timeout), Some(session)) =
-            (response_topic, timeout, client.session.get().cloned())
-        {
-            let service = service.clone();
-            let correlation = msg.properties.correlation_data.clone();
-            tokio::spawn(async move {
-                let (status, payload, content_type) = match service.wait(sent, timeout).await {
-                    Some(r) => (r.status, r.payload, r.content_type),
-                    None => (
-                        504,
-                        bytes::Bytes::from_static(b"no reply from the device in time"),
-                        Some("text/plain".into()),
-                    ),
-                };
-                let props = drover_mqtt::MessageProperties {
-                    correlation_data: correlation,
-                    content_type: content_type.map(Into::into),
-                    user_properties: vec![("status".into(), status.to_string().into())],
-                    ..Default::default()
-                };
-                let reply = drover_mqtt::OutboundMessage::new(topic, payload, QoS::AtLeastOnce)
-                    .with_properties(props);
-                if let Err(e) = session.publish(reply).await {
-                    tracing::info!("cannot deliver a command reply to the integration client: {e}");
-                }
-            });
-        }
-        Ok(())
+        self.send_command(client, msg).await
     }
 
     async fn subscribe(
@@ -814,24 +312,7 @@ impl Policy for IntegrationPolicy {
         session: &SessionHandle,
         req: &SubscribeRequest,
     ) -> Vec<Result<QoS, SubscribeRefusal>> {
-        let mode = match ContentMode::from_user_properties(&req.user_properties) {
-            Ok(mode) => mode,
-            Err(value) => {
-                tracing::info!(user = client.principal.name(), client_id = %client.client_id, "MQTT integration: subscription refused: unknown content-mode '{value}' (use 'binary' or 'structured')");
-                return vec![Err(SubscribeRefusal::ImplementationSpecific); req.filters.len()];
-            }
-        };
-        // Each application is looked up once per SUBSCRIBE, however many filters name it (and
-        // the filters are few: the session layer caps them, see `MqttConfig`).
-        let mut apps = HashMap::new();
-        let mut results = Vec::with_capacity(req.filters.len());
-        for f in &req.filters {
-            results.push(
-                self.subscribe_one(client, session, f, mode, &mut apps)
-                    .await,
-            );
-        }
-        results
+        self.subscribe_all(client, session, req).await
     }
 
     async fn unsubscribed(
@@ -840,24 +321,7 @@ impl Policy for IntegrationPolicy {
         session: &SessionHandle,
         removed: &[Subscription],
     ) {
-        let mut to_stop = Vec::new();
-        {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            if let Some(subs) = st.sessions.get_mut(session.key()) {
-                for s in removed {
-                    let key = SubKey {
-                        share_group: s.share_group.clone(),
-                        filter: s.filter.clone(),
-                    };
-                    if let Some(entry) = subs.subs.remove(&key) {
-                        tracing::info!(user = client.principal.name(), client_id = %client.client_id, filter = %s.filter, group = ?s.share_group, "MQTT integration: unsubscribed");
-                        leave(&mut st.shared, entry, &mut to_stop);
-                    }
-                }
-            }
-        }
-        stop_all(to_stop).await;
+        self.unsubscribe(client, session, removed).await;
     }
 
     async fn disconnected(&self, client: &Self::Identity, reason: &CloseReason) {
@@ -866,65 +330,6 @@ impl Policy for IntegrationPolicy {
     }
 
     async fn session_ended(&self, session_key: &str, reason: SessionEndReason) {
-        let mut to_stop = Vec::new();
-        {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            if st
-                .users
-                .get(session_key)
-                .is_some_and(|(_, handle)| handle.is_ended())
-            {
-                st.users.remove(session_key);
-            }
-            let ended = st
-                .sessions
-                .get(session_key)
-                .is_some_and(|s| s.handle.is_ended());
-            if ended {
-                if let Some(mut subs) = st.sessions.remove(session_key) {
-                    for (_, entry) in subs.subs.drain() {
-                        leave(&mut st.shared, entry, &mut to_stop);
-                    }
-                }
-            }
-        }
-        if !to_stop.is_empty() {
-            tracing::debug!(
-                session = session_key,
-                ?reason,
-                consumers = to_stop.len(),
-                "MQTT integration: session ended; stopping its consumers"
-            );
-        }
-        stop_all(to_stop).await;
-    }
-}
-
-/// Follows the registry's access changes and ends the sessions whose user lost access (see
-/// [`IntegrationPolicy::recheck_sessions`]); stops with the server.
-async fn watch_access(server: std::sync::Weak<MqttServer<IntegrationPolicy>>) {
-    let mut changes = match server.upgrade() {
-        Some(s) => s.policy().access.changes(),
-        None => return,
-    };
-    changes.mark_unchanged();
-    loop {
-        if changes.changed().await.is_err() {
-            return;
-        }
-        loop {
-            let Some(server) = server.upgrade() else {
-                return;
-            };
-            if server.is_shutting_down() {
-                return;
-            }
-            if !server.policy().recheck_sessions(&server).await {
-                break;
-            }
-            drop(server);
-            tokio::time::sleep(drover_auth::user::RECHECK_RETRY).await;
-        }
+        self.end_session(session_key, reason).await;
     }
 }

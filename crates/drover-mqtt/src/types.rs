@@ -103,6 +103,14 @@ impl MessageProperties {
             && self.user_properties.is_empty()
     }
 
+    /// The value of the first user property named exactly `name`.
+    pub fn user_property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
+    }
+
     /// Encoded size of these properties in a PUBLISH (without the length prefix).
     pub(crate) fn encoded_len(&self) -> usize {
         let mut n = 0;

@@ -41,17 +41,6 @@ impl ContentMode {
     }
 }
 
-/// Attributes in the order they are sent as user properties; extensions follow.
-const ORDER: [&str; 7] = [
-    "specversion",
-    "id",
-    "type",
-    "source",
-    "subject",
-    "time",
-    "dataschema",
-];
-
 /// The event as an MQTT message on `topic`.
 pub(crate) fn encode(
     event: &Event,
@@ -87,9 +76,11 @@ pub(crate) fn encode(
                     user_properties.push((ByteString::from(k), ByteString::from(s)));
                 }
             };
-            for name in ORDER {
-                if let Some(v) = attributes.remove(name) {
-                    push(name, v);
+            // The attributes CloudEvents defines first, in its order; the others (Drover's
+            // and the device's extensions) follow by name.
+            for a in cloudevent::CONTEXT_ATTRIBUTES.iter().filter(|a| a.core) {
+                if let Some(v) = attributes.remove(a.name) {
+                    push(a.name, v);
                 }
             }
             for (k, v) in attributes {
