@@ -13,7 +13,8 @@
 //!   properties are carried into it.
 //! - SUBSCRIBE: the command inboxes `command/inbox//#`, `command/inbox/<device>/#`,
 //!   `command/inbox/#`; once one is stored in the session (the `subscribed` hook) the device's
-//!   queued commands are handed over; anything else is refused.
+//!   queued commands are handed over; the twin topics (`twin`); anything else is refused.
+//! - Twins: `$twin/get`, `$twin/reported`, `$twin/desired`, `$twin/current` (see `twin`).
 //! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
 //!   the connection ends without a clean DISCONNECT.
 
@@ -21,6 +22,7 @@ mod commands;
 mod connect;
 mod publish;
 mod topic;
+mod twin;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ use drover_mqtt::{
     Accepted, CloseReason, ConnectRequest, Inbound, Policy, PublishRefusal, QoS, Refusal,
     SessionHandle, SubscribeRefusal, SubscribeRequest, Subscription,
 };
+use drover_registry::DeviceTwins;
 
 /// Who is connected.
 pub struct DeviceConnection {
@@ -61,6 +64,7 @@ pub struct DevicePolicy {
     auth: Arc<DeviceAuthenticator>,
     log: Arc<dyn EventLog>,
     commands: Arc<CommandRouter>,
+    twins: Arc<dyn DeviceTwins>,
     instance: String,
 }
 
@@ -69,12 +73,14 @@ impl DevicePolicy {
         auth: Arc<DeviceAuthenticator>,
         log: Arc<dyn EventLog>,
         commands: Arc<CommandRouter>,
+        twins: Arc<dyn DeviceTwins>,
         instance: String,
     ) -> Self {
         Self {
             auth,
             log,
             commands,
+            twins,
             instance,
         }
     }
@@ -131,8 +137,10 @@ impl Policy for DevicePolicy {
                     Err(SubscribeRefusal::SharedSubscriptionsNotSupported)
                 } else if topic::is_command_inbox(&f.filter) {
                     Ok(f.options.qos.min(QoS::AtLeastOnce))
+                } else if twin::is_twin_filter(&f.filter) {
+                    Ok(twin::twin_qos(f.options.qos))
                 } else {
-                    tracing::info!(app = conn.device.app_name(), device = conn.device.device_name(), filter = %f.filter, "subscription refused: devices subscribe to command/inbox/... only");
+                    tracing::info!(app = conn.device.app_name(), device = conn.device.device_name(), filter = %f.filter, "subscription refused: devices subscribe to command/inbox/... and $twin/... only");
                     Err(SubscribeRefusal::TopicFilterInvalid)
                 }
             })
@@ -149,6 +157,10 @@ impl Policy for DevicePolicy {
         if granted.iter().any(|s| topic::is_command_inbox(&s.filter)) {
             // Only while still connected (`disconnected` clears the registration).
             commands::register_commands(&self.commands, conn, session, true);
+        }
+        if granted.iter().any(|s| twin::is_twin_filter(&s.filter)) {
+            // The whole twin first, then the changes: a device that was offline catches up.
+            let _ = self.send_current_twin(conn).await;
         }
     }
 

@@ -21,9 +21,10 @@ use drover_model::Event;
 use drover_registry::{RegistryError, TwinChange, TwinStore};
 use tokio::sync::watch;
 
-/// Name of the command that carries a desired-properties patch to a device. Commands from
-/// applications cannot have it (their names may not contain `/`).
-pub const DESIRED_PUSH: &str = "$twin/desired";
+/// Name of the command that carries a desired-properties patch to a device (the topic the
+/// device endpoint sends it on). Commands from applications cannot have it (their names may
+/// not contain `/`).
+pub const DESIRED_PUSH: &str = drover_model::twin::DESIRED_TOPIC;
 /// How long a claimed batch is this node's.
 pub const HOLD: Duration = Duration::from_secs(30);
 /// How often a relay looks for rows other nodes left (or wrote: only the writer's own relay is

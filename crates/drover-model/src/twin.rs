@@ -14,6 +14,15 @@ use serde_json::{Map, Value};
 
 use crate::ValidationError;
 
+/// The topic (and command name) of desired changes sent to a device.
+pub const DESIRED_TOPIC: &str = "$twin/desired";
+/// The topic (and command name) of the whole twin sent to a device.
+pub const CURRENT_TOPIC: &str = "$twin/current";
+/// The topic a device publishes to for its twin.
+pub const GET_TOPIC: &str = "$twin/get";
+/// The topic a device publishes its reported-property patches to.
+pub const REPORTED_TOPIC: &str = "$twin/reported";
+
 /// Most bytes of `desired` or `reported`, as compact JSON.
 pub const MAX_PROPERTIES_BYTES: usize = 32 * 1024;
 /// Most bytes of `tags`, as compact JSON.

@@ -43,7 +43,7 @@ pub use postgres::{PgOptions, PostgresRegistry};
 pub use sqlite::SqliteRegistry;
 pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
-pub use twin::{TwinChange, TwinStore, TwinUpdate};
+pub use twin::{DeviceTwins, TwinChange, TwinStore, TwinUpdate};
 
 /// The finalizer the registry puts on an application while devices it deletes still exist.
 pub const FINALIZER_HAS_DEVICES: &str = "has-devices";

@@ -51,9 +51,25 @@ pub struct TwinUpdate {
     pub changed: bool,
 }
 
-/// Device twins: what the management API, the device endpoints and the outbox relay need.
+/// What device endpoints need of twins: a device reads its twin and reports its state.
 #[async_trait]
-pub trait TwinStore: Send + Sync + 'static {
+pub trait DeviceTwins: Send + Sync + 'static {
+    /// The twin of an authenticated device (the endpoint vouches for it).
+    async fn device_twin(&self, app: &str, device: &str) -> Result<Twin>;
+
+    /// Applies a device's merge patch to `reported`.
+    async fn patch_reported(
+        &self,
+        app: &str,
+        device: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<TwinUpdate>;
+}
+
+/// Device twins: what the management API and the outbox relay need (and, through
+/// [`DeviceTwins`], the device endpoints).
+#[async_trait]
+pub trait TwinStore: DeviceTwins {
     /// The twin of a device `who` may read.
     async fn twin(&self, who: &Principal, app: &str, device: &str) -> Result<Twin>;
 
@@ -76,17 +92,6 @@ pub trait TwinStore: Send + Sync + 'static {
         app: &str,
         device: &str,
         tags: Map<String, Value>,
-    ) -> Result<TwinUpdate>;
-
-    /// The twin of an authenticated device (the endpoint vouches for it).
-    async fn device_twin(&self, app: &str, device: &str) -> Result<Twin>;
-
-    /// Applies a device's merge patch to `reported`.
-    async fn patch_reported(
-        &self,
-        app: &str,
-        device: &str,
-        patch: &Map<String, Value>,
     ) -> Result<TwinUpdate>;
 
     /// Takes up to `limit` outbox rows nobody holds (or whose hold ran out) for `hold`, oldest

@@ -20,6 +20,9 @@ struct MqttSink {
 
 impl CommandSink for MqttSink {
     fn deliver(&self, c: &Command) -> Result<(), SinkRefusal> {
+        if c.name.starts_with("$twin/") {
+            return self.deliver_twin(c);
+        }
         let inbox = if c.device == self.device {
             String::new()
         } else {
@@ -45,6 +48,35 @@ impl CommandSink for MqttSink {
         let msg =
             drover_mqtt::OutboundMessage::new(topic, c.payload.clone(), qos.min(QoS::AtLeastOnce))
                 .with_properties(props);
+        match self.session.try_publish(msg) {
+            Ok(_) => Ok(()),
+            Err(drover_mqtt::TryPublishError::Full(_)) => Err(SinkRefusal::Full),
+            Err(_) => Err(SinkRefusal::Gone),
+        }
+    }
+}
+
+impl MqttSink {
+    /// A twin message (`$twin/desired`, `$twin/current`): on its own topic, to the device's
+    /// own session only, if it subscribes.
+    fn deliver_twin(&self, c: &Command) -> Result<(), SinkRefusal> {
+        if c.device != self.device {
+            return Err(SinkRefusal::NotSubscribed);
+        }
+        let qos = self
+            .session
+            .subscription_qos(&c.name)
+            .ok_or(SinkRefusal::NotSubscribed)?;
+        let props = drover_mqtt::MessageProperties {
+            content_type: c.content_type.clone().map(Into::into),
+            ..Default::default()
+        };
+        let msg = drover_mqtt::OutboundMessage::new(
+            c.name.clone(),
+            c.payload.clone(),
+            qos.min(QoS::AtLeastOnce),
+        )
+        .with_properties(props);
         match self.session.try_publish(msg) {
             Ok(_) => Ok(()),
             Err(drover_mqtt::TryPublishError::Full(_)) => Err(SinkRefusal::Full),

@@ -11,7 +11,7 @@ use drover_model::event::CONNECTION_TYPE;
 use drover_model::Resource;
 use drover_mqtt::{Inbound, PublishRefusal};
 
-use super::{topic, DeviceConnection, DevicePolicy, RETAIN_EXTENSION};
+use super::{topic, twin, DeviceConnection, DevicePolicy, RETAIN_EXTENSION};
 use crate::event::{detect_content_type, is_json, telemetry, Message};
 
 /// How long a gateway's authorization for a device is reused.
@@ -38,6 +38,9 @@ impl DevicePolicy {
             let rest = rest.to_string();
             return self.reply(conn, &rest, msg).await;
         }
+        if twin::is_twin_topic(&msg.topic) {
+            return self.twin_publish(conn, msg).await;
+        }
         let event = self.event_for(conn, msg).await?;
         self.append(conn, event).await
     }
@@ -59,7 +62,7 @@ impl DevicePolicy {
         let mut events = Vec::with_capacity(messages.len());
         let mut slots = Vec::with_capacity(messages.len());
         for msg in messages {
-            if msg.topic.starts_with("command/reply/") {
+            if msg.topic.starts_with("command/reply/") || twin::is_twin_topic(&msg.topic) {
                 if !events.is_empty() {
                     self.append_events(conn, std::mem::take(&mut events), &slots, &mut results)
                         .await;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::access::{not_found_app, not_found_device, readable_app};
 use super::{tables, Backend, SqlRegistry};
 use crate::sql::{Arg, Fallible, Fields, Sql, Tx};
-use crate::twin::{parse_section, section_name, TwinChange, TwinStore, TwinUpdate};
+use crate::twin::{parse_section, section_name, DeviceTwins, TwinChange, TwinStore, TwinUpdate};
 use crate::{RegistryError, Result};
 
 /// What a twin write does.
@@ -235,6 +235,27 @@ impl<B: Backend> SqlRegistry<B> {
 }
 
 #[async_trait]
+impl<B: Backend> DeviceTwins for SqlRegistry<B> {
+    async fn device_twin(&self, app: &str, device: &str) -> Result<Twin> {
+        let (mut tx, _) = self.read().await?;
+        if tables::load_app(&mut tx, app).await?.is_none() {
+            return Err(not_found_app(app));
+        }
+        Ok(Self::stored_twin(&mut tx, app, device).await?)
+    }
+
+    async fn patch_reported(
+        &self,
+        app: &str,
+        device: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<TwinUpdate> {
+        let edit = Edit::Patch(Section::Reported, patch, None);
+        self.write_twin(None, app, device, edit).await
+    }
+}
+
+#[async_trait]
 impl<B: Backend> TwinStore for SqlRegistry<B> {
     async fn twin(&self, who: &Principal, app: &str, device: &str) -> Result<Twin> {
         let (mut tx, _) = self.read().await?;
@@ -263,24 +284,6 @@ impl<B: Backend> TwinStore for SqlRegistry<B> {
     ) -> Result<TwinUpdate> {
         self.write_twin(Some(who), app, device, Edit::Tags(&tags))
             .await
-    }
-
-    async fn device_twin(&self, app: &str, device: &str) -> Result<Twin> {
-        let (mut tx, _) = self.read().await?;
-        if tables::load_app(&mut tx, app).await?.is_none() {
-            return Err(not_found_app(app));
-        }
-        Ok(Self::stored_twin(&mut tx, app, device).await?)
-    }
-
-    async fn patch_reported(
-        &self,
-        app: &str,
-        device: &str,
-        patch: &Map<String, Value>,
-    ) -> Result<TwinUpdate> {
-        let edit = Edit::Patch(Section::Reported, patch, None);
-        self.write_twin(None, app, device, edit).await
     }
 
     async fn claim_twin_changes(&self, limit: usize, hold: Duration) -> Result<Vec<TwinChange>> {

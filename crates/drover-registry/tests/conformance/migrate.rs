@@ -8,7 +8,8 @@ use chrono::Utc;
 use drover_model::role::{MemberEntry, Role};
 use drover_model::Kind;
 use drover_registry::{
-    copy_registry, CopyOptions, ListOptions, MembersDoc, Registry, SqliteRegistry, TwinStore,
+    copy_registry, CopyOptions, DeviceTwins, ListOptions, MembersDoc, Registry, SqliteRegistry,
+    TwinStore,
 };
 use serde_json::json;
 

@@ -107,6 +107,7 @@ impl Services {
                 devices,
                 b.log.clone(),
                 b.commands.clone(),
+                b.registry.clone(),
                 config.instance.clone(),
             ),
             // Publishes of one connection are processed concurrently (PUBACKs stay in order and
