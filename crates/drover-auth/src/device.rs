@@ -20,6 +20,8 @@ use tokio::sync::Semaphore;
 
 use crate::throttle::{Throttle, Throttled};
 
+mod sas_auth;
+
 /// Reads the registry for authentication. Implementations return resources regardless of who
 /// asks (this is the platform itself asking).
 #[async_trait]
@@ -67,6 +69,15 @@ pub enum DeviceCredentials {
         chain: Vec<Vec<u8>>,
         application: Option<String>,
     },
+    /// A shared access signature (Azure IoT Hub's devices) for device `device` of the
+    /// application the hub `hub` stands for; the token's resource must be
+    /// `{hub}/devices/{device}`.
+    Sas {
+        application: String,
+        device: String,
+        hub: String,
+        token: String,
+    },
 }
 
 impl std::fmt::Debug for DeviceCredentials {
@@ -82,6 +93,17 @@ impl std::fmt::Debug for DeviceCredentials {
                 .field("username", username)
                 .field("application", application)
                 .field("device", device)
+                .finish_non_exhaustive(),
+            DeviceCredentials::Sas {
+                application,
+                device,
+                hub,
+                ..
+            } => f
+                .debug_struct("Sas")
+                .field("application", application)
+                .field("device", device)
+                .field("hub", hub)
                 .finish_non_exhaustive(),
             DeviceCredentials::Certificate { chain, application } => {
                 let subject = chain
@@ -139,6 +161,13 @@ pub enum AuthError {
     NotAGateway { gateway: String, device: String },
     #[error("client certificate refused: {0}")]
     Certificate(String),
+    #[error("shared access signature refused for device '{device}' of application '{app}'")]
+    Token {
+        app: String,
+        device: String,
+        #[source]
+        source: crate::sas::SasError,
+    },
     /// Too many failed attempts from this source: refused unchecked.
     #[error(transparent)]
     Throttled(#[from] Throttled),
@@ -260,6 +289,30 @@ impl DeviceAuthenticator {
             }
             DeviceCredentials::Certificate { chain, application } => {
                 self.certificate(chain, application.as_deref()).await
+            }
+            DeviceCredentials::Sas {
+                application,
+                device,
+                hub,
+                token,
+            } => {
+                self.throttle.check(source)?;
+                let identity = format!("device:{application}/{device}");
+                let now = crate::sas::unix_now();
+                match self.sas(application, device, hub, token, now).await {
+                    Ok(d) => {
+                        self.throttle.succeeded(source, &identity);
+                        Ok(d)
+                    }
+                    Err(e) if e.is_unavailable() => Err(e),
+                    Err(e) => {
+                        let wait = self.throttle.failed(source, &identity);
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(e)
+                    }
+                }
             }
         }
     }
