@@ -91,17 +91,11 @@ impl Username {
     }
 }
 
-/// The application a hub name stands for: a bare name is the application; `<app>.<domain>` is
-/// `<app>` when `<domain>` is one of `domains` (case-insensitively, as host names compare).
-pub fn application_for_hub<'h>(hub: &'h str, domains: &[String]) -> Option<&'h str> {
-    match hub.split_once('.') {
-        None => Some(hub),
-        Some((app, domain)) => domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
-            .then_some(app)
-            .filter(|a| !a.is_empty()),
-    }
+/// The application a hub name stands for: its first DNS label (`my-app.iot.example.com` and
+/// `my-app` both name `my-app`). The rest of the name selects nothing: it is whatever host name
+/// the device was given, and the SAS token must be for the whole name as the device sends it.
+pub fn application_for_hub(hub: &str) -> Option<&str> {
+    hub.split('.').next().filter(|a| !a.is_empty())
 }
 
 /// A property bag's pairs, decoded, in order. Empty text is an empty bag; a pair without `=` is
@@ -368,14 +362,9 @@ mod tests {
 
     #[test]
     fn hubs_name_applications() {
-        let domains = vec!["drover.example".to_string()];
-        assert_eq!(application_for_hub("app1", &domains), Some("app1"));
-        assert_eq!(
-            application_for_hub("app1.Drover.Example", &domains),
-            Some("app1")
-        );
-        assert_eq!(application_for_hub("app1.other.example", &domains), None);
-        assert_eq!(application_for_hub(".drover.example", &domains), None);
+        assert_eq!(application_for_hub("app1"), Some("app1"));
+        assert_eq!(application_for_hub("app1.drover.example"), Some("app1"));
+        assert_eq!(application_for_hub(".drover.example"), None);
     }
 
     #[test]

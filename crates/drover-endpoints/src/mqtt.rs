@@ -20,6 +20,7 @@
 
 mod commands;
 mod connect;
+mod iothub;
 mod publish;
 mod topic;
 mod twin;
@@ -41,6 +42,8 @@ use drover_registry::DeviceTwins;
 pub struct DeviceConnection {
     pub device: AuthenticatedDevice,
     pub dialect: MqttDialect,
+    /// The IoT hub an Azure SDK device named (it speaks Azure's dialect, see `iothub`).
+    pub azure: Option<String>,
     stream: StreamKey,
     v5: bool,
     /// Registered with the command router while connected.
@@ -135,6 +138,15 @@ impl Policy for DevicePolicy {
             .map(|f| {
                 if f.share_group.is_some() {
                     Err(SubscribeRefusal::SharedSubscriptionsNotSupported)
+                } else if conn.azure.is_some() {
+                    match crate::azure::parse_subscription(&f.filter, conn.device.device_name()) {
+                        // QoS 2 is granted 1, as IoT Hub does.
+                        Ok(_) => Ok(f.options.qos.min(QoS::AtLeastOnce)),
+                        Err(e) => {
+                            tracing::info!(app = conn.device.app_name(), device = conn.device.device_name(), "subscription refused: {e}");
+                            Err(SubscribeRefusal::TopicFilterInvalid)
+                        }
+                    }
                 } else if topic::is_command_inbox(&f.filter) {
                     Ok(f.options.qos.min(QoS::AtLeastOnce))
                 } else if twin::is_twin_filter(&f.filter) {
@@ -154,11 +166,14 @@ impl Policy for DevicePolicy {
         session: &SessionHandle,
         granted: &[Subscription],
     ) {
-        if granted.iter().any(|s| topic::is_command_inbox(&s.filter)) {
+        if granted
+            .iter()
+            .any(|s| topic::is_command_inbox(&s.filter) || conn.azure.is_some())
+        {
             // Only while still connected (`disconnected` clears the registration).
             commands::register_commands(&self.commands, conn, session, true);
         }
-        if granted.iter().any(|s| twin::is_twin_filter(&s.filter)) {
+        if conn.azure.is_none() && granted.iter().any(|s| twin::is_twin_filter(&s.filter)) {
             // The whole twin first, then the changes: a device that was offline catches up.
             let _ = self.send_current_twin(conn).await;
         }

@@ -16,10 +16,15 @@ struct MqttSink {
     /// The device this session belongs to.
     device: String,
     v5: bool,
+    /// The device speaks Azure IoT Hub's dialect.
+    azure: bool,
 }
 
 impl CommandSink for MqttSink {
     fn deliver(&self, c: &Command) -> Result<(), SinkRefusal> {
+        if self.azure {
+            return self.deliver_iothub(c);
+        }
         if c.name.starts_with("$twin/") {
             return self.deliver_twin(c);
         }
@@ -57,6 +62,25 @@ impl CommandSink for MqttSink {
 }
 
 impl MqttSink {
+    /// A command to an Azure device: on the topic its dialect has for it.
+    fn deliver_iothub(&self, c: &Command) -> Result<(), SinkRefusal> {
+        if c.device != self.device {
+            return Err(SinkRefusal::NotSubscribed);
+        }
+        let (topic, qos) =
+            super::iothub::command_topic(&self.device, c).ok_or(SinkRefusal::NotSubscribed)?;
+        let granted = self
+            .session
+            .subscription_qos(&topic)
+            .ok_or(SinkRefusal::NotSubscribed)?;
+        let msg = drover_mqtt::OutboundMessage::new(topic, c.payload.clone(), qos.min(granted));
+        match self.session.try_publish(msg) {
+            Ok(_) => Ok(()),
+            Err(drover_mqtt::TryPublishError::Full(_)) => Err(SinkRefusal::Full),
+            Err(_) => Err(SinkRefusal::Gone),
+        }
+    }
+
     /// A twin message (`$twin/desired`, `$twin/current`): on its own topic, to the device's
     /// own session only, if it subscribes.
     fn deliver_twin(&self, c: &Command) -> Result<(), SinkRefusal> {
@@ -159,6 +183,7 @@ pub(super) fn register_commands(
         session: session.clone(),
         device: conn.device.device_name().to_string(),
         v5: conn.v5,
+        azure: conn.azure.is_some(),
     });
     let key = (
         conn.device.app_uid().to_string(),

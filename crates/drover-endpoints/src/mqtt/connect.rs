@@ -18,7 +18,16 @@ impl DevicePolicy {
         &self,
         req: &ConnectRequest,
     ) -> Result<Accepted<Arc<DeviceConnection>>, Refusal> {
-        let Some(creds) = credentials(req) else {
+        let azure = crate::azure::Username::parse(req.username.as_deref().unwrap_or(""));
+        if let Some(module) = azure.as_ref().and_then(|u| u.module.as_ref()) {
+            tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, module, "MQTT connect refused: IoT Hub module identities are not supported");
+            return Err(Refusal::BadCredentials);
+        }
+        let creds = match &azure {
+            Some(u) => azure_credentials(req, u),
+            None => credentials(req),
+        };
+        let Some(creds) = creds else {
             tracing::info!(peer = %req.connection.peer_addr, client_id = %req.client_id, "MQTT connect refused: no credentials (user name `device@app` and password, or a client certificate)");
             return Err(Refusal::BadCredentials);
         };
@@ -37,7 +46,14 @@ impl DevicePolicy {
             }
         })?;
         let key = format!("{}/{}", device.app_name(), device.device_name());
+        if let Some(u) = &azure {
+            if device.device_name() != u.device {
+                tracing::info!(%peer, client_id = %req.client_id, "MQTT connect refused: the client certificate is device '{}', the user name names '{}'", device.device_name(), u.device);
+                return Err(Refusal::BadCredentials);
+            }
+        }
         let conn = DeviceConnection {
+            azure: azure.map(|u| u.hub),
             dialect: dialect(&device),
             stream: StreamKey::new(device.app_name(), device.app_uid()),
             device,
@@ -86,6 +102,29 @@ fn credentials(req: &ConnectRequest) -> Option<DeviceCredentials> {
                     .client_id
                     .rsplit_once('@')
                     .map(|(_, app)| app.to_string()),
+            }
+        }),
+    }
+}
+
+/// An Azure SDK device: a SAS token as password, or a client certificate; the hub's first
+/// label names the application.
+fn azure_credentials(
+    req: &ConnectRequest,
+    u: &crate::azure::Username,
+) -> Option<DeviceCredentials> {
+    let app = crate::azure::application_for_hub(&u.hub)?.to_string();
+    match &req.password {
+        Some(p) => Some(DeviceCredentials::Sas {
+            application: app,
+            device: u.device.clone(),
+            hub: u.hub.clone(),
+            token: String::from_utf8_lossy(p).into_owned(),
+        }),
+        None => req.connection.client_certificates.as_ref().map(|chain| {
+            DeviceCredentials::Certificate {
+                chain: chain.clone(),
+                application: Some(app),
             }
         }),
     }

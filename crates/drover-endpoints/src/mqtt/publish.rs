@@ -11,7 +11,7 @@ use drover_model::event::CONNECTION_TYPE;
 use drover_model::Resource;
 use drover_mqtt::{Inbound, PublishRefusal};
 
-use super::{topic, twin, DeviceConnection, DevicePolicy, RETAIN_EXTENSION};
+use super::{iothub, topic, twin, DeviceConnection, DevicePolicy, RETAIN_EXTENSION};
 use crate::event::{detect_content_type, is_json, telemetry, Message};
 
 /// How long a gateway's authorization for a device is reused.
@@ -38,6 +38,9 @@ impl DevicePolicy {
             let rest = rest.to_string();
             return self.reply(conn, &rest, msg).await;
         }
+        if conn.azure.is_some() && iothub::is_request(&msg.topic) {
+            return self.iothub_request(conn, msg).await;
+        }
         if twin::is_twin_topic(&msg.topic) {
             return self.twin_publish(conn, msg).await;
         }
@@ -62,7 +65,10 @@ impl DevicePolicy {
         let mut events = Vec::with_capacity(messages.len());
         let mut slots = Vec::with_capacity(messages.len());
         for msg in messages {
-            if msg.topic.starts_with("command/reply/") || twin::is_twin_topic(&msg.topic) {
+            if msg.topic.starts_with("command/reply/")
+                || twin::is_twin_topic(&msg.topic)
+                || (conn.azure.is_some() && iothub::is_request(&msg.topic))
+            {
                 if !events.is_empty() {
                     self.append_events(conn, std::mem::take(&mut events), &slots, &mut results)
                         .await;
@@ -216,6 +222,9 @@ impl DevicePolicy {
         conn: &DeviceConnection,
         msg: Inbound,
     ) -> Result<drover_model::Event, PublishRefusal> {
+        if conn.azure.is_some() {
+            return self.iothub_event(conn, msg);
+        }
         let (channel, target) = topic::route(&conn.dialect, &msg.topic)?;
         let device: Arc<Resource> = match target {
             None => conn.device.device.clone(),
