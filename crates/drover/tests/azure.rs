@@ -200,6 +200,34 @@ async fn an_iot_hub_device_sends_reads_reports_and_is_commanded() {
     assert_eq!(answer.status(), StatusCode::OK);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body, json!({"rebooting": true}));
+
+    // The telemetry in the application's stream, its bag mapped.
+    let url = format!(
+        "{}?username=admin&api_key={}&from=earliest",
+        t.ws_url("az"),
+        common::ADMIN_TOKEN
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let event = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut ws))
+            .await
+            .expect("events within 10 s")
+            .unwrap()
+            .unwrap();
+        let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
+            continue;
+        };
+        let ev: Value = serde_json::from_str(text.as_str()).unwrap();
+        if ev["type"] == "io.drogue.event.v1" {
+            break ev;
+        }
+    };
+    assert_eq!(event["subject"], "telemetry");
+    assert_eq!(event["device"], "d1");
+    assert_eq!(event["datacontenttype"], "application/json");
+    assert_eq!(event["messageid"], "m-1");
+    assert_eq!(event["room"], "kitchen east");
+    assert_eq!(event["data"], json!({"temp": 21.5}));
 }
 
 #[tokio::test]
