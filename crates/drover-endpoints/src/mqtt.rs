@@ -133,20 +133,14 @@ impl Policy for DevicePolicy {
         _session: &SessionHandle,
         req: &SubscribeRequest,
     ) -> Vec<Result<QoS, SubscribeRefusal>> {
+        if conn.azure.is_some() {
+            return iothub::subscribe(conn, req);
+        }
         req.filters
             .iter()
             .map(|f| {
                 if f.share_group.is_some() {
                     Err(SubscribeRefusal::SharedSubscriptionsNotSupported)
-                } else if conn.azure.is_some() {
-                    match crate::azure::parse_subscription(&f.filter, conn.device.device_name()) {
-                        // QoS 2 is granted 1, as IoT Hub does.
-                        Ok(_) => Ok(f.options.qos.min(QoS::AtLeastOnce)),
-                        Err(e) => {
-                            tracing::info!(app = conn.device.app_name(), device = conn.device.device_name(), "subscription refused: {e}");
-                            Err(SubscribeRefusal::TopicFilterInvalid)
-                        }
-                    }
                 } else if topic::is_command_inbox(&f.filter) {
                     Ok(f.options.qos.min(QoS::AtLeastOnce))
                 } else if twin::is_twin_filter(&f.filter) {

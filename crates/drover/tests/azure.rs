@@ -281,4 +281,22 @@ async fn bad_tokens_and_foreign_topics_are_refused() {
     })
     .await;
     assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
+
+    // Telemetry over IoT Hub's 256 KiB is refused (MQTT 3.1.1: the connection closes).
+    let big = vec![b'x'; 256 * 1024 + 1];
+    c.publish("devices/d1/messages/events/", QoS::AtLeastOnce, false, big)
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if el.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "oversized telemetry must end the connection"
+    );
 }

@@ -14,13 +14,35 @@
 use bytes::Bytes;
 use drover_bus::commands::{Command, Reply};
 use drover_model::twin::{Section, DESIRED_TOPIC};
-use drover_mqtt::{Inbound, PublishRefusal, QoS};
+use drover_mqtt::{Inbound, PublishRefusal, QoS, SubscribeRefusal, SubscribeRequest};
 use drover_registry::RegistryError;
 use serde_json::{Map, Value};
 
 use super::{DeviceConnection, DevicePolicy};
 use crate::azure::{self, Publish};
 use crate::event::{detect_content_type, telemetry, Message};
+
+/// Largest telemetry payload (IoT Hub's limit).
+pub const MAX_TELEMETRY: usize = 256 * 1024;
+
+/// An Azure device's SUBSCRIBE: the dialect's four filters only (so IoT Hub's limit of 5
+/// subscriptions holds by itself); QoS 2 is granted 1, as IoT Hub does.
+pub(super) fn subscribe(
+    conn: &DeviceConnection,
+    req: &SubscribeRequest,
+) -> Vec<Result<QoS, SubscribeRefusal>> {
+    let (app, device) = (conn.device.app_name(), conn.device.device_name());
+    req.filters
+        .iter()
+        .map(|f| match azure::parse_subscription(&f.filter, device) {
+            Ok(_) => Ok(f.options.qos.min(QoS::AtLeastOnce)),
+            Err(e) => {
+                tracing::info!(app, device, "subscription refused: {e}");
+                Err(SubscribeRefusal::TopicFilterInvalid)
+            }
+        })
+        .collect()
+}
 
 /// What an Azure device's PUBLISH asks for: an event, or something answered on its own.
 pub(super) fn is_request(topic: &str) -> bool {
@@ -68,6 +90,15 @@ impl DevicePolicy {
                 return Err(PublishRefusal::TopicNameInvalid);
             }
         };
+        if msg.payload.len() > MAX_TELEMETRY {
+            tracing::info!(
+                app,
+                device,
+                size = msg.payload.len(),
+                "publish refused: IoT Hub telemetry is at most {MAX_TELEMETRY} bytes"
+            );
+            return Err(PublishRefusal::QuotaExceeded);
+        }
         let mut content_type = None;
         let mut extensions = Vec::with_capacity(properties.len());
         for (k, v) in properties {
