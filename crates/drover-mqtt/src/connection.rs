@@ -9,7 +9,7 @@
 //! timeout).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::num::NonZeroU16;
 use std::pin::pin;
@@ -172,12 +172,10 @@ struct PublishMeta {
     topic: ByteString,
 }
 
-/// The next piece of queued work to start, see [`State::next_work`].
-enum Start {
-    /// PUBLISHes for one `publish_batch` call.
-    Publishes(Vec<Inbound>, Vec<PublishMeta>),
-    /// SUBSCRIBE or UNSUBSCRIBE.
-    Control(Work),
+/// What [`Conn::start_work`] started besides PUBLISHes.
+enum Started<'c> {
+    Nothing,
+    Control(ControlFuture<'c>),
     End(CloseReason),
 }
 
@@ -238,20 +236,12 @@ impl<P: Policy> Conn<'_, P> {
         let mut packet_sleep = pin!(sleep_until(timers.packet_start()));
 
         loop {
-            // Start queued work, in order: PUBLISHes up to the concurrency limit; SUBSCRIBE,
-            // UNSUBSCRIBE and the end only once everything before them is done.
-            while let Some(start) = st.next_work(
-                control.is_none(),
-                pipeline.is_empty(),
-                cfg.inbound_concurrency - publishes_in_flight,
-            ) {
-                match start {
-                    Start::Publishes(messages, metas) => {
-                        publishes_in_flight += messages.len();
-                        pipeline.push(policy.publish_batch(&self.identity, messages), metas);
-                    }
-                    Start::Control(work) => control = self.start_control(st, work),
-                    Start::End(reason) => return reason,
+            if control.is_none() {
+                let publish = |messages| policy.publish_batch(&self.identity, messages);
+                match self.start_work(st, &mut pipeline, &mut publishes_in_flight, publish) {
+                    Started::Control(c) => control = Some(c),
+                    Started::End(reason) => return reason,
+                    Started::Nothing => {}
                 }
             }
             let (can_read, write_blocked) = self.before_wait(st, io, &mut timers);
@@ -294,6 +284,51 @@ impl<P: Policy> Conn<'_, P> {
                 return reason;
             }
         }
+    }
+
+    /// Starts queued work, in order (called while no SUBSCRIBE/UNSUBSCRIBE runs): PUBLISHes
+    /// (batched, through `publish`) up to the concurrency limit; SUBSCRIBE, UNSUBSCRIBE and the
+    /// end only once everything before them is done.
+    fn start_work<'c, F: Future>(
+        &'c self,
+        st: &mut State<'_>,
+        pipeline: &mut Pipeline<F, Vec<PublishMeta>>,
+        publishes_in_flight: &mut usize,
+        publish: impl Fn(Vec<Inbound>) -> F,
+    ) -> Started<'c> {
+        let concurrency = st.cfg.inbound_concurrency;
+        while let Some(front) = st.work.front() {
+            match front {
+                Work::Publish { .. } if *publishes_in_flight < concurrency => {}
+                Work::Publish { .. } => break,
+                _ if pipeline.is_empty() => {}
+                _ => break,
+            }
+            let Some(work) = st.work.pop_front() else {
+                break;
+            };
+            match work {
+                Work::Publish { message, packet_id } => {
+                    let room = concurrency - *publishes_in_flight;
+                    let (messages, metas) = st.publish_batch(message, packet_id, room);
+                    *publishes_in_flight += messages.len();
+                    pipeline.push(publish(messages), metas);
+                }
+                Work::Subscribe {
+                    packet_id,
+                    filters,
+                    user_properties,
+                } => {
+                    let c = self.subscribe(st, packet_id, filters, user_properties);
+                    return Started::Control(c);
+                }
+                Work::Unsubscribe { packet_id, filters } => {
+                    return Started::Control(self.unsubscribe(packet_id, filters));
+                }
+                Work::End(reason) => return Started::End(reason),
+            }
+        }
+        Started::Nothing
     }
 
     /// Before the loop waits: puts the session's messages on the wire, makes room to read.
@@ -415,23 +450,6 @@ impl<P: Policy> Conn<'_, P> {
 }
 
 impl State<'_> {
-    /// Takes the next piece of work that may start now: PUBLISHes (batched, up to `room`)
-    /// while no SUBSCRIBE/UNSUBSCRIBE runs; anything else only when nothing runs (`idle`).
-    fn next_work(&mut self, no_control: bool, no_publishes: bool, room: usize) -> Option<Start> {
-        let idle = no_control && no_publishes;
-        match self.work.front()? {
-            Work::Publish { .. } if no_control && room > 0 => {}
-            Work::Publish { .. } => return None,
-            _ if idle => {}
-            _ => return None,
-        }
-        Some(match self.work.pop_front()? {
-            Work::Publish { message, packet_id } => self.publish_batch(message, packet_id, room),
-            Work::End(reason) => Start::End(reason),
-            control => Start::Control(control),
-        })
-    }
-
     /// The PUBLISH and those queued right behind it, up to `room`: they go to the policy
     /// together.
     fn publish_batch(
@@ -439,7 +457,7 @@ impl State<'_> {
         message: Inbound,
         packet_id: Option<NonZeroU16>,
         room: usize,
-    ) -> Start {
+    ) -> (Vec<Inbound>, Vec<PublishMeta>) {
         let mut messages = Vec::with_capacity(room.min(self.work.len() + 1));
         let mut metas = Vec::with_capacity(messages.capacity());
         let mut next = Some((message, packet_id));
@@ -459,7 +477,7 @@ impl State<'_> {
                 }
             }
         }
-        Start::Publishes(messages, metas)
+        (messages, metas)
     }
 
     fn log_close(&self, close: &CloseReason) {

@@ -124,8 +124,10 @@
 //!   for all connections and then discards the sessions.
 //!
 //! Every refusal and protocol violation is logged as one `tracing` line with `peer`, `client_id`
-//! and the precise reason; the server never panics on input (property-tested with random,
-//! truncated and mutated byte streams).
+//! and the precise reason, a protocol violation as a [`Violation`] that keeps its cause; the
+//! server never panics on input (property-tested with random, truncated and mutated byte
+//! streams; fuzzed by `fuzz/` targets `mqtt_wire`, the wire adapter alone, and
+//! `mqtt_connection`, a whole connection).
 //!
 //! ## Protocol decisions
 //!

@@ -145,9 +145,15 @@ fn unknown_protocol_level(buf: &[u8]) -> Option<u8> {
     if buf.first() != Some(&0x10) {
         return None;
     }
+    // The remaining length: at most four bytes, the last without the continuation bit. A
+    // malformed one is not a CONNECT of an unknown level (and deciding so from however many
+    // bytes have arrived would make the answer depend on how the stream was split).
     let mut i = 1;
-    while i < buf.len() && i <= 4 && buf[i] & 0x80 != 0 {
+    while *buf.get(i)? & 0x80 != 0 {
         i += 1;
+        if i > 4 {
+            return None;
+        }
     }
     let name = buf.get(i + 1..i + 7)?;
     let level = *buf.get(i + 7)?;
@@ -368,6 +374,17 @@ mod tests {
             None
         );
         assert_eq!(unknown_protocol_level(b"\x10"), None);
+        // Found by the fuzz target mqtt_wire: a malformed remaining length (four bytes, all
+        // with the continuation bit) was taken for a CONNECT of level 0 when the whole packet
+        // had arrived, and for no CONNECT when only its first bytes had.
+        assert_eq!(
+            unknown_protocol_level(b"\x10\xff\xff\xff\xff\x15\x00\x04MQTT\x00\x04"),
+            None
+        );
+        assert_eq!(
+            unknown_protocol_level(b"\x10\x90\x01\x00\x04MQTT\x06\x02"),
+            Some(6)
+        );
         assert_eq!(unknown_protocol_level(b"\x10\xff\xff\xff\xff\xff"), None);
     }
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::{Conn, State, Work};
+use super::{Conn, State};
 use crate::policy::Policy;
 use crate::reason::{ReasonCode, SubscribeRefusal};
 use crate::session::Session;
@@ -39,21 +39,8 @@ pub(super) enum ControlDone {
 type Precheck = Vec<Result<usize, ReasonCode>>;
 
 impl<P: Policy> Conn<'_, P> {
-    /// Starts a SUBSCRIBE or UNSUBSCRIBE (`None` for other work, which never comes here).
-    pub(super) fn start_control(&self, st: &State<'_>, work: Work) -> Option<ControlFuture<'_>> {
-        match work {
-            Work::Subscribe {
-                packet_id,
-                filters,
-                user_properties,
-            } => Some(self.subscribe(st, packet_id, filters, user_properties)),
-            Work::Unsubscribe { packet_id, filters } => Some(self.unsubscribe(packet_id, filters)),
-            Work::Publish { .. } | Work::End(_) => None,
-        }
-    }
-
     /// Starts a SUBSCRIBE: the crate's checks now, the policy's decision in the future.
-    fn subscribe(
+    pub(super) fn subscribe(
         &self,
         st: &State<'_>,
         packet_id: NonZeroU16,
@@ -88,7 +75,11 @@ impl<P: Policy> Conn<'_, P> {
 
     /// Starts an UNSUBSCRIBE: the session forgets the subscriptions now, the policy is told in
     /// the future.
-    fn unsubscribe(&self, packet_id: NonZeroU16, filters: Vec<ByteString>) -> ControlFuture<'_> {
+    pub(super) fn unsubscribe(
+        &self,
+        packet_id: NonZeroU16,
+        filters: Vec<ByteString>,
+    ) -> ControlFuture<'_> {
         let parsed: Vec<Option<(Option<&str>, &str)>> = filters
             .iter()
             .map(|f| topic::parse_subscription(f).ok())

@@ -38,7 +38,7 @@ pub enum Enqueued {
 
 type AckResult = Result<ReasonCode, DeliveryError>;
 
-/// The receipt of a queued message, see [`SessionHandle::publish`].
+/// The receipt of a queued message, see [`SessionHandle::publish`](crate::SessionHandle::publish).
 #[derive(Debug)]
 #[must_use = "a Delivery tells whether and when the client acknowledged the message"]
 pub struct Delivery {

@@ -108,7 +108,7 @@ impl SessionHandle {
     /// wait queues nothing.
     ///
     /// QoS 1 messages are queued for an offline persistent session too
-    /// ([`Delivery::enqueued`] says [`Enqueued::Offline`]) and resent with DUP after a
+    /// ([`Delivery::enqueued`] says [`Enqueued::Offline`](crate::Enqueued::Offline)) and resent with DUP after a
     /// reconnect until acknowledged; QoS 0 messages for an offline session are refused.
     pub async fn publish(&self, message: OutboundMessage) -> Result<Delivery, PublishError> {
         if let Err(reason) = validate_outbound(&message) {

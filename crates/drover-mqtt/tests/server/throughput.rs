@@ -1,7 +1,10 @@
 //! A rough throughput check (ignored by default; run in release):
 //! `cargo test --release -p drover-mqtt --test server throughput -- --ignored --nocapture`.
 //! The server runs on a single-threaded runtime of its own (one core); ten raw clients blast
-//! pre-encoded 64-byte QoS 0 (then QoS 1) PUBLISHes from another thread.
+//! pre-encoded 64-byte QoS 0 (then QoS 1) PUBLISHes from another thread. `THROUGHPUT_QOS=0|1`
+//! runs one of the two, `THROUGHPUT_N` sets the messages per client (100,000; QoS 1 half that
+//! when both run), e.g. to count instructions per message under callgrind: the inclusive cost
+//! of `drover_mqtt::connection::run` divided by the messages.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -117,6 +120,16 @@ fn run(qos: u8, clients: usize, per_client: usize) {
 #[test]
 #[ignore = "benchmark; run in release with --ignored --nocapture"]
 fn throughput() {
-    run(0, 10, 100_000);
-    run(1, 10, 50_000);
+    let n: usize = std::env::var("THROUGHPUT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    match std::env::var("THROUGHPUT_QOS").as_deref() {
+        Ok("0") => run(0, 10, n),
+        Ok("1") => run(1, 10, n),
+        _ => {
+            run(0, 10, n);
+            run(1, 10, n / 2);
+        }
+    }
 }
