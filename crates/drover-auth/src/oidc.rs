@@ -22,12 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
-use tokio::time::Instant;
+
+mod key_store;
+mod keys;
+
+use self::key_store::Cache;
+use self::keys::KeyEntry;
 
 /// Clock skew tolerated for `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 60;
@@ -139,19 +142,6 @@ struct Inner {
     cache: RwLock<Cache>,
     /// Serializes fetches; holds the `jwks_uri` found by discovery.
     fetch: Mutex<Option<String>>,
-}
-
-#[derive(Default)]
-struct Cache {
-    keys: Option<Arc<KeySet>>,
-    /// Last successful fetch.
-    fetched_at: Option<Instant>,
-    /// Last fetch attempt, successful or not.
-    attempted_at: Option<Instant>,
-    /// Number of fetch attempts so far.
-    generation: u64,
-    /// Error of the last attempt, if it failed.
-    last_error: Option<String>,
 }
 
 impl OidcValidator {
@@ -303,162 +293,6 @@ impl Inner {
         }
         Ok(username.to_string())
     }
-
-    /// The cached keys, fetching them first if there are none yet or they are old.
-    async fn current_keys(&self) -> Result<Arc<KeySet>, OidcError> {
-        let (generation, stale) = {
-            let cache = self.cache.read().await;
-            match (&cache.keys, cache.fetched_at) {
-                (Some(keys), Some(at)) if at.elapsed() < MAX_KEY_AGE => return Ok(keys.clone()),
-                _ => (cache.generation, cache.keys.clone()),
-            }
-        };
-        match self.refresh(generation).await {
-            Ok(keys) => Ok(keys),
-            Err(err) => match stale {
-                Some(keys) => {
-                    tracing::warn!(issuer = %self.config.issuer_url, error = %err,
-                        "cannot refresh OIDC signing keys, using the cached ones");
-                    Ok(keys)
-                }
-                None => Err(err),
-            },
-        }
-    }
-
-    /// Refetches keys after a lookup in `seen` failed, unless that was done too recently.
-    /// Returns `None` when rate limited.
-    async fn refetch_for_unknown_key(
-        &self,
-        seen: &Arc<KeySet>,
-    ) -> Result<Option<Arc<KeySet>>, OidcError> {
-        let generation = {
-            let cache = self.cache.read().await;
-            if let Some(keys) = &cache.keys {
-                if !Arc::ptr_eq(keys, seen) {
-                    // Someone else already refreshed them.
-                    return Ok(Some(keys.clone()));
-                }
-            }
-            if cache
-                .attempted_at
-                .is_some_and(|at| at.elapsed() < self.refetch_interval)
-            {
-                tracing::debug!(issuer = %self.config.issuer_url,
-                    "unknown signing key, not refetching keys yet");
-                return Ok(None);
-            }
-            cache.generation
-        };
-        self.refresh(generation).await.map(Some)
-    }
-
-    /// Fetches the key set, unless another task finished an attempt since `seen_generation`
-    /// was read, in which case its outcome is reused.
-    async fn refresh(&self, seen_generation: u64) -> Result<Arc<KeySet>, OidcError> {
-        let mut jwks_uri = self.fetch.lock().await;
-        {
-            let cache = self.cache.read().await;
-            if cache.generation != seen_generation {
-                return match (&cache.last_error, &cache.keys) {
-                    (None, Some(keys)) => Ok(keys.clone()),
-                    (Some(err), _) => Err(OidcError::Unavailable(err.clone())),
-                    (None, None) => Err(OidcError::Unavailable(
-                        "signing keys are not available".to_string(),
-                    )),
-                };
-            }
-        }
-
-        let result = self.fetch_keys(&mut jwks_uri).await;
-
-        let now = Instant::now();
-        let mut cache = self.cache.write().await;
-        cache.generation += 1;
-        cache.attempted_at = Some(now);
-        match result {
-            Ok(keys) => {
-                let keys = Arc::new(keys);
-                cache.keys = Some(keys.clone());
-                cache.fetched_at = Some(now);
-                cache.last_error = None;
-                Ok(keys)
-            }
-            Err(err) => {
-                if let OidcError::Unavailable(msg) = &err {
-                    cache.last_error = Some(msg.clone());
-                }
-                Err(err)
-            }
-        }
-    }
-
-    async fn fetch_keys(&self, jwks_uri: &mut Option<String>) -> Result<KeySet, OidcError> {
-        let uri = match (&self.config.jwks_url, &*jwks_uri) {
-            (Some(configured), _) => configured.clone(),
-            (None, Some(discovered)) => discovered.clone(),
-            (None, None) => {
-                let discovered = self.discover().await?;
-                *jwks_uri = Some(discovered.clone());
-                discovered
-            }
-        };
-        tracing::debug!(issuer = %self.config.issuer_url, jwks_uri = %uri, "fetching OIDC signing keys");
-        let jwks: JwksDocument = match self.get_json("key set", &uri).await {
-            Ok(jwks) => jwks,
-            Err(err) => {
-                // The location may have changed: discover again next time.
-                *jwks_uri = None;
-                return Err(err);
-            }
-        };
-        let keys = KeySet::from_document(jwks);
-        if keys.entries.is_empty() {
-            return Err(OidcError::Unavailable(format!(
-                "key set at {uri} contains no usable signing key"
-            )));
-        }
-        Ok(keys)
-    }
-
-    async fn discover(&self) -> Result<String, OidcError> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.config.issuer_url.trim_end_matches('/')
-        );
-        let doc: DiscoveryDocument = self.get_json("discovery document", &url).await?;
-        if let Some(issuer) = &doc.issuer {
-            if issuer.trim_end_matches('/') != self.config.issuer_url.trim_end_matches('/') {
-                tracing::warn!(configured = %self.config.issuer_url, advertised = %issuer,
-                    "OIDC discovery document advertises a different issuer");
-            }
-        }
-        doc.jwks_uri.ok_or_else(|| {
-            OidcError::Unavailable(format!("discovery document at {url} has no 'jwks_uri'"))
-        })
-    }
-
-    async fn get_json<T: DeserializeOwned>(&self, what: &str, url: &str) -> Result<T, OidcError> {
-        let response = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                OidcError::Unavailable(format!("cannot fetch {what} from {url}: {}", chain(&e)))
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(OidcError::Unavailable(format!(
-                "fetching {what} from {url} failed with HTTP status {status}"
-            )));
-        }
-        response
-            .json::<T>()
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("invalid {what} at {url}: {}", chain(&e))))
-    }
 }
 
 fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str, OidcError> {
@@ -468,166 +302,6 @@ fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a st
         Some(_) => Err(OidcError::Malformed(format!(
             "claim '{name}' is not a string"
         ))),
-    }
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-#[derive(Deserialize)]
-struct DiscoveryDocument {
-    issuer: Option<String>,
-    jwks_uri: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct JwksDocument {
-    #[serde(default)]
-    keys: Vec<Value>,
-}
-
-/// The fields of a JWK this module uses; others are ignored.
-#[derive(Deserialize)]
-struct RawJwk {
-    kty: String,
-    kid: Option<String>,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    alg: Option<String>,
-    crv: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyFamily {
-    Rsa,
-    EcP256,
-    EcP384,
-}
-
-struct KeyEntry {
-    kid: Option<String>,
-    family: KeyFamily,
-    /// The key's `alg`, if it restricts itself to one.
-    alg: Option<Algorithm>,
-    key: DecodingKey,
-}
-
-impl KeyEntry {
-    fn accepts(&self, alg: Algorithm) -> bool {
-        let family_ok = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => self.family == KeyFamily::Rsa,
-            Algorithm::ES256 => self.family == KeyFamily::EcP256,
-            Algorithm::ES384 => self.family == KeyFamily::EcP384,
-            _ => false,
-        };
-        family_ok && self.alg.is_none_or(|a| a == alg)
-    }
-
-    fn from_jwk(raw: RawJwk) -> Result<Self, String> {
-        if raw.use_.as_deref().is_some_and(|u| u != "sig") {
-            return Err("not a signing key".to_string());
-        }
-        let alg = match raw.alg.as_deref() {
-            None => None,
-            Some(name) => match name.parse::<Algorithm>() {
-                Ok(alg) if SUPPORTED_ALGORITHMS.contains(&alg) => Some(alg),
-                _ => return Err(format!("unsupported algorithm {name}")),
-            },
-        };
-        let (family, key) = match raw.kty.as_str() {
-            "RSA" => {
-                let (Some(n), Some(e)) = (&raw.n, &raw.e) else {
-                    return Err("RSA key without 'n' and 'e'".to_string());
-                };
-                let key = DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?;
-                (KeyFamily::Rsa, key)
-            }
-            "EC" => {
-                let family = match raw.crv.as_deref() {
-                    Some("P-256") => KeyFamily::EcP256,
-                    Some("P-384") => KeyFamily::EcP384,
-                    other => return Err(format!("unsupported curve {other:?}")),
-                };
-                let (Some(x), Some(y)) = (&raw.x, &raw.y) else {
-                    return Err("EC key without 'x' and 'y'".to_string());
-                };
-                let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
-                (family, key)
-            }
-            other => return Err(format!("unsupported key type {other}")),
-        };
-        Ok(Self {
-            kid: raw.kid,
-            family,
-            alg,
-            key,
-        })
-    }
-}
-
-struct KeySet {
-    entries: Vec<KeyEntry>,
-}
-
-impl KeySet {
-    /// Keeps the usable signing keys; skips (and logs) the others.
-    fn from_document(doc: JwksDocument) -> Self {
-        let mut entries = Vec::with_capacity(doc.keys.len());
-        for value in doc.keys {
-            let parsed = serde_json::from_value::<RawJwk>(value)
-                .map_err(|e| e.to_string())
-                .and_then(|raw| {
-                    let kid = raw.kid.clone();
-                    KeyEntry::from_jwk(raw).map_err(|e| format!("{e} (kid {kid:?})"))
-                });
-            match parsed {
-                Ok(entry) => entries.push(entry),
-                Err(reason) => tracing::debug!(%reason, "skipping JWK"),
-            }
-        }
-        Self { entries }
-    }
-
-    /// Keys that may have signed a token with this `kid` and `alg`. A key with the right id but
-    /// of the wrong type is an error, not a reason to refetch.
-    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<&KeyEntry>, OidcError> {
-        match kid {
-            Some(kid) => {
-                let with_id: Vec<&KeyEntry> = self
-                    .entries
-                    .iter()
-                    .filter(|e| e.kid.as_deref() == Some(kid))
-                    .collect();
-                if !with_id.is_empty() && !with_id.iter().any(|e| e.accepts(alg)) {
-                    return Err(OidcError::Malformed(format!(
-                        "key '{kid}' cannot verify {alg:?} signatures"
-                    )));
-                }
-                Ok(with_id.into_iter().filter(|e| e.accepts(alg)).collect())
-            }
-            None => Ok(self.entries.iter().filter(|e| e.accepts(alg)).collect()),
-        }
     }
 }
 

@@ -42,17 +42,6 @@ pub fn telemetry(
     }
 }
 
-/// Whether a content type is JSON (`application/json`, `*/*+json`), ignoring parameters.
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
-}
-
 /// The content type of a payload: as given; else JSON when it parses as JSON; else
 /// `application/octet-stream`. Empty payloads get none.
 pub fn detect_content_type(given: Option<&str>, data: &[u8]) -> Option<String> {
@@ -72,6 +61,7 @@ pub fn detect_content_type(given: Option<&str>, data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_model::event::is_json;
 
     #[test]
     fn content_types() {

@@ -1,6 +1,8 @@
 //! CloudEvents 1.0, JSON structured mode: the form every integration delivers by default.
 
 use base64::Engine as _;
+use drover_model::event::is_json;
+use drover_model::names::encoded_segment;
 use drover_model::Event;
 use serde_json::{Map, Value};
 
@@ -101,13 +103,6 @@ pub fn extension_name(name: &str) -> Option<String> {
     let reserved =
         CONTEXT_ATTRIBUTES.iter().any(|a| a.name == n) || DATA_MEMBERS.contains(&n.as_str());
     (!n.is_empty() && !reserved).then_some(n)
-}
-
-fn is_json(ct: &str) -> bool {
-    let e = ct.split(';').next().unwrap_or("").trim().as_bytes();
-    e.eq_ignore_ascii_case(b"application/json")
-        || e.eq_ignore_ascii_case(b"text/json")
-        || e.len() >= 5 && e[e.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 /// The event as a structured-mode JSON object. JSON payloads are embedded as `data`, text as a
@@ -385,22 +380,10 @@ fn write_partition_key(out: &mut Vec<u8>, event: &Event) {
 /// [`Event::source`] as a JSON string (percent-encoding leaves nothing to escape).
 fn write_source(out: &mut Vec<u8>, event: &Event) {
     out.extend_from_slice(b"\"drogue://");
-    encode_segment(out, &event.application);
+    out.extend(encoded_segment(&event.application));
     out.push(b'/');
-    encode_segment(out, &event.device);
+    out.extend(encoded_segment(&event.device));
     out.push(b'"');
-}
-
-/// [`drover_model::names::encode_segment`], into `out`.
-fn encode_segment(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
 }
 
 /// RFC 3339 in UTC with microseconds, as `to_rfc3339_opts(Micros, true)` writes it.

@@ -64,3 +64,17 @@ impl Event {
         format!("{}/{}", self.application, self.sender)
     }
 }
+
+/// Whether a content type is JSON (`application/json`, `text/json`, `*/*+json`), ignoring
+/// parameters and ASCII case.
+pub fn is_json(content_type: &str) -> bool {
+    let e = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .as_bytes();
+    e.eq_ignore_ascii_case(b"application/json")
+        || e.eq_ignore_ascii_case(b"text/json")
+        || e.len() >= 5 && e[e.len() - 5..].eq_ignore_ascii_case(b"+json")
+}

@@ -116,15 +116,23 @@ pub fn validate_finalizer(f: &str) -> Result<(), ValidationError> {
 /// Percent-encodes a URL path segment: everything but RFC 3986's unreserved characters
 /// (`A-Z a-z 0-9 - . _ ~`), UTF-8 bytes included.
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
+    encoded_segment(s).map(char::from).collect()
+}
+
+/// The bytes of [`encode_segment`]'s result (ASCII), for writers that do not want a `String`.
+pub fn encoded_segment(s: &str) -> impl Iterator<Item = u8> + '_ {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    s.bytes().flat_map(|b| {
+        let (bytes, n) = if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            ([b, 0, 0], 1)
         } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+            (
+                [b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]],
+                3,
+            )
+        };
+        bytes.into_iter().take(n)
+    })
 }
 
 fn truncate(s: &str) -> String {

@@ -8,7 +8,8 @@ use drover_auth::device::DeviceCredentials;
 use serde::Deserialize;
 
 use super::error::{bad_request, error, HttpError};
-use crate::event::{is_json, validate_channel};
+use crate::event::validate_channel;
+use drover_model::event::is_json;
 
 /// The query of `POST /v1/{channel}`.
 #[derive(Debug, Default, Deserialize)]

@@ -7,12 +7,12 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use drover_bus::BusError;
-use drover_model::event::CONNECTION_TYPE;
+use drover_model::event::{is_json, CONNECTION_TYPE};
 use drover_model::Resource;
 use drover_mqtt::{Inbound, PublishRefusal};
 
 use super::{iothub, topic, twin, DeviceConnection, DevicePolicy, RETAIN_EXTENSION};
-use crate::event::{detect_content_type, is_json, telemetry, Message};
+use crate::event::{detect_content_type, telemetry, Message};
 
 /// How long a gateway's authorization for a device is reused.
 const TARGET_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
