@@ -109,8 +109,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::BadRequest(m) => ApiError::BadRequest(m),
             RegistryError::Forbidden(m) => ApiError::Forbidden(m),
             RegistryError::Unauthorized(m) => ApiError::Unauthorized(m),
-            RegistryError::Unavailable(m) => ApiError::Unavailable(m),
-            RegistryError::Internal(m) => ApiError::Internal(m),
+            RegistryError::Unavailable(m) => ApiError::Unavailable(m.to_string()),
+            RegistryError::Internal(m) => ApiError::Internal(m.to_string()),
         }
     }
 }

@@ -1,90 +1,11 @@
-//! The bus's errors. Each keeps its cause: a [`Reason`] says what was being done and holds the
-//! error that made it fail (an I/O error, a NATS error), reachable through
-//! [`std::error::Error::source`]. As elsewhere in Drover (and in async-nats), an error's
-//! `Display` also shows its cause's message, so that a log line or a protocol answer made of
-//! `{e}` says everything on one line.
+//! The bus's errors. Each keeps its cause: a [`Reason`] (drover-model's, shared by every crate)
+//! says what was being done and holds the error that made it fail (an I/O error, a NATS error),
+//! reachable through [`std::error::Error::source`]; an error's `Display` also shows its cause's
+//! message.
 
 use std::error::Error;
-use std::fmt;
-use std::sync::Arc;
 
-/// Why an operation failed: what was being done (or what is wrong), and the error behind it,
-/// if there is one. Cheap to clone (a failed batch answers every append in it with the same
-/// reason).
-#[derive(Clone)]
-pub struct Reason {
-    what: String,
-    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
-}
-
-impl Reason {
-    /// A condition that no other error caused (a limit, a check, a state).
-    pub fn new(what: impl Into<String>) -> Self {
-        Self {
-            what: what.into(),
-            source: None,
-        }
-    }
-
-    /// `what` failed because of `source`.
-    pub fn caused_by(what: impl Into<String>, source: impl Error + Send + Sync + 'static) -> Self {
-        Self {
-            what: what.into(),
-            source: Some(Arc::new(source)),
-        }
-    }
-
-    /// What was being done, without the cause.
-    pub fn what(&self) -> &str {
-        &self.what
-    }
-
-    /// The same reason (the same cause) with what was being done said otherwise.
-    pub(crate) fn reworded(&self, what: impl FnOnce(&str) -> String) -> Self {
-        Self {
-            what: what(&self.what),
-            source: self.source.clone(),
-        }
-    }
-}
-
-impl From<String> for Reason {
-    fn from(what: String) -> Self {
-        Self::new(what)
-    }
-}
-
-impl From<&str> for Reason {
-    fn from(what: &str) -> Self {
-        Self::new(what)
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {source}", self.what),
-            None => f.write_str(&self.what),
-        }
-    }
-}
-
-impl fmt::Debug for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Reason");
-        d.field("what", &self.what);
-        if let Some(source) = &self.source {
-            d.field("source", source);
-        }
-        d.finish()
-    }
-}
-
-impl Error for Reason {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
-    }
-}
+pub use drover_model::error::Reason;
 
 /// What an [`EventLog`](crate::EventLog) operation failed with. The endpoints map it to their
 /// protocols in one place each: `TooLarge` is HTTP 413 / MQTT 0x97, `Overloaded`,

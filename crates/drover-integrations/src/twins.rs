@@ -119,7 +119,7 @@ impl TwinRelay {
                 Ok(n) if n == BATCH => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %drover_model::error_chain(&e), "twin changes not relayed yet; will retry")
+                    tracing::warn!(error = %drover_model::error::chain(&e), "twin changes not relayed yet; will retry")
                 }
             }
             tokio::select! {
@@ -177,7 +177,7 @@ impl TwinRelay {
             Err(e @ (BusError::Invalid(_) | BusError::TooLarge(_))) => {
                 tracing::warn!(app = %change.application, device = %change.device,
                     section = change.section.as_str(), version = change.version,
-                    error = %drover_model::error_chain(&e), "twin change dropped: its stream does not take it");
+                    error = %drover_model::error::chain(&e), "twin change dropped: its stream does not take it");
             }
             Err(e) => return Err(e),
         }

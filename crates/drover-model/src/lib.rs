@@ -1,10 +1,12 @@
 //! Drover's domain model: the registry's resources (applications and devices with Kubernetes-style
 //! metadata), the typed spec sections Drover understands, label selectors, roles, and validation;
-//! and the one rule that keeps secrets out of URLs Drover shows ([`redact_url`]).
+//! the one rule that keeps secrets out of URLs Drover shows ([`redact_url`]); and [`Reason`], how
+//! every crate's errors keep their cause.
 //!
 //! This crate owns *what things are*. It knows nothing of I/O, async runtimes, storage or wire
 //! protocols; JSON (serde) is the representation resources have everywhere, so the types derive it.
 
+pub mod error;
 pub mod event;
 pub mod names;
 pub mod redact;
@@ -14,6 +16,7 @@ pub mod selector;
 pub mod spec;
 pub mod twin;
 
+pub use error::Reason;
 pub use event::Event;
 pub use redact::redact_url;
 pub use resource::{Kind, Metadata, MetadataInput, Resource, ResourceInput};
@@ -29,20 +32,4 @@ impl ValidationError {
     pub fn new(msg: impl Into<String>) -> Self {
         Self(msg.into())
     }
-}
-
-/// An error and its sources on one line, `: `-separated (a source whose text the message
-/// already holds is not repeated) — how Drover logs and prints an error with its cause.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }

@@ -33,10 +33,11 @@ mod store;
 pub mod twin;
 
 use std::collections::BTreeMap;
+use std::error::Error;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use drover_model::{Kind, Members, Principal, Resource, ResourceInput, Selector};
+use drover_model::{Kind, Members, Principal, Reason, Resource, ResourceInput, Selector};
 use serde::{Deserialize, Serialize};
 
 pub use postgres::{PgOptions, PostgresRegistry};
@@ -65,10 +66,36 @@ pub enum RegistryError {
     Forbidden(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The store cannot answer now (retry later); the reason holds the database or I/O error.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(#[source] Reason),
+    /// A failure no caller can fix; the reason holds the error behind it, if any.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Reason),
+}
+
+impl RegistryError {
+    /// [`RegistryError::Unavailable`]: `what` failed because of `source`.
+    pub fn unavailable(
+        what: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable(Reason::caused_by(what, source))
+    }
+
+    /// [`RegistryError::Internal`]: `what` failed because of `source`.
+    pub fn internal(what: impl Into<String>, source: impl Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Reason::caused_by(what, source))
+    }
+
+    /// Why, as a [`Reason`] with the same message: the reason (and cause) of `Unavailable` and
+    /// `Internal`, the message of the others.
+    pub fn into_reason(self) -> Reason {
+        match self {
+            Self::Unavailable(r) | Self::Internal(r) => r,
+            other => Reason::new(other.to_string()),
+        }
+    }
 }
 
 impl From<drover_model::ValidationError> for RegistryError {

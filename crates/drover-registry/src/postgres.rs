@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use drover_model::Reason;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::watch;
@@ -133,10 +134,8 @@ impl SqlRegistry<PostgresStore> {
             base.get_port(),
             base.get_database().unwrap_or_default()
         );
-        let unavailable = |e: &dyn std::fmt::Display| {
-            RegistryError::Unavailable(format!(
-                "cannot reach the registry database at {target}: {e}"
-            ))
+        let unavailable = |e: sqlx::Error| {
+            RegistryError::unavailable(format!("cannot reach the registry database at {target}"), e)
         };
         let base = match schema {
             Some(s) => base.options([("search_path", s)]),
@@ -146,8 +145,12 @@ impl SqlRegistry<PostgresStore> {
         let mut conn =
             tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&base))
                 .await
-                .map_err(|_| unavailable(&"no connection within the acquire timeout"))?
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|_| {
+                    RegistryError::Unavailable(Reason::new(format!(
+                        "cannot reach the registry database at {target}: no connection within the acquire timeout"
+                    )))
+                })?
+                .map_err(unavailable)?;
         let migrated = migrate(&mut conn, schema).await;
         // Closing also ends the session's advisory locks, should migrating have failed.
         let _ = conn.close().await;
@@ -168,7 +171,7 @@ impl SqlRegistry<PostgresStore> {
                     .options([("lock_timeout", lock_timeout.as_str())]),
             )
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         let listen_pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(options.acquire_timeout)
@@ -197,23 +200,21 @@ impl SqlRegistry<PostgresStore> {
 
 /// Creates the schema if needed and brings it to the current version.
 async fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> Result<()> {
-    let failed = |e: &dyn std::fmt::Display| {
-        RegistryError::Internal(format!("cannot migrate the registry database: {e}"))
-    };
+    fn failed(e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
+        RegistryError::internal("cannot migrate the registry database", e)
+    }
     if let Some(schema) = schema {
         let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
         let lock = sqlx::query("SELECT pg_advisory_lock($1)").bind(SCHEMA_LOCK);
         let unlock = sqlx::query("SELECT pg_advisory_unlock($1)").bind(SCHEMA_LOCK);
-        lock.execute(&mut *conn).await.map_err(|e| failed(&e))?;
-        conn.execute(create.as_str())
-            .await
-            .map_err(|e| failed(&e))?;
-        unlock.execute(&mut *conn).await.map_err(|e| failed(&e))?;
+        lock.execute(&mut *conn).await.map_err(failed)?;
+        conn.execute(create.as_str()).await.map_err(failed)?;
+        unlock.execute(&mut *conn).await.map_err(failed)?;
     }
     sqlx::migrate!("./migrations/postgres")
         .run(conn)
         .await
-        .map_err(|e| failed(&e))
+        .map_err(failed)
 }
 
 #[async_trait]

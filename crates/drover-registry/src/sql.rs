@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use drover_model::Reason;
+
 use crate::RegistryError;
 
 /// Why a store operation failed.
@@ -49,39 +51,36 @@ impl From<Failure> for RegistryError {
 /// What a database error means for the caller.
 pub fn failure(e: sqlx::Error) -> Failure {
     use sqlx::Error as E;
-    let unavailable = |e: &E| {
-        Failure::Final(RegistryError::Unavailable(format!(
-            "registry database unavailable: {e}"
-        )))
+    let unavailable = |e: E| {
+        Failure::Final(RegistryError::unavailable(
+            "registry database unavailable",
+            e,
+        ))
     };
     match &e {
-        E::PoolTimedOut => Failure::Final(RegistryError::Unavailable(
-            "registry database unavailable: no connection could be had in time (is the database running and reachable?)"
-                .to_string(),
-        )),
-        E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => unavailable(&e),
+        E::PoolTimedOut => Failure::Final(RegistryError::Unavailable(Reason::new(
+            "registry database unavailable: no connection could be had in time (is the database running and reachable?)",
+        ))),
+        E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => unavailable(e),
         E::Database(d) => match d.code().as_deref() {
             // serialization_failure, deadlock_detected: the transaction was rolled back.
-            Some("40001" | "40P01") => Failure::Retry(RegistryError::Unavailable(format!(
-                "registry database busy, try again: {e}"
-            ))),
+            Some("40001" | "40P01") => Failure::Retry(RegistryError::unavailable(
+                "registry database busy, try again",
+                e,
+            )),
             // connection exceptions, insufficient resources, operator intervention (shutdown,
             // cannot connect now, statement timeout), a read-only transaction (on a standby),
             // the lock timeout (another writer held the revision counter for too long).
             Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
-                unavailable(&e)
+                unavailable(e)
             }
-            Some("25006" | "55P03") => unavailable(&e),
-            _ => Failure::Final(RegistryError::Internal(format!(
-                "registry database error: {e}"
-            ))),
+            Some("25006" | "55P03") => unavailable(e),
+            _ => Failure::Final(RegistryError::internal("registry database error", e)),
         },
         E::ColumnDecode { .. } | E::Decode(_) | E::ColumnNotFound(_) | E::ColumnIndexOutOfBounds { .. } => {
-            Failure::Final(RegistryError::Internal(format!("stored data is corrupt: {e}")))
+            Failure::Final(RegistryError::internal("stored data is corrupt", e))
         }
-        _ => Failure::Final(RegistryError::Internal(format!(
-            "registry database error: {e}"
-        ))),
+        _ => Failure::Final(RegistryError::internal("registry database error", e)),
     }
 }
 
@@ -100,11 +99,7 @@ impl Arg<'_> {
     pub fn json<T: Serialize>(v: &T) -> Fallible<Arg<'static>> {
         serde_json::value::to_raw_value(v)
             .map(Arg::Json)
-            .map_err(|e| {
-                Failure::Final(RegistryError::Internal(format!(
-                    "cannot store document: {e}"
-                )))
-            })
+            .map_err(|e| Failure::Final(RegistryError::internal("cannot store document", e)))
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use drover_model::Reason;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -70,12 +71,12 @@ impl SqlRegistry<SqliteStore> {
             .await
             .map_err(|e| match e {
                 RegistryError::Unavailable(why) | RegistryError::Internal(why)
-                    if why.contains("locked") || why.contains("busy") =>
+                    if in_use(&why) =>
                 {
-                    RegistryError::Unavailable(format!(
+                    RegistryError::Unavailable(Reason::new(format!(
                         "the registry database {} is in use by another process (is a server running on this data directory? stop it first)",
                         path.display()
-                    ))
+                    )))
                 }
                 other => other,
             })
@@ -92,19 +93,19 @@ impl SqlRegistry<SqliteStore> {
             .connect_with(opts)
             .await
             .map_err(|e| {
-                RegistryError::Unavailable(format!(
-                    "cannot open registry database {}: {e}",
-                    path.display()
-                ))
+                RegistryError::unavailable(
+                    format!("cannot open registry database {}", path.display()),
+                    e,
+                )
             })?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| {
-                RegistryError::Internal(format!(
-                    "cannot migrate registry database {}: {e}",
-                    path.display()
-                ))
+                RegistryError::internal(
+                    format!("cannot migrate registry database {}", path.display()),
+                    e,
+                )
             })?;
         let (revision, _) = watch::channel(committed_revision(&mut pool.clone()).await?);
         let (access, _) = watch::channel(committed_access(&mut pool.clone()).await?);
@@ -146,4 +147,10 @@ impl Backend for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether SQLite refused because another connection holds the database.
+fn in_use(why: &Reason) -> bool {
+    let message = why.to_string();
+    message.contains("locked") || message.contains("busy")
 }

@@ -117,7 +117,7 @@ fn serve(args: ServeArgs, print_config: bool) -> ExitCode {
         match server.run_until(signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_line(e.as_ref()));
                 ExitCode::FAILURE
             }
         }
@@ -281,4 +281,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// An error on one line, with each of its causes its own message leaves out (the one way the
+/// binary prints errors: most already show their causes, `anyhow` contexts do not).
+pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    drover_model::error::chain(e)
 }

@@ -66,7 +66,7 @@ struct Usage(String);
 /// Runs `drover migrate`; prints the report, or one line on failure.
 pub fn run(args: MigrateArgs) -> ExitCode {
     let failed = |e: anyhow::Error| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", crate::error_line(e.as_ref()));
         if e.is::<Usage>() {
             ExitCode::from(EXIT_CONFIG)
         } else {

@@ -183,7 +183,7 @@ mod tests {
                 .authenticate(&creds("d1", token.clone()), SOURCE)
                 .await
                 .unwrap_err();
-            let shown = drover_model::error_chain(&e);
+            let shown = drover_model::error::chain(&e);
             assert!(shown.contains(cause), "{token}: {shown}");
         }
         let token = good("hub1.drover.example/devices/pw-only", later());

@@ -167,7 +167,10 @@ impl Inner {
             .send()
             .await
             .map_err(|e| {
-                OidcError::Unavailable(format!("cannot fetch {what} from {url}: {}", chain(&e)))
+                OidcError::Unavailable(format!(
+                    "cannot fetch {what} from {url}: {}",
+                    drover_model::error::chain(&e)
+                ))
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -175,26 +178,13 @@ impl Inner {
                 "fetching {what} from {url} failed with HTTP status {status}"
             )));
         }
-        response
-            .json::<T>()
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("invalid {what} at {url}: {}", chain(&e))))
+        response.json::<T>().await.map_err(|e| {
+            OidcError::Unavailable(format!(
+                "invalid {what} at {url}: {}",
+                drover_model::error::chain(&e)
+            ))
+        })
     }
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[derive(Deserialize)]

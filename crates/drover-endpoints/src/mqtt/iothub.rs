@@ -226,7 +226,7 @@ fn error_answer(app: &str, device: &str, what: &str, e: RegistryError) -> (u16, 
         _ => 500,
     };
     if status == 500 {
-        tracing::warn!(app, device, error = %drover_model::error_chain(&e), "{what} failed");
+        tracing::warn!(app, device, error = %drover_model::error::chain(&e), "{what} failed");
     } else {
         tracing::info!(app, device, "{what} refused: {e}");
     }

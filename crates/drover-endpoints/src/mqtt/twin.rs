@@ -107,7 +107,7 @@ fn twin_refusal(app: &str, device: &str, what: &str, e: RegistryError) -> Publis
             PublishRefusal::NotAuthorized
         }
         other => {
-            tracing::warn!(app, device, error = %drover_model::error_chain(&other), "{what} failed");
+            tracing::warn!(app, device, error = %drover_model::error::chain(&other), "{what} failed");
             PublishRefusal::ImplementationSpecific
         }
     }

@@ -39,7 +39,7 @@ pub async fn hash_passwords(
         Ok(spec)
     })
     .await
-    .map_err(|e| RegistryError::Internal(format!("password hashing failed: {e}")))?
+    .map_err(|e| RegistryError::internal("password hashing failed", e))?
 }
 
 /// Whether a credentials section of `spec` holds a plain password.

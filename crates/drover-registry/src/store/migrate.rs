@@ -16,6 +16,8 @@
 //! checks first that the target is empty and last that it holds as many rows of each table as
 //! the source. Any failure leaves the target as it was.
 
+use drover_model::Reason;
+
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
 use super::twins::{self, StoredTwin};
 use super::write::Write;
@@ -108,10 +110,10 @@ pub async fn copy_registry<A: Backend, B: Backend>(
 
     let copied = tables::counts(&mut w.tx).await?;
     if copied != source.counts {
-        return Err(RegistryError::Internal(format!(
+        return Err(RegistryError::Internal(Reason::new(format!(
             "the copy does not match the source (source {:?}, copy {copied:?}); nothing was written",
             source.counts
-        )));
+        ))));
     }
     let report = MigrationReport {
         applications: source

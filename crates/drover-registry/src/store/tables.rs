@@ -2,7 +2,7 @@
 //! table's rows; the rules about what to write are in the parent module.
 
 use chrono::{DateTime, Utc};
-use drover_model::{Kind, Members, Resource};
+use drover_model::{Kind, Members, Reason, Resource};
 
 use crate::sql::{Arg, Fallible, Fields, Sql};
 use crate::{Change, RegistryError, TokenInfo, User};
@@ -56,7 +56,7 @@ async fn doc(db: &mut impl Sql, sql: &'static str, args: &[Arg<'_>]) -> Fallible
 /// The number in the first column of a one-row result.
 async fn number(db: &mut impl Sql, sql: &'static str, args: &[Arg<'_>]) -> Fallible<u64> {
     let n = map_row(db, sql, args, |r| r.uint(0)).await?;
-    n.ok_or_else(|| RegistryError::Internal(format!("no result from '{sql}'")).into())
+    n.ok_or_else(|| RegistryError::Internal(Reason::new(format!("no result from '{sql}'"))).into())
 }
 
 /// A counter of the `meta` row, read by `sql` (which may also lock the row).
@@ -148,7 +148,7 @@ async fn with_access<S: Sql, T>(
 /// Names of the applications `user` owns, is to receive or is (maybe) a member of.
 pub async fn apps_of_user(db: &mut impl Sql, user: &str) -> Fallible<Vec<String>> {
     let quoted = serde_json::to_string(user)
-        .map_err(|e| RegistryError::Internal(format!("cannot quote user name: {e}")))?;
+        .map_err(|e| RegistryError::internal("cannot quote user name", e))?;
     let pattern = format!("%{quoted}%");
     let sql = "SELECT name FROM apps WHERE owner = $1 OR transfer_to = $1 OR CAST(members AS TEXT) LIKE $2";
     map_rows(db, sql, &[user.into(), pattern.as_str().into()], |r| {
@@ -489,8 +489,9 @@ pub async fn changes_since(db: &mut impl Sql, since: u64, limit: usize) -> Falli
         let kind = r.text(1)?;
         Ok(Change {
             revision: r.uint(0)?,
-            kind: Kind::from_str_opt(&kind)
-                .ok_or_else(|| RegistryError::Internal(format!("unknown change kind '{kind}'")))?,
+            kind: Kind::from_str_opt(&kind).ok_or_else(|| {
+                RegistryError::Internal(Reason::new(format!("unknown change kind '{kind}'")))
+            })?,
             application: r.text(2)?,
             device: r.opt_text(3)?,
             uid: r.text(4)?,

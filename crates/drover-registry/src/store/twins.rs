@@ -131,9 +131,9 @@ pub(super) async fn all_outbox(db: &mut impl Sql) -> Fallible<Vec<TwinChange>> {
 fn outbox_row(r: &impl Fields) -> Fallible<TwinChange> {
     let section = r.text(5)?;
     let section = parse_section(&section).ok_or_else(|| {
-        RegistryError::Internal(format!(
+        RegistryError::Internal(drover_model::error::Reason::new(format!(
             "stored data is corrupt: twin outbox row names section '{section}'"
-        ))
+        )))
     })?;
     Ok(TwinChange {
         seq: r.uint(0)?,
