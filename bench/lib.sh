@@ -77,10 +77,11 @@ wait_pid_port() { # pid addr
 }
 
 # start_drover: sets BROKER_PID, MQTT_ADDR, HTTP_ADDR, API_ADDR, INT_ADDR (empty without the
-# MQTT integration), DATA_DIR.
+# MQTT integration), DATA_DIR. DROVER_PORTS="api http mqtt integration" fixes the ports (a
+# restart on the same ports); DROVER_EXTRA_ARGS are added to `drover serve`.
 start_drover() {
     local ports api http mqtt imqtt
-    read -r api http mqtt imqtt <<<"$(free_ports 4)"
+    read -r api http mqtt imqtt <<<"${DROVER_PORTS:-$(free_ports 4)}"
     # PERSIST_DIR: a data directory kept across restarts (registry provisioned once).
     DATA_DIR=${PERSIST_DIR:-$RUN_DIR/drover-data-$STAMP-$RANDOM}
     mkdir -p "$DATA_DIR"
@@ -99,6 +100,8 @@ start_drover() {
             args+=(--integration-max-lag 0)
         fi
     fi
+    # shellcheck disable=SC2206 # split on purpose: options and their values
+    args+=(${DROVER_EXTRA_ARGS:-})
     local logf=$RESULTS_DIR/drover-$STAMP.log
     DROVER_LOG=${DROVER_LOG:-warn} taskset -c "$BROKER_CPU" "$DROVER" "${args[@]}" >>"$logf" 2>&1 &
     BROKER_PID=$!

@@ -23,7 +23,12 @@ struct Many {
 
 /// Opens `n` MQTT connections (`concurrency` attempts at a time), spread over `sources`
 /// 127.0.0.x source addresses.
-async fn connect_many(args: &Args, n: u64, concurrency: usize, keepalive: u16) -> Result<Many, String> {
+async fn connect_many(
+    args: &Args,
+    n: u64,
+    concurrency: usize,
+    keepalive: u16,
+) -> Result<Many, String> {
     let addr: SocketAddr = mqtt::resolve(&args.str("addr", "127.0.0.1:1883"))?;
     let sources: u64 = args.num("sources", n.div_ceil(8_000).max(2));
     let user = args.str("user", "d{i}@bench");
@@ -38,7 +43,13 @@ async fn connect_many(args: &Args, n: u64, concurrency: usize, keepalive: u16) -
         let i = k + 1 + offset;
         let u = (!user.is_empty()).then(|| expand(&user, i));
         let p = (!pass.is_empty()).then(|| expand(&pass, i));
-        let pkt = mqtt::connect_packet(&expand(&client_id, i), u.as_deref(), p.as_deref(), keepalive, true);
+        let pkt = mqtt::connect_packet(
+            &expand(&client_id, i),
+            u.as_deref(),
+            p.as_deref(),
+            keepalive,
+            true,
+        );
         let sem = sem.clone();
         let src = mqtt::source_ip(k, sources);
         set.spawn(async move {
@@ -94,7 +105,13 @@ pub async fn idle(args: &Args) -> Result<(), String> {
     let hold: f64 = args.num("hold", 10.0f64);
     let rss0 = procfs::status_kib(pid, "VmRSS");
     let cpu0 = procfs::cpu_secs(pid);
-    let m = connect_many(args, n, args.num("concurrency", 200usize), args.num("keepalive", 600u16)).await?;
+    let m = connect_many(
+        args,
+        n,
+        args.num("concurrency", 200usize),
+        args.num("keepalive", 600u16),
+    )
+    .await?;
     let cpu1 = procfs::cpu_secs(pid);
     // Let the broker settle (connection events, allocator), then measure while holding.
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
@@ -119,7 +136,10 @@ pub async fn idle(args: &Args) -> Result<(), String> {
         ("bytes_per_conn", f1(per_conn)),
         ("connect_cpu_s", f2(procfs::delta(cpu0, cpu1))),
         ("idle_cpu_pct", f2(procfs::delta(cpu1, cpu2) * 100.0 / hold)),
-        ("first_error", m.first_error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "first_error",
+            m.first_error.clone().unwrap_or_else(|| "-".into()),
+        ),
     ]);
     drop(m);
     Ok(())
@@ -129,7 +149,13 @@ pub async fn storm(args: &Args) -> Result<(), String> {
     let n: u64 = args.num("connections", 10_000u64);
     let pid: Option<u32> = args.opt("pid").and_then(|p| p.parse().ok());
     let cpu0 = procfs::cpu_secs(pid);
-    let mut m = connect_many(args, n, args.num("concurrency", n as usize), args.num("keepalive", 600u16)).await?;
+    let mut m = connect_many(
+        args,
+        n,
+        args.num("concurrency", n as usize),
+        args.num("keepalive", 600u16),
+    )
+    .await?;
     let cpu1 = procfs::cpu_secs(pid);
     let held = m.streams.len() as u64;
     let cpu = procfs::delta(cpu0, cpu1);
@@ -137,14 +163,23 @@ pub async fn storm(args: &Args) -> Result<(), String> {
         ("scenario".into(), "storm".into()),
         ("label".into(), args.str("label", "target")),
         ("connections".into(), n.to_string()),
-        ("concurrency".into(), args.str("concurrency", &n.to_string())),
+        (
+            "concurrency".into(),
+            args.str("concurrency", &n.to_string()),
+        ),
         ("connected".into(), held.to_string()),
         ("failed".into(), m.failed.to_string()),
         ("all_connected_s".into(), f2(m.elapsed_s)),
         ("connects_per_s".into(), f1(held as f64 / m.elapsed_s)),
         ("broker_cpu_s".into(), f2(cpu)),
-        ("cpu_us_per_connect".into(), f1(cpu * 1e6 / held.max(1) as f64)),
-        ("rss_peak_kib".into(), procfs::kib(procfs::status_kib(pid, "VmHWM"))),
+        (
+            "cpu_us_per_connect".into(),
+            f1(cpu * 1e6 / held.max(1) as f64),
+        ),
+        (
+            "rss_peak_kib".into(),
+            procfs::kib(procfs::status_kib(pid, "VmHWM")),
+        ),
     ];
     let mut lat = std::mem::take(&mut m.latencies);
     lat.sort_unstable();
@@ -169,7 +204,11 @@ pub fn ports(args: &Args) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     let ports: Vec<String> = ls
         .iter()
-        .map(|l| l.local_addr().map(|a| a.port().to_string()).unwrap_or_default())
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port().to_string())
+                .unwrap_or_default()
+        })
         .collect();
     println!("{}", ports.join(" "));
     Ok(())
@@ -178,7 +217,8 @@ pub fn ports(args: &Args) -> Result<(), String> {
 /// Waits until `--addr` accepts TCP connections.
 pub async fn wait(args: &Args) -> Result<(), String> {
     let addr = mqtt::resolve(&args.str("addr", "127.0.0.1:1883"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.num("timeout", 30.0f64));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.num("timeout", 30.0f64));
     loop {
         if TcpStream::connect(addr).await.is_ok() {
             return Ok(());

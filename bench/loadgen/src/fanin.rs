@@ -48,21 +48,22 @@ async fn publish(mut s: TcpStream, t: Template, cfg: PubCfg) -> PubOutcome {
     let start = tokio::time::Instant::now();
 
     // Parses PUBACKs in `inbuf`; returns how many.
-    let absorb = |inbuf: &mut BytesMut, send_ts: &[u64], lat: &mut Vec<u64>| -> Result<u64, String> {
-        let now = now_ns();
-        let mut n = 0;
-        while let Some((h, bs, end)) = mqtt::parse_frame(inbuf)? {
-            if h & 0xF0 == 0x40 && end - bs >= 2 {
-                let pid = u16::from_be_bytes([inbuf[bs], inbuf[bs + 1]]);
-                lat.push(now.saturating_sub(send_ts[usize::from(pid)]));
-                n += 1;
-            } else if h & 0xF0 == 0xE0 {
-                return Err("server sent DISCONNECT".into());
+    let absorb =
+        |inbuf: &mut BytesMut, send_ts: &[u64], lat: &mut Vec<u64>| -> Result<u64, String> {
+            let now = now_ns();
+            let mut n = 0;
+            while let Some((h, bs, end)) = mqtt::parse_frame(inbuf)? {
+                if h & 0xF0 == 0x40 && end - bs >= 2 {
+                    let pid = u16::from_be_bytes([inbuf[bs], inbuf[bs + 1]]);
+                    lat.push(now.saturating_sub(send_ts[usize::from(pid)]));
+                    n += 1;
+                } else if h & 0xF0 == 0xE0 {
+                    return Err("server sent DISCONNECT".into());
+                }
+                inbuf.advance(end);
             }
-            inbuf.advance(end);
-        }
-        Ok(n)
-    };
+            Ok(n)
+        };
 
     loop {
         let finished = if cfg.qos == 0 {
@@ -96,7 +97,11 @@ async fn publish(mut s: TcpStream, t: Template, cfg: PubCfg) -> PubOutcome {
                 if let Some(po) = t.pid_off {
                     out[o + po..o + po + 2].copy_from_slice(&next_pid.to_be_bytes());
                     send_ts[usize::from(next_pid)] = now;
-                    next_pid = if next_pid == u16::MAX { 1 } else { next_pid + 1 };
+                    next_pid = if next_pid == u16::MAX {
+                        1
+                    } else {
+                        next_pid + 1
+                    };
                 }
             }
             if let Err(e) = s.write_all(&out).await {
@@ -151,7 +156,12 @@ async fn publish(mut s: TcpStream, t: Template, cfg: PubCfg) -> PubOutcome {
         };
         let tick = async {
             match next_due {
-                Some(d) => tokio::time::sleep_until(d.max(tokio::time::Instant::now() + Duration::from_micros(200))).await,
+                Some(d) => {
+                    tokio::time::sleep_until(
+                        d.max(tokio::time::Instant::now() + Duration::from_micros(200)),
+                    )
+                    .await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -378,10 +388,7 @@ fn common_fields(c: &Common, args: &Args, run: &Run, sent: u64) -> Vec<(String, 
         "rss_end_kib".into(),
         procfs::kib(procfs::status_kib(c.pid, "VmRSS")),
     ));
-    f.push((
-        "wall_s".into(),
-        f2((run.wall_end - run.t0) as f64 / 1e9),
-    ));
+    f.push(("wall_s".into(), f2((run.wall_end - run.t0) as f64 / 1e9)));
     f.push((
         "gen_cpu_pct".into(),
         f1(run.gen_cpu_s * 100.0 / ((run.wall_end - run.t0) as f64 / 1e9)),
@@ -401,7 +408,10 @@ pub fn loadavg() -> String {
 }
 
 fn report(fields: Vec<(String, String)>, errors: &[String]) {
-    let refs: Vec<(&str, String)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let refs: Vec<(&str, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     for e in errors {
         eprintln!("warning: {e}");
     }
@@ -415,7 +425,11 @@ fn errors(run: &Run) -> Vec<String> {
         .pubs
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.error.as_ref().map(|e| format!("publisher {}: {e}", i + 1)))
+        .filter_map(|(i, p)| {
+            p.error
+                .as_ref()
+                .map(|e| format!("publisher {}: {e}", i + 1))
+        })
         .collect();
     if let Some(s) = &run.sub {
         if let Some(err) = &s.error {
@@ -454,7 +468,10 @@ pub async fn fanin(args: &Args) -> Result<(), String> {
     let errs = errors(&run);
     let acked: u64 = run.pubs.iter().map(|p| p.acked).sum();
     if c.qos > 0 && acked < sent {
-        eprintln!("warning: {} of {sent} QoS 1 messages not acknowledged", sent - acked);
+        eprintln!(
+            "warning: {} of {sent} QoS 1 messages not acknowledged",
+            sent - acked
+        );
     }
     report(f, &errs);
     drop(run);

@@ -157,8 +157,12 @@ pub async fn provision(args: &Args) -> Result<(), String> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..conc {
         let next = next.clone();
-        let (basic, app, prefix, pass_json) =
-            (basic.clone(), app.clone(), prefix.clone(), pass_json.clone());
+        let (basic, app, prefix, pass_json) = (
+            basic.clone(),
+            app.clone(),
+            prefix.clone(),
+            pass_json.clone(),
+        );
         set.spawn(async move {
             let mut c = Conn::new(api);
             let path = format!("/api/registry/v1alpha1/apps/{app}/devices");
@@ -177,7 +181,7 @@ pub async fn provision(args: &Args) -> Result<(), String> {
                         String::from_utf8_lossy(&resp)
                     ));
                 }
-                if i % 5000 == 0 {
+                if i.is_multiple_of(5000) {
                     eprintln!("  ... {i} devices");
                 }
             }
@@ -283,7 +287,10 @@ pub async fn bench(args: &Args) -> Result<(), String> {
         ("req_per_s".into(), f1(ok as f64 / duration)),
         ("broker_cpu_s".into(), f2(cpu)),
         ("cpu_us_per_req".into(), f1(cpu * 1e6 / ok.max(1) as f64)),
-        ("rss_peak_kib".into(), procfs::kib(procfs::status_kib(pid, "VmHWM"))),
+        (
+            "rss_peak_kib".into(),
+            procfs::kib(procfs::status_kib(pid, "VmHWM")),
+        ),
     ];
     f.extend(stats::latency_fields("req", &mut lat));
     let refs: Vec<(&str, String)> = f.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

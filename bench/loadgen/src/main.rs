@@ -6,10 +6,15 @@
 //! turns into a table of medians. See `bench/README.md`.
 
 mod conns;
+mod consumers;
 mod fanin;
 mod http;
+mod ledger;
 mod mqtt;
 mod procfs;
+mod soak;
+mod soak_devices;
+mod soak_summary;
 mod stats;
 mod sub;
 
@@ -42,6 +47,13 @@ commands (options with defaults; see bench/README.md):
   provision  create an application and devices over the registry API
              --api 127.0.0.1:8011 --token TOKEN --app bench --devices 10 --prefix d
              --pass pw | --pass-sha512 '$6$...' --concurrency 4
+  soak       mixed load for --duration s (run by bench/soak.sh, which restarts the server
+             meanwhile), then every acknowledged message looked up in the stream; exit 1 if any
+             is missing. --mqtt --http --api --int ADDR --token T --app soak --duration 3600
+             --size 128 --qos1-devices 4 --qos1-rate 20 --qos0-devices 2 --qos0-rate 20
+             --http-devices 2 --http-rate 10 (per device, msg/s) --command-every 2
+             --registry-every 3 --churn-every 20 --missing-file PATH
+  soak-summary  RSS/fds per phase of the soak's samples, slope and verdict: --csv FILE
   summarize  medians of RESULT lines: --file results.txt --by label,qos [--keys k1,k2,...]
   ports      print N free TCP ports on 127.0.0.1: --count 1
   wait       wait until a TCP port accepts connections: --addr host:port --timeout 30
@@ -112,8 +124,16 @@ pub fn base64(input: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -176,6 +196,8 @@ fn main() {
             "storm" => conns::storm(&args).await,
             "http" => http::bench(&args).await,
             "provision" => http::provision(&args).await,
+            "soak" => soak::soak(&args).await,
+            "soak-summary" => soak_summary::summary(&args),
             "summarize" => stats::summarize(&args),
             "ports" => conns::ports(&args),
             "wait" => conns::wait(&args).await,

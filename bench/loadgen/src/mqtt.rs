@@ -141,6 +141,46 @@ pub fn publish_template(topic: &str, qos: u8, size: usize) -> Template {
     }
 }
 
+/// A PUBLISH of `payload` on `topic` (packet id `pid` at QoS 1).
+pub fn publish_packet(topic: &str, qos: u8, pid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);
+    put_str(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&pid.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    let mut pkt = vec![0x30 | (qos << 1)];
+    put_varint(&mut pkt, body.len());
+    pkt.extend_from_slice(&body);
+    pkt
+}
+
+/// A received PUBLISH (3.1.1).
+pub struct Publish<'a> {
+    pub topic: &'a [u8],
+    /// The packet id (QoS > 0).
+    pub pid: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+/// Parses a PUBLISH from its first header byte and its frame's body.
+pub fn parse_publish(h: u8, body: &[u8]) -> Option<Publish<'_>> {
+    let qos = (h >> 1) & 3;
+    let tl = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    let topic = body.get(2..2 + tl)?;
+    let mut p = 2 + tl;
+    let mut pid = None;
+    if qos > 0 {
+        pid = Some(u16::from_be_bytes([*body.get(p)?, *body.get(p + 1)?]));
+        p += 2;
+    }
+    Some(Publish {
+        topic,
+        pid,
+        payload: body.get(p..)?,
+    })
+}
+
 /// One complete frame at the start of `buf`: (first header byte, body start, frame end).
 pub fn parse_frame(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, String> {
     if buf.len() < 2 {

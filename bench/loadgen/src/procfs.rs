@@ -68,8 +68,16 @@ pub fn core_ticks(cpu: Option<usize>) -> Option<(u64, u64, u64)> {
         .filter_map(|x| x.parse().ok())
         .collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let (user, nice, system, idle, iowait, irq, softirq, steal) =
-        (get(0), get(1), get(2), get(3), get(4), get(5), get(6), get(7));
+    let (user, nice, system, idle, iowait, irq, softirq, steal) = (
+        get(0),
+        get(1),
+        get(2),
+        get(3),
+        get(4),
+        get(5),
+        get(6),
+        get(7),
+    );
     let busy = user + nice + system + irq + softirq + steal;
     Some((busy, steal, busy + idle + iowait))
 }

@@ -104,7 +104,8 @@ pub fn summarize(args: &Args) -> Result<(), String> {
             ks
         }
     };
-    let mut groups: Vec<(Vec<String>, Vec<&Vec<(String, String)>>)> = Vec::new();
+    type Row = Vec<(String, String)>;
+    let mut groups: Vec<(Vec<String>, Vec<&Row>)> = Vec::new();
     for r in &rows {
         let g: Vec<String> = by.iter().map(|k| get(r, k)).collect();
         match groups.iter_mut().find(|(k, _)| *k == g) {

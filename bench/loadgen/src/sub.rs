@@ -54,7 +54,9 @@ impl Kind {
             "ws" => Kind::Ws {
                 addr: mqtt::resolve(&args.opt("ws-addr").ok_or("--sub ws needs --ws-addr")?)?,
                 path: args.str("ws-path", "/api/integrations/v1alpha1/ws/bench"),
-                auth: args.opt("ws-auth").ok_or("--sub ws needs --ws-auth user:token")?,
+                auth: args
+                    .opt("ws-auth")
+                    .ok_or("--sub ws needs --ws-auth user:token")?,
             },
             other => return Err(format!("--sub: unknown subscriber kind '{other}'")),
         })
@@ -257,7 +259,7 @@ async fn run_mqtt(mut s: TcpStream, mut buf: BytesMut, mut c: Counter) -> Outcom
     c.out
 }
 
-async fn ws_handshake(
+pub async fn ws_handshake(
     addr: SocketAddr,
     path: &str,
     auth: &str,
@@ -303,37 +305,10 @@ async fn run_ws(mut s: TcpStream, mut buf: BytesMut, mut c: Counter) -> Outcome 
     'outer: loop {
         let now = now_ns();
         let mut done = false;
-        loop {
-            if buf.len() < 2 {
-                break;
-            }
-            let (b0, b1) = (buf[0], buf[1]);
-            let mut hl = 2usize;
-            let mut len = u64::from(b1 & 0x7f);
-            if len == 126 {
-                if buf.len() < 4 {
-                    break;
-                }
-                len = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
-                hl = 4;
-            } else if len == 127 {
-                if buf.len() < 10 {
-                    break;
-                }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&buf[2..10]);
-                len = u64::from_be_bytes(b);
-                hl = 10;
-            }
-            if b1 & 0x80 != 0 {
-                hl += 4; // servers do not mask, but be tolerant
-            }
-            let end = hl + len as usize;
-            if buf.len() < end {
-                break;
-            }
+        while let Some((b0, hl, end)) = ws_frame(&buf) {
+            let len = end - hl;
             match b0 & 0x0f {
-                0 | 1 | 2 => done |= c.message(&buf[hl..end], now),
+                0..=2 => done |= c.message(&buf[hl..end], now),
                 8 => {
                     c.out.error = Some("websocket closed by the server".into());
                     break 'outer;
@@ -375,4 +350,35 @@ async fn run_ws(mut s: TcpStream, mut buf: BytesMut, mut c: Counter) -> Outcome 
     c.publish_count();
     shared.done.notify_one();
     c.out
+}
+
+/// One complete WebSocket frame at the start of `buf`: (first header byte, payload start, frame
+/// end), or None when more bytes are needed.
+pub fn ws_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    let mut hl = 2usize;
+    let mut len = u64::from(b1 & 0x7f);
+    if len == 126 {
+        if buf.len() < 4 {
+            return None;
+        }
+        len = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
+        hl = 4;
+    } else if len == 127 {
+        if buf.len() < 10 {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[2..10]);
+        len = u64::from_be_bytes(b);
+        hl = 10;
+    }
+    if b1 & 0x80 != 0 {
+        hl += 4; // servers do not mask, but be tolerant
+    }
+    let end = hl + len as usize;
+    (buf.len() >= end).then_some((b0, hl, end))
 }
