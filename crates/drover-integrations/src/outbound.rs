@@ -49,22 +49,11 @@ pub enum OutboundError {
         status: StatusCode,
         location: Option<String>,
     },
-    #[error("{}", chain(.0))]
+    // reqwest's own message leaves out why a connection failed: show the causes too.
+    #[error("{}", drover_model::error::chain(.0))]
     Transport(#[source] reqwest::Error),
     #[error("cannot build the outbound HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-}
-
-/// An error and its causes, `a: b: c` (reqwest's own message leaves out why a connection failed).
-fn chain(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 impl OutboundError {
