@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorInformation};
 use crate::extract::Query;
+use crate::openapi::NOT_FOUND_APP;
 use crate::params::query_param;
 use crate::ApiState;
 
@@ -93,11 +94,14 @@ pub fn change_event(c: &Change) -> serde_json::Value {
 /// Follow registry changes (server-sent events). Each event is a CloudEvent of type
 /// `io.drogue.registry.change.application|device`, subject = changed path, data
 /// `{"revision", "uid"}`; the SSE id is the change's revision. System administrators see every
-/// change; other users see the changes of applications they may read.
+/// change; other users see the changes of applications they may read. With `app`, an
+/// application that does not exist or that the caller may not read is a 404, as everywhere in
+/// the API (checked when the watch starts).
 #[utoipa::path(get, path = "/api/registry/v1alpha1/watch", tag = "registry", 
     params(WatchQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision (takes precedence over `since`)")),
     responses((status = 200, description = "text/event-stream of change CloudEvents", content_type = "text/event-stream"),
         (status = 400, description = "BadRequest: also a `Last-Event-ID` that is not a revision number", body = ErrorInformation),
+        (status = 404, description = NOT_FOUND_APP, body = ErrorInformation),
         (status = 410, description = "Gone: the revision is older than the retained history; list again", body = ErrorInformation)))]
 async fn watch(
     State(s): State<ApiState>,
@@ -116,6 +120,10 @@ async fn watch(
                 })
         })
         .transpose()?;
+    if let Some(app) = &q.app {
+        // An unknown or unreadable application is a 404, as for every other call naming one.
+        s.registry.get_app(&who, app).await?;
+    }
     let mut rx = s.registry.subscribe();
     let current = *rx.borrow_and_update();
     let since = last_id.or(q.since).unwrap_or(current);

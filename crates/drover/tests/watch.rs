@@ -532,9 +532,10 @@ async fn app_filter() {
     let t = TestServer::start().await;
     let admin = t.admin();
     let start = list_revision(&admin).await;
+    admin.create_app("f1").await;
+    // The watch of an application starts once it exists, from any earlier revision.
     let mut w = Sse::open(&admin, &format!("?since={start}&app=f1"), None).await;
 
-    admin.create_app("f1").await;
     admin.create_app("f2").await;
     admin
         .create_device("f2", json!({"metadata": {"name": "d1"}}))
@@ -565,6 +566,31 @@ async fn app_filter() {
         ]
     );
     assert_increasing(&cs);
+}
+
+/// A watch of an application that does not exist, or that the caller may not read, is a 404 like
+/// every other call naming it (and the same 404 for both: no existence leak).
+#[tokio::test]
+async fn app_filter_of_an_unknown_or_unreadable_app_is_404() {
+    let t = TestServer::start().await;
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    alice.create_app("private").await;
+
+    let r = alice.get(&format!("{WATCH}?app=nope")).await;
+    let unknown = expect_error(r, StatusCode::NOT_FOUND, "NotFound").await;
+    let r = bob.get(&format!("{WATCH}?app=private&since=0")).await;
+    let unreadable = expect_error(r, StatusCode::NOT_FOUND, "NotFound").await;
+    assert_eq!(
+        unknown.replace("nope", "X"),
+        unreadable.replace("private", "X"),
+        "the same answer for unknown and unreadable"
+    );
+    let mut w = Sse::open(&alice, "?app=private&since=0", None).await;
+    assert_eq!(
+        w.next_change().await.what(),
+        ev("application", "private", None, ".")
+    );
 }
 
 #[tokio::test]

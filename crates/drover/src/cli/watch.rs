@@ -35,9 +35,7 @@ pub async fn watch(api: &Api, format: Format, a: WatchArgs) -> Result<()> {
         query.push(format!("since={s}"));
     }
     if let Some(app) = &a.app {
-        // The feed of an unknown application is just empty: say so instead of waiting forever.
-        api.get(&format!("/api/registry/v1alpha1/apps/{}", seg(app)))
-            .await?;
+        // An unknown or unreadable application: the server answers 404 (exit 3).
         query.push(format!("app={}", seg(app)));
     }
     if !query.is_empty() {
