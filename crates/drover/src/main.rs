@@ -239,10 +239,16 @@ fn banner(config: &Config, server: &drover::Server) {
                 file.display()
             );
         }
-        AdminToken::Existing { .. } => {
+        AdminToken::Existing { file } => {
             println!();
-            println!("The administrator already exists (another node created it): log in with its token,");
-            println!("  drg login {url} --access-token admin:<token>");
+            println!(
+                "The administrator already exists (another node created it). Its token is in the"
+            );
+            println!(
+                "admin-token file of that node's data directory (not in {}):",
+                file.display()
+            );
+            println!("  drg login {url} --access-token admin:<that token>");
         }
         AdminToken::Configured => {
             println!();
