@@ -96,7 +96,7 @@ fn refusal(
     e: UserAuthError,
 ) -> ApiError {
     match e {
-        UserAuthError::Unavailable(m) => ApiError::Unavailable(m),
+        UserAuthError::Unavailable(m) => ApiError::Unavailable(m.to_string()),
         UserAuthError::Throttled(t) => ApiError::Throttled(t),
         e => {
             if let Some(held_back) = state.users.throttle().admit_log() {

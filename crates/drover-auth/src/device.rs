@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use drover_model::error::Reason;
 use drover_model::spec::{self, Credential, Password};
 use drover_model::Resource;
 use sha2::{Digest, Sha256};
@@ -47,10 +48,11 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     ) -> Result<Vec<Resource>, DirectoryError>;
 }
 
-/// The directory could not answer (storage down): a retryable failure, not a refusal.
+/// The directory could not answer (storage down): a retryable failure, not a refusal. Holds
+/// the store's reason, with its cause.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("device directory unavailable: {0}")]
-pub struct DirectoryError(pub String);
+pub struct DirectoryError(#[source] pub Reason);
 
 /// Credentials a device presented.
 #[derive(Clone, PartialEq, Eq)]
@@ -143,7 +145,7 @@ impl AuthenticatedDevice {
 
 /// Why authentication failed. Endpoints answer all of these the same way to the device (no
 /// oracle), and log the reason.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error("malformed credentials: {0}")]
     Malformed(String),
@@ -171,8 +173,10 @@ pub enum AuthError {
     /// Too many failed attempts from this source: refused unchecked.
     #[error(transparent)]
     Throttled(#[from] Throttled),
+    /// The directory or the authenticator cannot answer now (retry); the reason keeps the
+    /// cause.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(#[source] Reason),
 }
 
 impl AuthError {
@@ -184,7 +188,7 @@ impl AuthError {
 
 impl From<DirectoryError> for AuthError {
     fn from(e: DirectoryError) -> Self {
-        AuthError::Unavailable(e.to_string())
+        AuthError::Unavailable(Reason::caused_by("device directory unavailable", e.0))
     }
 }
 
@@ -503,7 +507,7 @@ impl DeviceAuthenticator {
             .hashing
             .acquire()
             .await
-            .map_err(|_| AuthError::Unavailable("authenticator closed".into()))?;
+            .map_err(|_| AuthError::Unavailable(Reason::new("authenticator closed")))?;
         let password = password.to_string();
         tokio::task::spawn_blocking(move || {
             candidates.iter().any(|p| match p {
@@ -513,7 +517,7 @@ impl DeviceAuthenticator {
             })
         })
         .await
-        .map_err(|e| AuthError::Unavailable(format!("password verification failed: {e}")))
+        .map_err(|e| AuthError::Unavailable(Reason::caused_by("password verification failed", e)))
     }
 
     async fn live_application(&self, app: &str) -> Result<Resource, AuthError> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use drover_model::error::Reason;
 use drover_model::Principal;
 use tokio::sync::watch;
 
@@ -88,7 +89,7 @@ impl AuthenticatedUser {
 }
 
 /// Why user authentication failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UserAuthError {
     /// The credential is not valid; the message says why (log it, and it may be shown: it
     /// names nothing the caller did not send).
@@ -100,9 +101,15 @@ pub enum UserAuthError {
     /// Too many failures from this source: refused unchecked.
     #[error(transparent)]
     Throttled(#[from] Throttled),
-    /// The registry or the identity provider cannot answer now (retry).
+    /// The registry or the identity provider cannot answer now (retry); the reason keeps the
+    /// cause.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(#[source] Reason),
+}
+
+/// The user directory could not answer.
+fn unavailable(e: DirectoryError) -> UserAuthError {
+    UserAuthError::Unavailable(Reason::caused_by("user directory unavailable", e.0))
 }
 
 /// Authenticates users (see the [module docs](self)).
@@ -191,7 +198,7 @@ impl UserAuthenticator {
             Ok(_) => Err(UserAuthError::Invalid(format!(
                 "invalid access token for user '{user}'"
             ))),
-            Err(e) => Err(UserAuthError::Unavailable(e.to_string())),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
@@ -201,7 +208,10 @@ impl UserAuthenticator {
         };
         let user = oidc.validate(jwt).await.map_err(|e| {
             if e.is_unavailable() {
-                UserAuthError::Unavailable(format!("single sign-on issuer unavailable: {e}"))
+                UserAuthError::Unavailable(Reason::caused_by(
+                    "single sign-on issuer unavailable",
+                    e,
+                ))
             } else {
                 UserAuthError::Invalid(format!("invalid bearer token: {e}"))
             }
@@ -210,7 +220,7 @@ impl UserAuthenticator {
             .directory
             .user_admin(&user)
             .await
-            .map_err(|e| UserAuthError::Unavailable(e.to_string()))?;
+            .map_err(unavailable)?;
         Ok(AuthenticatedUser {
             principal: principal(user, admin == Some(true)),
             proof: Proof::SingleSignOn,
@@ -229,11 +239,11 @@ impl UserAuthenticator {
                 Ok(_) => Err(UserAuthError::Invalid(format!(
                     "the access token of user '{name}' was deleted"
                 ))),
-                Err(e) => Err(UserAuthError::Unavailable(e.to_string())),
+                Err(e) => Err(unavailable(e)),
             },
             Proof::SingleSignOn => match self.directory.user_admin(name).await {
                 Ok(admin) => Ok(principal(name.to_string(), admin == Some(true))),
-                Err(e) => Err(UserAuthError::Unavailable(e.to_string())),
+                Err(e) => Err(unavailable(e)),
             },
         }
     }

@@ -24,7 +24,7 @@ pub enum Revoked {
 /// The registry could not answer a re-check; the session goes on and the check is repeated.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot check access now: {0}")]
-pub struct Unanswered(String);
+pub struct Unanswered(#[source] drover_model::error::Reason);
 
 /// What re-checks a session's access.
 #[derive(Clone)]
@@ -70,7 +70,7 @@ impl AccessCheck {
                 user: principal.name().to_string(),
                 app: app.to_string(),
             })),
-            Err(e) => Err(CheckError::Unanswered(Unanswered(e.to_string()))),
+            Err(e) => Err(CheckError::Unanswered(Unanswered(e.into_reason()))),
         }
     }
 

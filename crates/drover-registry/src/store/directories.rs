@@ -16,7 +16,7 @@ type Directory<T> = std::result::Result<T, DirectoryError>;
 
 /// A directory answer: every failure is the store's (the directory refuses nothing).
 fn directory<T>(answer: Fallible<T>) -> Directory<T> {
-    answer.map_err(|f| DirectoryError(RegistryError::from(f).to_string()))
+    answer.map_err(|f| DirectoryError(RegistryError::from(f).into_reason()))
 }
 
 #[async_trait]
