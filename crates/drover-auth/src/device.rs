@@ -407,23 +407,7 @@ impl DeviceAuthenticator {
         device: Option<&str>,
         hashed: &mut bool,
     ) -> Result<AuthenticatedDevice, AuthError> {
-        // The forms of the contract:
-        //   `device@app` + password; `device` + application; `user` + application + device.
-        let (app, name, user) = match (username.rsplit_once('@'), application, device) {
-            (_, Some(app), Some(dev)) => (app.to_string(), dev.to_string(), Some(username.to_string())),
-            (Some((dev, app)), _, None) if !dev.is_empty() && !app.is_empty() => {
-                (app.to_string(), dev.to_string(), None)
-            }
-            (_, Some(app), None) => (app.to_string(), username.to_string(), None),
-            _ => {
-                return Err(AuthError::Malformed(format!(
-                    "cannot tell the application from user name '{username}': use '<device>@<application>'"
-                )))
-            }
-        };
-        if name.is_empty() {
-            return Err(AuthError::Malformed("empty device name".into()));
-        }
+        let (app, name, user) = login_names(username, application, device)?;
         let application = self.live_application(&app).await?;
         let device = match &user {
             Some(_) => self.directory.device(&app, &name).await?,
@@ -435,21 +419,7 @@ impl DeviceAuthenticator {
         let device = device.ok_or_else(|| AuthError::UnknownDevice(app.clone(), name.clone()))?;
         check_live_device(&app, &device)?;
 
-        // Which stored passwords this login may match.
-        let presented_user = user.clone().unwrap_or_else(|| name.clone());
-        let found_by_username = user.is_none()
-            && device.metadata.name != name
-            && !spec::aliases(&device.spec).contains(&name);
-        let candidates: Vec<Password> = spec::credentials(&device.spec)
-            .into_iter()
-            .filter_map(|c| match c {
-                Credential::Pass(p) if user.is_none() && !found_by_username => Some(p),
-                Credential::User {
-                    username, password, ..
-                } if username == presented_user => Some(password),
-                _ => None,
-            })
-            .collect();
+        let (candidates, found_by_username) = candidates(&device, &name, user.as_deref());
         let dev_name = device.metadata.name.clone();
         if candidates.is_empty() {
             return Err(AuthError::WrongCredentials(app, dev_name));
@@ -560,6 +530,49 @@ impl DeviceAuthenticator {
         }
         Ok(Arc::new(target))
     }
+}
+
+/// Application, device and `user` credential name a password login names. The forms of the
+/// contract: `device@app` + password; `device` + application; `user` + application + device.
+fn login_names(
+    username: &str,
+    application: Option<&str>,
+    device: Option<&str>,
+) -> Result<(String, String, Option<String>), AuthError> {
+    let (app, name, user) = match (username.rsplit_once('@'), application, device) {
+        (_, Some(app), Some(dev)) => (app.to_string(), dev.to_string(), Some(username.to_string())),
+        (Some((dev, app)), _, None) if !dev.is_empty() && !app.is_empty() => {
+            (app.to_string(), dev.to_string(), None)
+        }
+        (_, Some(app), None) => (app.to_string(), username.to_string(), None),
+        _ => return Err(AuthError::Malformed(format!(
+            "cannot tell the application from user name '{username}': use '<device>@<application>'"
+        ))),
+    };
+    if name.is_empty() {
+        return Err(AuthError::Malformed("empty device name".into()));
+    }
+    Ok((app, name, user))
+}
+
+/// The stored passwords a login as `name` (with the `user` credential name, if any) may match,
+/// and whether the device was found by a unique username rather than its name or an alias.
+fn candidates(device: &Resource, name: &str, user: Option<&str>) -> (Vec<Password>, bool) {
+    let presented_user = user.unwrap_or(name);
+    let found_by_username = user.is_none()
+        && device.metadata.name != name
+        && !spec::aliases(&device.spec).iter().any(|a| a == name);
+    let candidates = spec::credentials(&device.spec)
+        .into_iter()
+        .filter_map(|c| match c {
+            Credential::Pass(p) if user.is_none() && !found_by_username => Some(p),
+            Credential::User {
+                username, password, ..
+            } if username == presented_user => Some(password),
+            _ => None,
+        })
+        .collect();
+    (candidates, found_by_username)
 }
 
 fn check_live_device(app: &str, device: &Resource) -> Result<(), AuthError> {
