@@ -545,14 +545,18 @@ fn login_names(
             (app.to_string(), dev.to_string(), None)
         }
         (_, Some(app), None) => (app.to_string(), username.to_string(), None),
-        _ => return Err(AuthError::Malformed(format!(
-            "cannot tell the application from user name '{username}': use '<device>@<application>'"
-        ))),
+        _ => return Err(unknown_application(username)),
     };
     if name.is_empty() {
         return Err(AuthError::Malformed("empty device name".into()));
     }
     Ok((app, name, user))
+}
+
+fn unknown_application(username: &str) -> AuthError {
+    AuthError::Malformed(format!(
+        "cannot tell the application from user name '{username}': use '<device>@<application>'"
+    ))
 }
 
 /// The stored passwords a login as `name` (with the `user` credential name, if any) may match,
