@@ -260,16 +260,8 @@ async fn mqtt_devices_read_report_and_follow_their_twin() {
     c.publish("$twin/reported", QoS::AtLeastOnce, false, "[1]")
         .await
         .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if el.poll().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
     assert!(
-        closed.is_ok(),
+        common::mqtt_closes(&mut el, Duration::from_secs(10)).await,
         "the connection stays open after a bad report"
     );
     assert_eq!(admin.get_json(TWIN).await["reportedVersion"], 2);

@@ -327,3 +327,10 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             .expect("no MQTT endpoint in the banner"),
     }
 }
+
+/// Whether the MQTT connection of `el` ends (an error from the event loop) within `within`.
+pub async fn mqtt_closes(el: &mut rumqttc::EventLoop, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, async { while el.poll().await.is_ok() {} })
+        .await
+        .is_ok()
+}
