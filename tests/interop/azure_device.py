@@ -1,47 +1,71 @@
 #!/usr/bin/env python3
 """An unmodified Azure IoT device SDK (azure-iot-device 2.14, Microsoft's, on PyPI) against
-Drover: connect with a SAS key over MQTTS with the development CA, send telemetry with
-properties, read the twin, report properties, receive a desired-property patch, a
-cloud-to-device message and a direct method, all triggered through Drover's API.
+Drover, as a device given only its hub host name (`<app>.<hub domain>`), its credential and the
+development CA.
 
-The SDK hard-codes port 8883; the harness redirects that one connection to Drover's MQTTS port
-(Drover itself is not told anything).
+The SDK connects to port 8883 (MQTT) or 443 (MQTT over WebSocket) of the hub host name. The
+harness stands in for DNS: connections to `*.<hub domain>` go to 127.0.0.1, ports 8883 and 443 to
+Drover's MQTTS and HTTPS device ports. TLS is untouched: the SDK checks that Drover's certificate
+names the hub host name (Drover runs with `--hub-domain`, so the development certificate names
+`*.<hub domain>`).
 
-usage: azure_device.py <mqtts port> <ca file> <hub host name> <device> <key> <api url> <app>
-                       <api user> <api token>
+Scenarios:
+  full      SAS key: telemetry with properties, twin read and reported patch, a desired patch
+            through the API, a cloud-to-device message sent with `drover cmd`, a direct method
+            invoked through the API
+  x509      X.509 certificate: telemetry and a twin read
+  takeover  two clients with the same identity: the second connection drops the first
+
+usage: azure_device.py SCENARIO --transport mqtt|websockets --hub HOST --device ID
+           (--key KEY | --cert FILE --cert-key FILE) --ca FILE --mqtts-port P --https-port P
+           [--api URL --app APP --user U --token T --drover BIN]
 """
+import argparse
 import base64
 import json
+import socket
+import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
-import paho.mqtt.client as mqtt
+p = argparse.ArgumentParser()
+p.add_argument("scenario", choices=["full", "x509", "takeover"])
+p.add_argument("--transport", choices=["mqtt", "websockets"], default="mqtt")
+p.add_argument("--hub", required=True)
+p.add_argument("--device", required=True)
+p.add_argument("--key")
+p.add_argument("--cert")
+p.add_argument("--cert-key")
+p.add_argument("--ca", required=True)
+p.add_argument("--mqtts-port", type=int, required=True)
+p.add_argument("--https-port", type=int, required=True)
+p.add_argument("--api")
+p.add_argument("--app")
+p.add_argument("--user")
+p.add_argument("--token")
+p.add_argument("--drover")
+args = p.parse_args()
 
-(PORT, CA_FILE, HUB, DEVICE, KEY, API, APP, USER, TOKEN) = sys.argv[1:]
-
-_connect = mqtt.Client.connect
-
-
-def _redirected(self, host, port=1883, keepalive=60, *args, **kwargs):
-    return _connect(self, host, int(PORT) if port == 8883 else port, keepalive, *args, **kwargs)
+HUB_DOMAIN = args.hub.split(".", 1)[1]
+PORTS = {8883: args.mqtts_port, 443: args.https_port}
+_create_connection = socket.create_connection
 
 
-mqtt.Client.connect = _redirected
+def _resolved(address, *a, **kw):
+    """DNS for the test: the hub domain is this machine, its well-known ports Drover's."""
+    host, port = address[0], address[1]
+    if host == HUB_DOMAIN or host.endswith("." + HUB_DOMAIN):
+        address = ("127.0.0.1", PORTS.get(port, port))
+    return _create_connection(address, *a, **kw)
 
-from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse  # noqa: E402
 
+socket.create_connection = _resolved
 
-def api(method, path, body=None, content_type="application/json"):
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(API + path, data=data, method=method)
-    auth = base64.b64encode(f"{USER}:{TOKEN}".encode()).decode()
-    req.add_header("authorization", f"Basic {auth}")
-    if data is not None:
-        req.add_header("content-type", content_type)
-    with urllib.request.urlopen(req, timeout=20) as resp:
-        raw = resp.read()
-        return resp.status, (json.loads(raw) if raw else None)
+from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse, X509  # noqa: E402
+
+WEBSOCKETS = args.transport == "websockets"
 
 
 def check(cond, what):
@@ -51,69 +75,116 @@ def check(cond, what):
     print(f"ok: {what}", flush=True)
 
 
-with open(CA_FILE) as f:
-    ca = f.read()
-client = IoTHubDeviceClient.create_from_symmetric_key(
-    symmetric_key=KEY,
-    hostname=HUB,
-    device_id=DEVICE,
-    gateway_hostname="localhost",
-    server_verification_cert=ca,
-)
-client.connect()
-check(client.connected, "connected with a SAS key over MQTTS (development CA)")
-
-msg = Message('{"temp": 21.5}', content_encoding="utf-8", content_type="application/json")
-msg.message_id = "m-1"
-msg.custom_properties["room"] = "kitchen"
-client.send_message(msg)
-check(True, "telemetry with properties sent (PUBACK received)")
-
-twin = client.get_twin()
-check(twin["desired"]["$version"] == 1 and twin["reported"]["$version"] == 1, f"twin read: {twin}")
-client.patch_twin_reported_properties({"firmware": "1.2"})
-status, twin = api("GET", f"/api/registry/v1alpha1/apps/{APP}/devices/{DEVICE}/twin")
-check(twin["reported"] == {"firmware": "1.2"} and twin["reportedVersion"] == 2,
-      f"reported properties in the registry: {twin}")
-
-desired = threading.Event()
-c2d = threading.Event()
-got = {}
+def api(method, path, body=None, content_type="application/json"):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(args.api + path, data=data, method=method)
+    auth = base64.b64encode(f"{args.user}:{args.token}".encode()).decode()
+    req.add_header("authorization", f"Basic {auth}")
+    if data is not None:
+        req.add_header("content-type", content_type)
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw else None)
 
 
-def on_patch(patch):
-    got["desired"] = patch
-    desired.set()
+def client(**kw):
+    kw.update(hostname=args.hub, device_id=args.device, server_verification_cert=open(args.ca).read(),
+              websockets=WEBSOCKETS)
+    if args.cert:
+        return IoTHubDeviceClient.create_from_x509_certificate(x509=X509(args.cert, args.cert_key), **kw)
+    return IoTHubDeviceClient.create_from_symmetric_key(symmetric_key=args.key, **kw)
 
 
-def on_message(message):
-    got["c2d"] = message
-    c2d.set()
+def send_telemetry(c):
+    msg = Message('{"temp": 21.5}', content_encoding="utf-8", content_type="application/json")
+    msg.message_id = "m-1"
+    msg.custom_properties["room"] = "kitchen"
+    msg.custom_properties["transport"] = args.transport
+    c.send_message(msg)
+    check(True, "telemetry with properties sent (PUBACK received)")
 
 
-def on_method(request):
-    got["method"] = request
-    client.send_method_response(MethodResponse.create_from_method_request(request, 200, {"rebooting": True}))
+def full():
+    c = client()
+    c.connect()
+    check(c.connected, f"connected with a SAS key ({args.transport})")
+    send_telemetry(c)
+
+    twin = c.get_twin()
+    check(twin["desired"]["$version"] == 1 and twin["reported"]["$version"] == 1, f"twin read: {twin}")
+    c.patch_twin_reported_properties({"firmware": "1.2"})
+    _, twin = api("GET", f"/api/registry/v1alpha1/apps/{args.app}/devices/{args.device}/twin")
+    check(twin["reported"] == {"firmware": "1.2"} and twin["reportedVersion"] == 2,
+          f"reported properties in the registry: {twin}")
+
+    desired, c2d, got = threading.Event(), threading.Event(), {}
+
+    def on_patch(patch):
+        got["desired"] = patch
+        desired.set()
+
+    def on_message(message):
+        got["c2d"] = message
+        c2d.set()
+
+    def on_method(request):
+        got["method"] = request
+        c.send_method_response(MethodResponse.create_from_method_request(request, 200, {"rebooting": True}))
+
+    c.on_twin_desired_properties_patch_received = on_patch
+    c.on_message_received = on_message
+    c.on_method_request_received = on_method
+
+    api("PATCH", f"/api/registry/v1alpha1/apps/{args.app}/devices/{args.device}/twin/desired",
+        {"interval": 30}, "application/merge-patch+json")
+    check(desired.wait(10) and got["desired"] == {"interval": 30, "$version": 2},
+          f"desired patch received: {got.get('desired')}")
+
+    out = subprocess.run([args.drover, "cmd", args.device, "blink", "--app", args.app, "--payload", "3"],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0, f"drover cmd: {out.stdout}{out.stderr}")
+    check(c2d.wait(10) and got["c2d"].data == b"3",
+          f"cloud-to-device message received: {got.get('c2d') and got['c2d'].data}")
+    check(got["c2d"].custom_properties.get("command") == "blink", "the command name is a property")
+
+    status, body = api("POST", f"/api/command/v1alpha1/apps/{args.app}/devices/{args.device}?command=reboot&timeout=10",
+                       {"delay": 1})
+    check(status == 200 and body == {"rebooting": True} and got["method"].name == "reboot",
+          f"direct method answered: {status} {body}")
+    c.shutdown()
 
 
-client.on_twin_desired_properties_patch_received = on_patch
-client.on_message_received = on_message
-client.on_method_request_received = on_method
+def x509():
+    c = client()
+    c.connect()
+    check(c.connected, f"connected with an X.509 certificate ({args.transport})")
+    send_telemetry(c)
+    twin = c.get_twin()
+    check("desired" in twin and "reported" in twin, f"twin read: {twin}")
+    c.shutdown()
 
-api("PATCH", f"/api/registry/v1alpha1/apps/{APP}/devices/{DEVICE}/twin/desired", {"interval": 30},
-    "application/merge-patch+json")
-check(desired.wait(10) and got["desired"] == {"interval": 30, "$version": 2},
-      f"desired patch received: {got.get('desired')}")
 
-status, _ = api("POST", f"/api/command/v1alpha1/apps/{APP}/devices/{DEVICE}?command=blink", b"3", "text/plain")
-check(status == 202 and c2d.wait(10) and got["c2d"].data == b"3",
-      f"cloud-to-device message received: {got.get('c2d') and got['c2d'].data}")
-check(got["c2d"].custom_properties.get("command") == "blink", "the command name is a property")
+def takeover():
+    first = client(connection_retry=False)
+    lost = threading.Event()
 
-status, body = api("POST", f"/api/command/v1alpha1/apps/{APP}/devices/{DEVICE}?command=reboot&timeout=10",
-                   {"delay": 1})
-check(status == 200 and body == {"rebooting": True} and got["method"].name == "reboot",
-      f"direct method answered: {status} {body}")
+    def on_change():
+        if not first.connected:
+            lost.set()
 
-client.shutdown()
+    first.on_connection_state_change = on_change
+    first.connect()
+    check(first.connected, "the first client is connected")
+    second = client()
+    second.connect()
+    check(second.connected, "a second client with the same identity connects")
+    check(lost.wait(10), "the first client's connection was dropped")
+    send_telemetry(second)
+    time.sleep(1)
+    check(second.connected, "the second client stays connected")
+    second.shutdown()
+    first.shutdown()
+
+
+{"full": full, "x509": x509, "takeover": takeover}[args.scenario]()
 print("ALL OK", flush=True)

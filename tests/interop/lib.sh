@@ -236,6 +236,22 @@ DROVER_INTEGRATION_TLS_PORT=""
 DROVER_LOG="$WORK_DIR/drover.log"
 ADMIN_TOKEN=""
 
+# make_ca BASE CN: a CA (EC P-256) in BASE.pem with its key in BASE-key.pem, made by openssl.
+make_ca() {
+    run_ok "CA $2" openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$1-key.pem" -out "$1.pem" -days 2 -subj "/CN=$2"
+}
+
+# make_client_cert NAME SUBJECT CA_BASE: NAME.pem and NAME-key.pem, a TLS client certificate for
+# SUBJECT ("/CN=dev/O=app") issued by the CA of make_ca.
+make_client_cert() {
+    run_ok "key and CSR of $1" openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$1-key.pem" -out "$1.csr" -subj "$2"
+    printf 'extendedKeyUsage=clientAuth\n' >"$1.ext"
+    run_ok "certificate of $1" openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3-key.pem" \
+        -CAcreateserial -out "$1.pem" -days 2 -extfile "$1.ext"
+}
+
 free_port() {
     free_ports 1
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Read events of an application from Drover's WebSocket integration and print one JSON line
 per event. Usage: stream.py WS_URL USER TOKEN COUNT [TIMEOUT_SECONDS]
-(connects with from=earliest; exits 1 if fewer than COUNT events arrive in time)."""
+(connects with from=earliest; exits 1 if fewer than COUNT events arrive in time). COUNT 0: every
+event there is, until none comes for two seconds."""
 import base64
 import json
 import sys
@@ -16,11 +17,13 @@ sep = "&" if "?" in url else "?"
 ws = websocket.create_connection(f"{url}{sep}from=earliest", header=[f"Authorization: Basic {auth}"], timeout=timeout)
 deadline = time.time() + timeout
 got = 0
-while got < count:
-    ws.settimeout(max(0.1, deadline - time.time()))
+while count == 0 or got < count:
+    ws.settimeout(2.0 if count == 0 else max(0.1, deadline - time.time()))
     try:
         frame = ws.recv()
     except websocket.WebSocketTimeoutException:
+        if count == 0:
+            break
         sys.exit(f"only {got} of {count} events within {timeout}s")
     print(json.dumps(json.loads(frame), sort_keys=True), flush=True)
     got += 1

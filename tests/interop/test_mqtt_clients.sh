@@ -15,13 +15,8 @@ CA_FILE="$DROVER_DATA/tls/ca.pem"
 cd "$WORK_DIR"
 
 step "registry: an app trusting a device CA, a device, a gateway"
-run_ok "device CA" openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout device-ca-key.pem -out device-ca.pem -days 365 -subj "/CN=MQTT Device CA"
-run_ok "x509 device key and CSR" openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout cert-dev-key.pem -out cert-dev.csr -subj "/CN=cert-dev/O=mqtt-app"
-printf 'extendedKeyUsage=clientAuth\n' >client.ext
-run_ok "x509 device certificate" openssl x509 -req -in cert-dev.csr -CA device-ca.pem -CAkey device-ca-key.pem \
-    -CAcreateserial -out cert-dev.pem -days 365 -extfile client.ext
+make_ca device-ca "MQTT Device CA"
+make_client_cert cert-dev "/CN=cert-dev/O=mqtt-app" device-ca
 anchor="$(base64 -w0 device-ca.pem)"
 http_as admin "$ADMIN_TOKEN" POST /api/registry/v1alpha1/apps -H 'content-type: application/json' \
     -d "{\"metadata\":{\"name\":\"mqtt-app\"},\"spec\":{\"trustAnchors\":{\"anchors\":[{\"certificate\":\"$anchor\"}]}}}"

@@ -60,7 +60,7 @@ impl IntoParams for CommandQuery {
             query_param(
                 "ttl",
                 "Seconds the command may wait for a device that cannot be reached now. Without \
-                 it, an unreachable device is an error (503). Extension of the Drogue contract.",
+                 it, an unreachable device is an error (503; 404 when the caller waits). Extension of the Drogue contract.",
                 false,
                 seconds(MAX_TTL),
             ),
@@ -94,11 +94,11 @@ fn command_name() -> Object {
     responses((status = 202, description = "Delivered to the device's connection, or queued (ttl)"),
         (status = 200, description = "With timeout: the device's reply (its status and body)"),
         (status = 403, description = "AuthenticationError: the caller may read the application but not write to it (manager role)", body = ErrorInformation),
-        (status = 404, description = "NotFound: no such device or application, or the caller may not read it", body = ErrorInformation),
+        (status = 404, description = "NotFound: no such device or application, or the caller may not read it; DeviceNotOnline: with timeout and no ttl, the device cannot be reached now", body = ErrorInformation),
         (status = 409, description = "Conflict: the device or application is disabled", body = ErrorInformation),
         (status = 429, description = "TooManyRequests: the device's command queue is full", body = ErrorInformation),
         (status = 502, description = "ExternalEndpointError: the device's external command endpoint failed", body = ErrorInformation),
-        (status = 503, description = "DeviceUnreachable: the device cannot be reached now (no ttl given)", body = ErrorInformation),
+        (status = 503, description = "DeviceUnreachable: the device cannot be reached now (no ttl nor timeout given)", body = ErrorInformation),
         (status = 504, description = "Timeout: with timeout, no reply came in time", body = ErrorInformation)))]
 async fn send_command(
     State(s): State<ApiState>,
@@ -131,6 +131,11 @@ async fn send_command(
         SendError::Invalid(m) => ApiError::BadRequest(m),
         SendError::Registry(e) => e.into(),
         SendError::Disabled(m) => ApiError::Conflict(m),
+        // A call that waits for the answer is a direct method in IoT Hub's terms, and an
+        // offline device is its 404.
+        SendError::Routing(e @ CommandError::Unreachable(_)) if timeout.is_some() => {
+            ApiError::DeviceNotOnline(e.to_string())
+        }
         SendError::Routing(e @ CommandError::Unreachable(_)) => {
             ApiError::DeviceUnreachable(e.to_string())
         }

@@ -37,6 +37,10 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     DeviceUnreachable(String),
+    /// A caller waits for the answer of a device that cannot be reached (IoT Hub's 404 for a
+    /// direct method to an offline device).
+    #[error("{0}")]
+    DeviceNotOnline(String),
     #[error("{0}")]
     TooManyRequests(String),
     /// Too many failed authentications from the caller's address.
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::DeviceUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeviceNotOnline(_) => StatusCode::NOT_FOUND,
             ApiError::TooManyRequests(_) | ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "PayloadTooLarge",
             ApiError::Gone(_) => "Gone",
             ApiError::DeviceUnreachable(_) => "DeviceUnreachable",
+            ApiError::DeviceNotOnline(_) => "DeviceNotOnline",
             ApiError::TooManyRequests(_) | ApiError::Throttled(_) => "TooManyRequests",
             ApiError::Timeout(_) => "Timeout",
             ApiError::BadGateway(_) => "ExternalEndpointError",

@@ -15,6 +15,8 @@
 //!   `command/inbox/#`; once one is stored in the session (the `subscribed` hook) the device's
 //!   queued commands are handed over; the twin topics (`twin`); anything else is refused.
 //! - Twins: `$twin/get`, `$twin/reported`, `$twin/desired`, `$twin/current` (see `twin`).
+//! - Transports: the MQTT and MQTTS listeners, and WebSocket on the HTTP(S) device listeners
+//!   (`websocket`).
 //! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
 //!   the connection ends without a clean DISCONNECT.
 
@@ -24,6 +26,7 @@ mod iothub;
 mod publish;
 mod topic;
 mod twin;
+pub mod websocket;
 
 use std::sync::Arc;
 

@@ -20,7 +20,7 @@ pub use args::{ServeArgs, SettingArgs, MIGRATE, SERVE};
 use drover_integrations::outbound::AllowEntry;
 use value::{
     any, at_least, at_least_usize, between, duration_between, http_url, AllowList, Codec, Hidden,
-    Listen, Plain, UrlWithPassword,
+    List, Listen, Plain, UrlWithPassword,
 };
 
 /// A configuration problem: exit code 64 with this one line.
@@ -174,6 +174,10 @@ settings! {
     tls_cert: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
     /// Private key (PEM) of `tls_cert`.
     tls_key: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Host names (or addresses) devices use to reach Drover, comma-separated: the generated development certificate names them besides localhost, 127.0.0.1 and ::1.
+    public_hosts: List = "", "HOST,...", SERVE, host_names, Plain;
+    /// DNS domain under which each application is an IoT hub, `<app>.<hub_domain>` (the host name Azure SDK devices are given): the development certificate names `*.<hub_domain>`.
+    hub_domain: Option<String> = "", "DOMAIN", SERVE, dns_domain, Plain;
     /// Largest HTTP telemetry payload, in bytes.
     http_body_limit: usize = "262144", "BYTES", SERVE, at_least_usize::<1>, Plain;
     /// Days events are kept in each application's stream.
@@ -278,6 +282,41 @@ fn not_empty(v: &String) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     Ok(())
+}
+
+/// Whether `name` is a DNS host name: dot-separated labels of 1 to 63 letters, digits and
+/// hyphens (not at either end), 253 bytes at most.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn host_names(v: &List) -> Result<(), String> {
+    match v
+        .0
+        .iter()
+        .find(|h| !is_dns_name(h) && h.parse::<std::net::IpAddr>().is_err())
+    {
+        Some(h) => Err(format!(
+            "'{h}' is neither a DNS host name nor an IP address"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn dns_domain(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(d) if !is_dns_name(d) => Err(format!(
+            "'{d}' is not a DNS domain (labels of letters, digits and hyphens, separated by dots)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[allow(clippy::ptr_arg)]

@@ -116,7 +116,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let tls = if listeners.need_tls() {
         Some(match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => crate::tls::load(c, k)?,
-            _ => crate::tls::development(&config.data_dir)?,
+            _ => crate::tls::development(
+                &config.data_dir,
+                &crate::tls::server_names(&config.public_hosts.0, config.hub_domain.as_deref()),
+            )?,
         })
     } else {
         None

@@ -1,6 +1,8 @@
 //! The server's TLS material: the configured certificate and key, or — without them — a
-//! development CA and a server certificate for localhost/127.0.0.1/::1, generated once in
-//! `<data-dir>/tls/` so clients can trust the CA file.
+//! development CA, generated once in `<data-dir>/tls/` so clients can trust the CA file, and a
+//! server certificate it signs for localhost, 127.0.0.1, ::1, the configured public host names
+//! and `*.<hub domain>` ([`server_names`]); when those settings change, the next start issues a
+//! new server certificate from the same CA.
 
 use std::path::{Path, PathBuf};
 
@@ -57,37 +59,76 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsMaterial, StartError> {
     })
 }
 
-/// Loads the development material from `<data_dir>/tls`, generating it on first use.
-pub fn development(data_dir: &Path) -> Result<TlsMaterial, StartError> {
-    let dir = data_dir.join("tls");
-    let (ca, cert, key) = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server-key.pem"),
-    );
-    if !(ca.exists() && cert.exists() && key.exists()) {
-        generate(&dir).map_err(|e| {
-            StartError::runtime(
-                format!("cannot generate the development CA in {}", dir.display()),
-                e,
-            )
-        })?;
-        tracing::info!(
-            "generated a development CA and server certificate in {}",
-            dir.display()
-        );
+/// The names the development server certificate is for: localhost and the loopback addresses,
+/// `public_hosts`, and `hub_domain` with its wildcard (each application is the IoT hub
+/// `<app>.<hub_domain>`).
+pub fn server_names(public_hosts: &[String], hub_domain: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.extend(public_hosts.iter().cloned());
+    if let Some(d) = hub_domain {
+        names.push(d.to_string());
+        names.push(format!("*.{d}"));
     }
-    let mut m = load(&cert, &key)?;
-    m.dev_ca = Some(ca);
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    names
+}
+
+/// Loads the development material from `<data_dir>/tls`, generating the CA on first use and a
+/// server certificate whenever `names` differ from those of the one there.
+pub fn development(data_dir: &Path, names: &[String]) -> Result<TlsMaterial, StartError> {
+    let dir = data_dir.join("tls");
+    let files = DevFiles::in_dir(&dir);
+    let failed =
+        |what: &str, e| StartError::runtime(format!("cannot {what} in {}", dir.display()), e);
+    if !(files.ca.exists() && files.ca_key.exists()) {
+        std::fs::create_dir_all(&dir).map_err(|e| failed("create the directory", e.into()))?;
+        generate_ca(&files).map_err(|e| failed("generate the development CA", e))?;
+        tracing::info!("generated a development CA in {}", dir.display());
+    }
+    let wanted = names.join("\n");
+    let current = std::fs::read_to_string(&files.names).ok();
+    if current.as_deref().map(str::trim_end) != Some(wanted.as_str())
+        || !(files.cert.exists() && files.key.exists())
+    {
+        issue_server(&files, names)
+            .map_err(|e| failed("issue the development server certificate", e))?;
+        tracing::info!(names = %names.join(", "), "issued a development server certificate");
+    }
+    let mut m = load(&files.cert, &files.key)?;
+    m.dev_ca = Some(files.ca);
     Ok(m)
 }
 
-fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    std::fs::create_dir_all(dir)?;
+/// The files of the development material.
+struct DevFiles {
+    ca: PathBuf,
+    ca_key: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// The names `cert` is for, one a line.
+    names: PathBuf,
+}
+
+impl DevFiles {
+    fn in_dir(dir: &Path) -> DevFiles {
+        DevFiles {
+            ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca-key.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+            names: dir.join("server-names"),
+        }
+    }
+}
+
+type GenResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn generate_ca(files: &DevFiles) -> GenResult {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -104,13 +145,21 @@ fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> 
     ca.not_before = now - time::Duration::days(1);
     ca.not_after = now + time::Duration::days(3650);
     let ca_cert = ca.self_signed(&ca_key)?;
+    // The key first: a CA file without its key would be issued from by nobody.
+    write(&files.ca_key, &ca_key.serialize_pem(), true)?;
+    write(&files.ca, &ca_cert.pem(), false)?;
+    Ok(())
+}
 
+/// A server certificate for `names`, signed by the development CA (a new key each time).
+fn issue_server(files: &DevFiles, names: &[String]) -> GenResult {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let now = time::OffsetDateTime::now_utc();
+    let ca_pem = std::fs::read_to_string(&files.ca)?;
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&files.ca_key)?)?;
+    let ca_cert = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])?;
+    let mut server = CertificateParams::new(names.to_vec())?;
     server
         .distinguished_name
         .push(DnType::CommonName, "localhost");
@@ -122,15 +171,13 @@ fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> 
     server.not_before = now - time::Duration::days(1);
     server.not_after = now + time::Duration::days(3650);
     let server_cert = server.signed_by(&key, &ca_cert, &ca_key)?;
-
-    write(&dir.join("ca.pem"), &ca_cert.pem(), false)?;
-    write(&dir.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
+    write(&files.key, &key.serialize_pem(), true)?;
     write(
-        &dir.join("server.pem"),
-        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        &files.cert,
+        &format!("{}{}", server_cert.pem(), ca_pem),
         false,
     )?;
-    write(&dir.join("server-key.pem"), &key.serialize_pem(), true)?;
+    write(&files.names, &format!("{}\n", names.join("\n")), false)?;
     Ok(())
 }
 

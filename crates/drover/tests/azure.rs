@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::mqtt::{publish_on, refusal, subscribe_all, until};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -35,26 +36,6 @@ fn options(t: &TestServer, device: &str, password: String) -> MqttOptions {
     o
 }
 
-async fn until<T>(el: &mut EventLoop, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(t) = f(&el.poll().await.unwrap()) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("within 10 s")
-}
-
-async fn publish_on(el: &mut EventLoop, prefix: &str) -> rumqttc::Publish {
-    until(el, |e| match e {
-        Event::Incoming(Packet::Publish(p)) if p.topic.starts_with(prefix) => Some(p.clone()),
-        _ => None,
-    })
-    .await
-}
-
 async fn setup(t: &TestServer) {
     let admin = t.admin();
     admin.create_app("az").await;
@@ -75,18 +56,17 @@ async fn an_iot_hub_device_sends_reads_reports_and_is_commanded() {
     let admin = t.admin();
     let password = token(&format!("{HUB}/devices/d1"), KEY, later());
     let (c, mut el) = AsyncClient::new(options(&t, "d1", password), 10);
-    for f in [
-        "$iothub/twin/res/#",
-        "$iothub/twin/PATCH/properties/desired/#",
-        "$iothub/methods/POST/#",
-        "devices/d1/messages/devicebound/#",
-    ] {
-        c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
-        until(&mut el, |e| {
-            matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
-        })
-        .await;
-    }
+    subscribe_all(
+        &c,
+        &mut el,
+        &[
+            "$iothub/twin/res/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+            "$iothub/methods/POST/#",
+            "devices/d1/messages/devicebound/#",
+        ],
+    )
+    .await;
 
     // Telemetry with a property bag.
     c.publish(
@@ -236,23 +216,7 @@ async fn bad_tokens_and_foreign_topics_are_refused() {
     setup(&t).await;
     let refused = |password: String| {
         let (_c, mut el) = AsyncClient::new(options(&t, "d1", password), 10);
-        async move {
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    match el.poll().await {
-                        Err(e) => return e.to_string(),
-                        Ok(Event::Incoming(Packet::ConnAck(a)))
-                            if a.code == rumqttc::ConnectReturnCode::Success =>
-                        {
-                            panic!("connected")
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            })
-            .await
-            .unwrap()
-        }
+        async move { refusal(&mut el).await }
     };
     let resource = format!("{HUB}/devices/d1");
     let other_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
@@ -288,7 +252,133 @@ async fn bad_tokens_and_foreign_topics_are_refused() {
         .await
         .unwrap();
     assert!(
-        common::mqtt_closes(&mut el, Duration::from_secs(10)).await,
+        common::mqtt::closes(&mut el, Duration::from_secs(10)).await,
         "oversized telemetry must end the connection"
     );
+}
+
+#[tokio::test]
+async fn commands_over_iot_hub_limits_are_not_sent() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let admin = t.admin();
+    // A method call to the device while it is offline: IoT Hub's 404.
+    let r = admin
+        .request(
+            Method::POST,
+            "/api/command/v1alpha1/apps/az/devices/d1?command=reboot&timeout=5",
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "DeviceNotOnline");
+
+    let password = token(&format!("{HUB}/devices/d1"), KEY, later());
+    let mut o = options(&t, "d1", password);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut el) = AsyncClient::new(o, 10);
+    subscribe_all(
+        &c,
+        &mut el,
+        &[
+            "$iothub/methods/POST/#",
+            "devices/d1/messages/devicebound/#",
+        ],
+    )
+    .await;
+    let send = |query: &'static str, size: usize| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .request(
+                    Method::POST,
+                    &format!("/api/command/v1alpha1/apps/az/devices/d1?{query}"),
+                )
+                .body(vec![b'x'; size])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A method request over 128 KiB: the caller gets 413 and why; the device gets nothing.
+    let call = tokio::spawn(send("command=big&timeout=10", 128 * 1024 + 1));
+    let answer = tokio::select! {
+        a = call => a.unwrap(),
+        _ = async { loop { let _ = el.poll().await.unwrap(); } } => unreachable!(),
+    };
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = answer.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("over IoT Hub's limit of 128 KiB"),
+        "{message}"
+    );
+    // One at the limit goes through.
+    let call = tokio::spawn(send("command=fits&timeout=10", 128 * 1024));
+    let method = publish_on(&mut el, "$iothub/methods/POST/").await;
+    assert!(
+        method.topic.starts_with("$iothub/methods/POST/fits/"),
+        "{}",
+        method.topic
+    );
+    assert_eq!(method.payload.len(), 128 * 1024);
+    call.abort();
+
+    // A cloud-to-device message over 64 KiB is not sent; the next one is.
+    assert_eq!(
+        send("command=huge", 64 * 1024 + 1).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        send("command=small", 64 * 1024).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let c2d = publish_on(&mut el, "devices/d1/messages/devicebound/").await;
+    assert!(c2d.topic.ends_with("&command=small"), "{}", c2d.topic);
+    assert_eq!(c2d.payload.len(), 64 * 1024);
+}
+
+#[tokio::test]
+async fn sessions_outlive_connections_and_modules_are_refused() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let resource = format!("{HUB}/devices/d1");
+    // The SDK subscribes once; with CleanSession 0 the subscription outlives the connection.
+    let (c, mut el) = AsyncClient::new(options(&t, "d1", token(&resource, KEY, later())), 10);
+    subscribe_all(&c, &mut el, &["devices/d1/messages/devicebound/#"]).await;
+    c.disconnect().await.unwrap();
+    assert!(common::mqtt::closes(&mut el, Duration::from_secs(10)).await);
+    let (_c, mut el) = AsyncClient::new(options(&t, "d1", token(&resource, KEY, later())), 10);
+    let present = until(&mut el, |e| match e {
+        Event::Incoming(Packet::ConnAck(a)) => Some(a.session_present),
+        _ => None,
+    })
+    .await;
+    assert!(present, "the session is still there");
+    let r = t
+        .admin()
+        .request(
+            Method::POST,
+            "/api/command/v1alpha1/apps/az/devices/d1?command=again",
+        )
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let c2d = publish_on(&mut el, "devices/d1/messages/devicebound/").await;
+    assert!(c2d.topic.ends_with("&command=again"), "{}", c2d.topic);
+
+    // A module identity is refused.
+    let port = t.server.as_ref().unwrap().mqtt_addr.unwrap().port();
+    let mut o = MqttOptions::new("d1/m1", "127.0.0.1", port);
+    o.set_credentials(
+        format!("{HUB}/d1/m1/?api-version=2021-04-12"),
+        token(&format!("{resource}/modules/m1"), KEY, later()),
+    );
+    let (_m, mut el) = AsyncClient::new(o, 10);
+    let e = refusal(&mut el).await;
+    assert!(e.contains("BadUserNamePassword"), "{e}");
 }

@@ -304,7 +304,7 @@ async fn two_nodes_share_registry_events_and_commands() {
     assert_eq!(code, rumqttc::ConnectReturnCode::Success);
     let deadline = Instant::now() + WAIT;
     let call = loop {
-        // Until A's interest in the device has reached NATS: 503 DeviceUnreachable.
+        // Until A's interest in the device has reached NATS: 404 DeviceNotOnline.
         let call = tokio::spawn(
             b.admin(
                 reqwest::Method::POST,
@@ -325,7 +325,7 @@ async fn two_nodes_share_registry_events_and_commands() {
             Ok(p) => break (call, p),
             Err(_) => {
                 let r = call.await.unwrap().unwrap();
-                assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+                assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
                 assert!(Instant::now() < deadline, "the command never reached A");
             }
         }

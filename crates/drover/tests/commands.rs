@@ -130,6 +130,14 @@ async fn one_way_commands_reach_mqtt_devices_and_gateways() {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "DeviceUnreachable");
+    // A caller that would wait for the answer gets IoT Hub's 404 for an offline device.
+    let r = command(&t, "offline", "command=x&timeout=5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "DeviceNotOnline");
     // Bad input.
     for q in [
         "command=",

@@ -261,7 +261,7 @@ async fn mqtt_devices_read_report_and_follow_their_twin() {
         .await
         .unwrap();
     assert!(
-        common::mqtt_closes(&mut el, Duration::from_secs(10)).await,
+        common::mqtt::closes(&mut el, Duration::from_secs(10)).await,
         "the connection stays open after a bad report"
     );
     assert_eq!(admin.get_json(TWIN).await["reportedVersion"], 2);

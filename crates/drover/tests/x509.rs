@@ -218,3 +218,45 @@ async fn development_ca_is_generated_once() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Whether a client trusting only the development CA completes a TLS handshake with the HTTPS
+/// device endpoint when it asks for `host`.
+async fn handshake_as(t: &TestServer, host: &str) -> bool {
+    let addr = t.server.as_ref().unwrap().https_addr.unwrap();
+    let ca = std::fs::read(t.data_dir.join("tls/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve(host, addr)
+        .build()
+        .unwrap();
+    let url = format!("https://{host}:{}/v1/telemetry", addr.port());
+    match client.post(url).send().await {
+        Ok(r) => r.status() == StatusCode::UNAUTHORIZED,
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn development_certificate_names_public_hosts_and_hubs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config(dir.path());
+    c.public_hosts = drover::config::value::List(vec!["drover.example.com".into()]);
+    c.hub_domain = Some("iot.example.com".into());
+    let mut t = TestServer::start_with(c.clone()).await;
+    let ca = std::fs::read(t.data_dir.join("tls/ca.pem")).unwrap();
+    for host in ["localhost", "drover.example.com", "my-app.iot.example.com"] {
+        assert!(handshake_as(&t, host).await, "the certificate names {host}");
+    }
+    assert!(!handshake_as(&t, "elsewhere.example.com").await);
+    // A wildcard covers one label only.
+    assert!(!handshake_as(&t, "a.b.iot.example.com").await);
+
+    // Other settings: a new server certificate from the same CA.
+    c.hub_domain = Some("hubs.example.org".into());
+    t.restart_with(c).await;
+    assert_eq!(std::fs::read(t.data_dir.join("tls/ca.pem")).unwrap(), ca);
+    assert!(handshake_as(&t, "my-app.hubs.example.org").await);
+    assert!(!handshake_as(&t, "my-app.iot.example.com").await);
+    assert!(handshake_as(&t, "drover.example.com").await);
+}

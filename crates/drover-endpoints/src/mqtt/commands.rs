@@ -18,6 +18,10 @@ struct MqttSink {
     v5: bool,
     /// The device speaks Azure IoT Hub's dialect.
     azure: bool,
+    /// For answering a direct method the device cannot be sent (see `refuse_oversized`).
+    router: std::sync::Weak<CommandRouter>,
+    app: String,
+    app_uid: String,
 }
 
 impl CommandSink for MqttSink {
@@ -67,6 +71,12 @@ impl MqttSink {
         if c.device != self.device {
             return Err(SinkRefusal::NotSubscribed);
         }
+        if let Some(limit) = super::iothub::payload_limit(c) {
+            if c.payload.len() > limit {
+                self.refuse_oversized(c, limit);
+                return Ok(());
+            }
+        }
         let (topic, qos) =
             super::iothub::command_topic(&self.device, c).ok_or(SinkRefusal::NotSubscribed)?;
         let granted = self
@@ -79,6 +89,50 @@ impl MqttSink {
             Err(drover_mqtt::TryPublishError::Full(_)) => Err(SinkRefusal::Full),
             Err(_) => Err(SinkRefusal::Gone),
         }
+    }
+
+    /// A command over IoT Hub's limit for its kind is taken but not sent: a direct method's
+    /// caller gets 413 with the reason as the device's answer; a cloud-to-device message is
+    /// dropped with a log line (the command API accepted it before knowing which dialect the
+    /// device speaks).
+    fn refuse_oversized(&self, c: &Command, limit: usize) {
+        let kind = if c.expects_reply {
+            "direct method"
+        } else {
+            "cloud-to-device message"
+        };
+        let message = format!(
+            "the {kind} '{}' has a payload of {} bytes, over IoT Hub's limit of {} KiB for Azure devices: not sent to device '{}'",
+            c.name,
+            c.payload.len(),
+            limit / 1024,
+            c.device
+        );
+        tracing::warn!(app = %self.app, device = %c.device, command = %c.id, "{message}");
+        if !c.expects_reply {
+            return;
+        }
+        let Some(router) = self.router.upgrade() else {
+            return;
+        };
+        let reply = Reply {
+            status: 413,
+            payload: Bytes::from(serde_json::json!({ "message": message }).to_string()),
+            content_type: Some("application/json".into()),
+        };
+        let (app_uid, device, id) = (self.app_uid.clone(), c.device.clone(), c.id.clone());
+        // Not from here: the router is busy delivering (and, for a caller on another node,
+        // starts waiting for the reply only once the command is taken).
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                match router.reply(&app_uid, &device, &id, reply.clone()) {
+                    Err(drover_bus::commands::ReplyError::Unknown(_)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 
     /// A twin message (`$twin/desired`, `$twin/current`): on its own topic, to the device's
@@ -184,6 +238,9 @@ pub(super) fn register_commands(
         device: conn.device.device_name().to_string(),
         v5: conn.v5,
         azure: conn.azure.is_some(),
+        router: Arc::downgrade(router),
+        app: conn.device.app_name().to_string(),
+        app_uid: conn.device.app_uid().to_string(),
     });
     let key = (
         conn.device.app_uid().to_string(),

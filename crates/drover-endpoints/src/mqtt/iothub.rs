@@ -50,6 +50,23 @@ pub(super) fn is_request(topic: &str) -> bool {
 }
 
 /// The topic and QoS a command takes to an Azure device (`None`: nothing it can receive).
+/// IoT Hub's largest cloud-to-device message.
+pub(super) const MAX_CLOUD_TO_DEVICE: usize = 64 * 1024;
+/// IoT Hub's largest direct method request.
+pub(super) const MAX_METHOD: usize = 128 * 1024;
+
+/// The payload limit of a command to an Azure device: methods and cloud-to-device messages
+/// have IoT Hub's; twin messages are bounded by the twin's own limits.
+pub(super) fn payload_limit(c: &Command) -> Option<usize> {
+    if c.name.starts_with('$') {
+        None
+    } else if c.expects_reply {
+        Some(MAX_METHOD)
+    } else {
+        Some(MAX_CLOUD_TO_DEVICE)
+    }
+}
+
 pub(super) fn command_topic(device: &str, c: &Command) -> Option<(String, QoS)> {
     if c.name.starts_with("$iothub/") {
         return Some((c.name.clone(), QoS::AtLeastOnce));

@@ -166,6 +166,28 @@ fn cluster_settings_are_checked() {
     assert_eq!(c.database_schema.as_deref(), Some("drover_a"));
 }
 
+#[test]
+fn host_names_for_the_development_certificate() {
+    let c = Config::load(ServeArgs::from_pairs([
+        ("public_hosts", "drover.example.com, 10.0.0.5"),
+        ("hub_domain", "iot.example.com"),
+    ]))
+    .unwrap();
+    assert_eq!(c.public_hosts.0, ["drover.example.com", "10.0.0.5"]);
+    assert_eq!(c.hub_domain.as_deref(), Some("iot.example.com"));
+    let e = Config::load(ServeArgs::from_pairs([(
+        "public_hosts",
+        "ok.example.com,bad host",
+    )]))
+    .unwrap_err();
+    assert!(
+        e.0.contains("'bad host' is neither a DNS host name nor an IP address"),
+        "{e}"
+    );
+    let e = Config::load(ServeArgs::from_pairs([("hub_domain", "*.iot.example.com")])).unwrap_err();
+    assert!(e.0.contains("--hub-domain / DROVER_HUB_DOMAIN"), "{e}");
+}
+
 /// `DROVER_BLESS=1 cargo test -p drover --lib the_deployment` rewrites the table.
 #[test]
 fn the_deployment_guide_lists_every_setting() {

@@ -92,7 +92,7 @@ impl Services {
             }),
             shutdown: stop,
         };
-        let device_http = drover_endpoints::http::router(
+        let device_http_routes = drover_endpoints::http::router(
             devices.clone(),
             b.log.clone(),
             b.commands.clone(),
@@ -119,6 +119,9 @@ impl Services {
             },
         );
         let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
+        // MQTT over WebSocket on the HTTP(S) device listeners, served by the same MQTT server.
+        let device_http =
+            device_http_routes.merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()));
         let mut integration = IntegrationPolicy::new(
             b.registry.clone(),
             users,

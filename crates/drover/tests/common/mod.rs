@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod backends;
+pub mod mqtt;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
@@ -143,8 +145,14 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
+        let c = config(&self.data_dir);
+        self.restart_with(c).await;
+    }
+
+    /// Stops the server and starts a new one with `config` (on its data directory).
+    pub async fn restart_with(&mut self, config: Config) {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let server = drover::start(config(&self.data_dir)).await.unwrap();
+        let server = drover::start(config).await.unwrap();
         self.base = format!("http://{}", server.api_addr);
         self.http_base = http_base(&server);
         self.server = Some(server);
@@ -326,11 +334,4 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             .and_then(|m| m.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
             .expect("no MQTT endpoint in the banner"),
     }
-}
-
-/// Whether the MQTT connection of `el` ends (an error from the event loop) within `within`.
-pub async fn mqtt_closes(el: &mut rumqttc::EventLoop, within: std::time::Duration) -> bool {
-    tokio::time::timeout(within, async { while el.poll().await.is_ok() {} })
-        .await
-        .is_ok()
 }
