@@ -246,6 +246,20 @@ async fn bad_tokens_and_foreign_topics_are_refused() {
     .await;
     assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
 
+    // QoS 2 subscriptions are granted QoS 1.
+    c.subscribe("$iothub/twin/res/#", QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    let codes = until(&mut el, |e| match e {
+        Event::Incoming(Packet::SubAck(s)) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
     // Telemetry over IoT Hub's 256 KiB is refused (MQTT 3.1.1: the connection closes).
     let big = vec![b'x'; 256 * 1024 + 1];
     c.publish("devices/d1/messages/events/", QoS::AtLeastOnce, false, big)
@@ -338,6 +352,25 @@ async fn commands_over_iot_hub_limits_are_not_sent() {
     let c2d = publish_on(&mut el, "devices/d1/messages/devicebound/").await;
     assert!(c2d.topic.ends_with("&command=small"), "{}", c2d.topic);
     assert_eq!(c2d.payload.len(), 64 * 1024);
+}
+
+#[tokio::test]
+async fn a_qos_2_publish_closes_the_connection() {
+    let t = TestServer::start().await;
+    setup(&t).await;
+    let password = token(&format!("{HUB}/devices/d1"), KEY, later());
+    let (c, mut el) = AsyncClient::new(options(&t, "d1", password), 10);
+    until(&mut el, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+    c.publish("devices/d1/messages/events/", QoS::ExactlyOnce, false, "x")
+        .await
+        .unwrap();
+    assert!(
+        common::mqtt::closes(&mut el, Duration::from_secs(10)).await,
+        "a QoS 2 publish must end the connection"
+    );
 }
 
 #[tokio::test]
