@@ -76,25 +76,19 @@ fn to_codec_props(p: MessageProperties, expiry: Option<u32>) -> v5::PublishPrope
 }
 
 impl Codec {
-    fn encode_v5(codec: &mut v5::Codec, packet: v5::Packet, buf: &mut BytesMut) -> bool {
+    /// Encodes `packet` with the connection's codec into `buf`; on failure `buf` is as it was
+    /// and the error is logged.
+    fn encode_with<C, P>(codec: &mut C, packet: P, buf: &mut BytesMut) -> bool
+    where
+        C: Encoder<P>,
+        C::Error: std::fmt::Display,
+    {
         let start = buf.len();
         match codec.encode(packet, buf) {
             Ok(()) => true,
             Err(e) => {
                 buf.truncate(start);
-                tracing::error!(error = %e, "failed to encode an MQTT 5 packet");
-                false
-            }
-        }
-    }
-
-    fn encode_v3(codec: &mut v3::Codec, packet: v3::Packet, buf: &mut BytesMut) -> bool {
-        let start = buf.len();
-        match codec.encode(packet, buf) {
-            Ok(()) => true,
-            Err(e) => {
-                buf.truncate(start);
-                tracing::error!(error = %e, "failed to encode an MQTT 3 packet");
+                tracing::error!(error = %e, "failed to encode an MQTT packet");
                 false
             }
         }
@@ -107,7 +101,7 @@ impl Codec {
                     return_code: v3::ConnectAckReason::ConnectionAccepted,
                     session_present: grant.session_present,
                 };
-                Self::encode_v3(codec, v3::Packet::ConnectAck(ack), buf);
+                Self::encode_with(codec, v3::Packet::ConnectAck(ack), buf);
             }
             Codec::V5(codec) => {
                 let ack = v5::ConnectAck {
@@ -126,7 +120,7 @@ impl Codec {
                     server_keepalive_sec: grant.server_keep_alive,
                     ..Default::default()
                 };
-                Self::encode_v5(codec, v5::Packet::ConnectAck(Box::new(ack)), buf);
+                Self::encode_with(codec, v5::Packet::ConnectAck(Box::new(ack)), buf);
             }
         }
     }
@@ -139,7 +133,7 @@ impl Codec {
     ) {
         match self {
             Codec::V3(codec) => {
-                Self::encode_v3(codec, v3::Packet::PublishAck { packet_id }, buf);
+                Self::encode_with(codec, v3::Packet::PublishAck { packet_id }, buf);
             }
             Codec::V5(codec) => {
                 let ack = v5::PublishAck {
@@ -151,7 +145,7 @@ impl Codec {
                     properties: Vec::new(),
                     reason_string: None,
                 };
-                Self::encode_v5(codec, v5::Packet::PublishAck(ack), buf);
+                Self::encode_with(codec, v5::Packet::PublishAck(ack), buf);
             }
         }
     }
@@ -172,7 +166,7 @@ impl Codec {
                         _ => v3::SubscribeReturnCode::Failure,
                     })
                     .collect();
-                Self::encode_v3(codec, v3::Packet::SubscribeAck { packet_id, status }, buf);
+                Self::encode_with(codec, v3::Packet::SubscribeAck { packet_id, status }, buf);
             }
             Codec::V5(codec) => {
                 let ack = v5::SubscribeAck {
@@ -181,7 +175,7 @@ impl Codec {
                     reason_string: None,
                     status: v5_codes(codes, v5::SubscribeAckReason::UnspecifiedError),
                 };
-                Self::encode_v5(codec, v5::Packet::SubscribeAck(ack), buf);
+                Self::encode_with(codec, v5::Packet::SubscribeAck(ack), buf);
             }
         }
     }
@@ -194,7 +188,7 @@ impl Codec {
     ) {
         match self {
             Codec::V3(codec) => {
-                Self::encode_v3(codec, v3::Packet::UnsubscribeAck { packet_id }, buf);
+                Self::encode_with(codec, v3::Packet::UnsubscribeAck { packet_id }, buf);
             }
             Codec::V5(codec) => {
                 let ack = v5::UnsubscribeAck {
@@ -203,7 +197,7 @@ impl Codec {
                     reason_string: None,
                     status: v5_codes(codes, v5::UnsubscribeAckReason::UnspecifiedError),
                 };
-                Self::encode_v5(codec, v5::Packet::UnsubscribeAck(ack), buf);
+                Self::encode_with(codec, v5::Packet::UnsubscribeAck(ack), buf);
             }
         }
     }
@@ -219,7 +213,7 @@ impl Codec {
                 .0
                 .try_into()
                 .unwrap_or(v5::DisconnectReasonCode::UnspecifiedError);
-            Self::encode_v5(
+            Self::encode_with(
                 codec,
                 v5::Packet::Disconnect(v5::Disconnect::new(code)),
                 buf,
@@ -246,8 +240,12 @@ impl Codec {
         };
         let start = buf.len();
         let ok = match self {
-            Codec::V3(codec) => Self::encode_v3(codec, v3::Packet::Publish(Box::new(publish)), buf),
-            Codec::V5(codec) => Self::encode_v5(codec, v5::Packet::Publish(Box::new(publish)), buf),
+            Codec::V3(codec) => {
+                Self::encode_with(codec, v3::Packet::Publish(Box::new(publish)), buf)
+            }
+            Codec::V5(codec) => {
+                Self::encode_with(codec, v5::Packet::Publish(Box::new(publish)), buf)
+            }
         };
         if ok && buf.len() - start > max_size {
             buf.truncate(start);

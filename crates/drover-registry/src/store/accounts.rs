@@ -5,6 +5,7 @@ use drover_model::Principal;
 
 use super::access::require_admin;
 use super::{tables, Backend, SqlRegistry, ADMIN_USER};
+use crate::sql::{Fallible, Sql};
 use crate::{AdminBootstrap, CreatedToken, RegistryError, Result, TokenInfo, User};
 use tables::NewToken;
 
@@ -31,18 +32,7 @@ pub(super) async fn bootstrap_admin<B: Backend>(
             .await?;
             AdminBootstrap::Configured
         } else if tables::count_tokens(&mut w.tx, ADMIN_USER).await? == 0 {
-            let t = drover_auth::token::generate();
-            tables::insert_token(
-                &mut w.tx,
-                NewToken {
-                    user: ADMIN_USER,
-                    token: &t.token,
-                    prefix: &t.prefix,
-                    description: Some("generated at first start"),
-                    configured: false,
-                },
-            )
-            .await?;
+            let t = new_token(&mut w.tx, ADMIN_USER, Some("generated at first start")).await?;
             AdminBootstrap::Generated(t.token)
         } else {
             AdminBootstrap::Existing
@@ -68,18 +58,7 @@ pub(super) async fn create_user<B: Backend>(
         }
         let created = w.now;
         tables::insert_user(&mut w.tx, name, admin, false, created).await?;
-        let t = drover_auth::token::generate();
-        tables::insert_token(
-            &mut w.tx,
-            NewToken {
-                user: name,
-                token: &t.token,
-                prefix: &t.prefix,
-                description: Some("initial token"),
-                configured: false,
-            },
-        )
-        .await?;
+        let t = new_token(&mut w.tx, name, Some("initial token")).await?;
         w.commit().await?;
         Ok((
             User {
@@ -87,13 +66,34 @@ pub(super) async fn create_user<B: Backend>(
                 admin,
                 created,
             },
-            CreatedToken {
-                prefix: t.prefix,
-                token: t.token,
-            },
+            t,
         ))
     })
     .await
+}
+
+/// A new access token of `user`, stored (only its hash) in the transaction.
+async fn new_token(
+    tx: &mut impl Sql,
+    user: &str,
+    description: Option<&str>,
+) -> Fallible<CreatedToken> {
+    let t = drover_auth::token::generate();
+    tables::insert_token(
+        tx,
+        NewToken {
+            user,
+            token: &t.token,
+            prefix: &t.prefix,
+            description,
+            configured: false,
+        },
+    )
+    .await?;
+    Ok(CreatedToken {
+        prefix: t.prefix,
+        token: t.token,
+    })
 }
 
 pub(super) async fn list_users<B: Backend>(
@@ -165,23 +165,9 @@ pub(super) async fn create_token<B: Backend>(
         // Users known only through single sign-on get their user record with their first
         // token.
         tables::insert_user(&mut w.tx, who.name(), false, false, w.now).await?;
-        let t = drover_auth::token::generate();
-        tables::insert_token(
-            &mut w.tx,
-            NewToken {
-                user: who.name(),
-                token: &t.token,
-                prefix: &t.prefix,
-                description,
-                configured: false,
-            },
-        )
-        .await?;
+        let t = new_token(&mut w.tx, who.name(), description).await?;
         w.commit().await?;
-        Ok(CreatedToken {
-            prefix: t.prefix,
-            token: t.token,
-        })
+        Ok(t)
     })
     .await
 }

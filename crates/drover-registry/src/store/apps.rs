@@ -112,17 +112,9 @@ pub(super) async fn delete<B: Backend>(
             return Ok(());
         }
         let mut held = 0usize;
-        for mut dev in tables::all_devices(&mut w.tx, app).await? {
-            if dev.metadata.finalizers.is_empty() {
-                tables::delete_device(&mut w.tx, app, &dev.metadata.name).await?;
-                w.emit(Kind::Device, &mut dev, &[".".to_string()]);
-            } else {
+        for dev in tables::all_devices(&mut w.tx, app).await? {
+            if w.delete_device(app, dev).await? {
                 held += 1;
-                if !dev.is_deleting() {
-                    dev.metadata.deletion_timestamp = Some(w.now);
-                    w.emit(Kind::Device, &mut dev, &[".metadata".to_string()]);
-                    w.save_device(app, &dev).await?;
-                }
             }
         }
         row.doc.metadata.deletion_timestamp = Some(w.now);

@@ -147,18 +147,12 @@ pub(super) async fn delete<B: Backend>(
     reg.retry(move || async move {
         let mut w = reg.begin_write().await?;
         w.app(who, app, Permission::Write).await?;
-        let mut dev = w.device(app, device).await?;
+        let dev = w.device(app, device).await?;
         check_delete_preconditions(&dev, pre)?;
         if dev.is_deleting() {
             return Ok(());
         }
-        if dev.metadata.finalizers.is_empty() {
-            w.remove_device(app, dev).await?;
-        } else {
-            dev.metadata.deletion_timestamp = Some(w.now);
-            w.emit(Kind::Device, &mut dev, &[".metadata".to_string()]);
-            w.save_device(app, &dev).await?;
-        }
+        w.delete_device(app, dev).await?;
         w.commit().await
     })
     .await

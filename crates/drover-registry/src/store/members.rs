@@ -3,7 +3,9 @@
 use drover_model::{Permission, Principal};
 
 use super::access::{not_found_app, readable_app};
+use super::tables::AppRow;
 use super::{tables, Backend, SqlRegistry};
+use crate::sql::Fallible;
 use crate::{MembersDoc, RegistryError, Result};
 
 pub(super) async fn get<B: Backend>(
@@ -30,10 +32,7 @@ pub(super) async fn set<B: Backend>(
             drover_model::names::validate_user_name(name)?;
         }
     }
-    let doc = &doc;
-    reg.retry(move || async move {
-        let mut w = reg.begin_write().await?;
-        let mut row = w.app(who, app, Permission::Admin).await?;
+    change_app(reg, who, app, Permission::Admin, |row| {
         if let Some(rv) = &doc.resource_version {
             if *rv != row.members_version {
                 return Err(RegistryError::OptimisticLockFailed(format!(
@@ -44,13 +43,11 @@ pub(super) async fn set<B: Backend>(
             }
         }
         if row.members == doc.members {
-            return Ok(());
+            return Ok(Edit::Unchanged);
         }
         row.members = doc.members.clone();
         row.members_version = uuid::Uuid::new_v4().to_string();
-        w.revokes = true;
-        w.save_app(&row).await?;
-        w.commit().await
+        Ok(Edit::TakesAccess)
     })
     .await
 }
@@ -62,12 +59,9 @@ pub(super) async fn transfer<B: Backend>(
     new_owner: &str,
 ) -> Result<()> {
     drover_model::names::validate_user_name(new_owner)?;
-    reg.retry(move || async move {
-        let mut w = reg.begin_write().await?;
-        let mut row = w.app(who, app, Permission::Owner).await?;
+    change_app(reg, who, app, Permission::Owner, |row| {
         row.transfer_to = Some(new_owner.to_string());
-        w.save_app(&row).await?;
-        w.commit().await
+        Ok(Edit::Changed)
     })
     .await
 }
@@ -77,14 +71,44 @@ pub(super) async fn cancel_transfer<B: Backend>(
     who: &Principal,
     app: &str,
 ) -> Result<()> {
+    change_app(reg, who, app, Permission::Owner, |row| {
+        Ok(match row.transfer_to.take() {
+            Some(_) => Edit::Changed,
+            None => Edit::Unchanged,
+        })
+    })
+    .await
+}
+
+/// What an edit of an application row did.
+enum Edit {
+    /// Nothing: no write.
+    Unchanged,
+    Changed,
+    /// A change that may take access away (members, owner): sessions are checked again.
+    TakesAccess,
+}
+
+/// Edits application `app` as `who`, who needs `what` on it, in a write transaction retried on
+/// conflicts; the row is saved unless `edit` left it unchanged.
+async fn change_app<B: Backend>(
+    reg: &SqlRegistry<B>,
+    who: &Principal,
+    app: &str,
+    what: Permission,
+    edit: impl Fn(&mut AppRow) -> Fallible<Edit> + Send + Sync,
+) -> Result<()> {
+    let edit = &edit;
     reg.retry(move || async move {
         let mut w = reg.begin_write().await?;
-        let mut row = w.app(who, app, Permission::Owner).await?;
-        if row.transfer_to.take().is_some() {
-            w.save_app(&row).await?;
-            w.commit().await?;
+        let mut row = w.app(who, app, what).await?;
+        match edit(&mut row)? {
+            Edit::Unchanged => return Ok(()),
+            Edit::Changed => {}
+            Edit::TakesAccess => w.revokes = true,
         }
-        Ok(())
+        w.save_app(&row).await?;
+        w.commit().await
     })
     .await
 }

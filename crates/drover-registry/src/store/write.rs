@@ -131,6 +131,22 @@ impl<B: Backend> Write<'_, B> {
         Ok(())
     }
 
+    /// Deletes a device as its finalizers allow: without any it goes at once
+    /// ([`remove_device`](Self::remove_device)); else it is marked deleting (once) and stays
+    /// until they are gone. True when it stays.
+    pub(super) async fn delete_device(&mut self, app: &str, mut dev: Resource) -> Fallible<bool> {
+        if dev.metadata.finalizers.is_empty() {
+            self.remove_device(app, dev).await?;
+            return Ok(false);
+        }
+        if !dev.is_deleting() {
+            dev.metadata.deletion_timestamp = Some(self.now);
+            self.emit(Kind::Device, &mut dev, &[".metadata".to_string()]);
+            self.save_device(app, &dev).await?;
+        }
+        Ok(true)
+    }
+
     /// Saves a changed app, or removes it when it is deleting and has no finalizers left.
     pub(super) async fn settle_app(&mut self, mut row: AppRow) -> Fallible<()> {
         if row.doc.is_deleting() && row.doc.metadata.finalizers.is_empty() {
