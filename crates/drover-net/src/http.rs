@@ -133,7 +133,9 @@ where
             }
         };
         if let Err(e) = result {
-            tracing::debug!("HTTP connection closed: {}", error_chain(e.as_ref()));
+            // As an error value: the subscriber prints its causes (`error.sources`).
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            tracing::debug!(error, "HTTP connection closed");
         }
     }
 
@@ -257,16 +259,4 @@ fn error_response<B>(
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

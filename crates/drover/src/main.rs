@@ -156,24 +156,29 @@ fn banner(config: &Config, server: &drover::Server) {
     println!("Drover {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  Management API   {url}   (listening on {addr})");
     println!("  OpenAPI          {url}/api/openapi.json");
-    let host = url.split_once("://").map(|(_, h)| h).unwrap_or(&url);
+    print_endpoints(&url, server);
+    print_storage(config);
+    print_login(&url, &server.admin_token);
+    println!("Press Ctrl+C to stop.");
+}
+
+/// The listeners devices and applications connect to.
+fn print_endpoints(url: &str, server: &drover::Server) {
+    let host = url.split_once("://").map(|(_, h)| h).unwrap_or(url);
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let apps = "   (integration: app/<app>)";
     let listeners = [
         ("HTTP devices ", "http", server.http_addr, "/v1/<channel>"),
         ("HTTPS devices", "https", server.https_addr, "/v1/<channel>"),
         ("MQTT devices ", "mqtt", server.mqtt_addr, ""),
         ("MQTTS devices", "mqtts", server.mqtts_addr, ""),
-        (
-            "MQTT apps    ",
-            "mqtt",
-            server.integration_mqtt_addr,
-            "   (integration: app/<app>)",
-        ),
+        ("MQTT/WSS dev.", "wss", server.https_addr, "/mqtt"),
+        ("MQTT apps    ", "mqtt", server.integration_mqtt_addr, apps),
         (
             "MQTTS apps   ",
             "mqtts",
             server.integration_mqtts_addr,
-            "   (integration: app/<app>)",
+            apps,
         ),
     ];
     for (what, scheme, addr, path) in listeners {
@@ -193,6 +198,10 @@ fn banner(config: &Config, server: &drover::Server) {
     let ws = url.replacen("http", "ws", 1);
     println!("  WebSocket        {ws}{}<app>", drover_api::WS_PATH);
     println!("  Change watch     {url}/api/registry/v1alpha1/watch");
+}
+
+/// Where the registry and the event log are.
+fn print_storage(config: &Config) {
     println!("  Data directory   {}", config.data_dir.display());
     match &config.database_url {
         Some(u) => println!(
@@ -216,9 +225,13 @@ fn banner(config: &Config, server: &drover::Server) {
             config.data_dir.join("events").display()
         ),
     }
-    match &server.admin_token {
+}
+
+/// How the administrator logs in.
+fn print_login(url: &str, token: &AdminToken) {
+    println!();
+    match token {
         AdminToken::Generated { token, file } => {
-            println!();
             println!(
                 "  Administrator token (shown once, saved to {}):",
                 file.display()
@@ -232,7 +245,6 @@ fn banner(config: &Config, server: &drover::Server) {
             );
         }
         AdminToken::Existing { file } if file.exists() => {
-            println!();
             println!("Log in with drg:");
             println!(
                 "  drg login {url} --access-token admin:$(cat {})",
@@ -240,7 +252,6 @@ fn banner(config: &Config, server: &drover::Server) {
             );
         }
         AdminToken::Existing { file } => {
-            println!();
             println!(
                 "The administrator already exists (another node created it). Its token is in the"
             );
@@ -251,12 +262,10 @@ fn banner(config: &Config, server: &drover::Server) {
             println!("  drg login {url} --access-token admin:<that token>");
         }
         AdminToken::Configured => {
-            println!();
             println!("Log in with drg:");
             println!("  drg login {url} --access-token admin:$DROVER_ADMIN_TOKEN");
         }
     }
-    println!("Press Ctrl+C to stop.");
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when the

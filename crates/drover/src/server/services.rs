@@ -31,6 +31,15 @@ pub(super) struct Services {
     pub integration: Arc<MqttServer<IntegrationPolicy>>,
 }
 
+/// What the services share: authentication and the command service.
+struct Shared {
+    devices: Arc<DeviceAuthenticator>,
+    users: Arc<UserAuthenticator>,
+    connections: Arc<UserConnections>,
+    outbound_policy: Arc<OutboundPolicy>,
+    commands: Arc<CommandService>,
+}
+
 impl Services {
     pub fn build(
         config: &Config,
@@ -38,6 +47,32 @@ impl Services {
         addrs: &Addresses,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Services, StartError> {
+        let shared = Shared::build(config, b)?;
+        let mqtt = device_mqtt(config, b, &shared);
+        let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
+        let device_http = drover_endpoints::http::router(
+            shared.devices.clone(),
+            b.log.clone(),
+            b.commands.clone(),
+            HttpSettings {
+                body_limit: config.http_body_limit,
+                instance: config.instance.clone(),
+                ..HttpSettings::default()
+            },
+        )
+        // MQTT over WebSocket on the HTTP(S) device listeners, served by the same MQTT server.
+        .merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()));
+        Ok(Services {
+            api: drover_api::router(api_state(config, b, addrs, &shared, stop)),
+            device_http,
+            mqtt,
+            integration: integration(config, b, &shared).into_server(mqtt_config(config)),
+        })
+    }
+}
+
+impl Shared {
+    fn build(config: &Config, b: &Backends) -> Result<Shared, StartError> {
         let throttle = Arc::new(Throttle::new(throttle_config(config)));
         let devices = Arc::new(DeviceAuthenticator::with_throttle(
             b.directory.clone(),
@@ -48,7 +83,6 @@ impl Services {
             oidc(config)?,
             throttle,
         ));
-        let connections = UserConnections::new(config.integration_max_connections_per_user);
         let outbound_policy = Arc::new(OutboundPolicy::new(config.outbound_allow.clone()));
         if !config.outbound_allow.is_empty() {
             let allow: Vec<String> = config
@@ -60,94 +94,100 @@ impl Services {
         }
         let outbound = OutboundClient::new(outbound_policy.clone())
             .map_err(|e| StartError::runtime("cannot create the outbound HTTP client", e))?;
-        let command_service = Arc::new(CommandService::new(
+        let commands = Arc::new(CommandService::new(
             b.registry.clone(),
             b.commands.clone(),
             b.log.clone(),
             config.instance.clone(),
             outbound,
         ));
-        let state = ApiState {
-            registry: b.registry.clone(),
-            log: Some(b.log.clone()),
-            commands: Some(command_service.clone()),
-            users: users.clone(),
-            user_connections: connections.clone(),
-            settings: Arc::new(ApiSettings {
-                public_url: config.public_url.clone(),
-                fallback_host: "localhost".into(),
-                body_limit: config.api_body_limit,
-                oidc_issuer: config.oidc_issuer_url.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                endpoints: endpoints(addrs),
-                ws_max_lag: config.ws_max_lag,
-                ws_send_timeout: config.ws_send_timeout,
-                readiness: Some(super::health::readiness(
-                    b.registry.clone(),
-                    b.nats.clone(),
-                    b.jetstream.clone(),
-                    b.embedded.clone(),
-                )),
-                outbound: outbound_policy,
-            }),
-            shutdown: stop,
-        };
-        let device_http_routes = drover_endpoints::http::router(
-            devices.clone(),
-            b.log.clone(),
-            b.commands.clone(),
-            HttpSettings {
-                body_limit: config.http_body_limit,
-                instance: config.instance.clone(),
-                ..HttpSettings::default()
-            },
-        );
-        let mqtt = MqttServer::new(
-            DevicePolicy::new(
-                devices,
-                b.log.clone(),
-                b.commands.clone(),
-                b.registry.clone(),
-                config.instance.clone(),
-            ),
-            // Publishes of one connection are processed concurrently (PUBACKs stay in order and
-            // the device policy keeps the log order), so a device's throughput is not bound by
-            // the latency of one fsync.
-            MqttConfig {
-                inbound_concurrency: 64,
-                ..mqtt_config(config)
-            },
-        );
-        let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
-        // MQTT over WebSocket on the HTTP(S) device listeners, served by the same MQTT server.
-        let device_http =
-            device_http_routes.merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()));
-        let mut integration = IntegrationPolicy::new(
-            b.registry.clone(),
+        Ok(Shared {
+            devices,
             users,
-            b.log.clone(),
-            IntegrationSettings {
-                max_lag: config.integration_max_lag,
-                ..IntegrationSettings::default()
-            },
-        )
-        .with_commands(command_service)
-        .with_user_connections(connections);
-        if let Some(client) = &b.nats {
-            integration = integration.with_group_peers(drover_bus::cluster::NatsGroups::new(
-                client.clone(),
-                config.nats_prefix.clone(),
-                b.node.clone(),
-                b.log.clone(),
-            ));
-        }
-        Ok(Services {
-            api: drover_api::router(state),
-            device_http,
-            mqtt,
-            integration: integration.into_server(mqtt_config(config)),
+            connections: UserConnections::new(config.integration_max_connections_per_user),
+            outbound_policy,
+            commands,
         })
     }
+}
+
+/// The management API's state.
+fn api_state(
+    config: &Config,
+    b: &Backends,
+    addrs: &Addresses,
+    shared: &Shared,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> ApiState {
+    ApiState {
+        registry: b.registry.clone(),
+        log: Some(b.log.clone()),
+        commands: Some(shared.commands.clone()),
+        users: shared.users.clone(),
+        user_connections: shared.connections.clone(),
+        settings: Arc::new(ApiSettings {
+            public_url: config.public_url.clone(),
+            fallback_host: "localhost".into(),
+            body_limit: config.api_body_limit,
+            oidc_issuer: config.oidc_issuer_url.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            endpoints: endpoints(addrs),
+            ws_max_lag: config.ws_max_lag,
+            ws_send_timeout: config.ws_send_timeout,
+            readiness: Some(super::health::readiness(
+                b.registry.clone(),
+                b.nats.clone(),
+                b.jetstream.clone(),
+                b.embedded.clone(),
+            )),
+            outbound: shared.outbound_policy.clone(),
+        }),
+        shutdown: stop,
+    }
+}
+
+/// The device endpoint's MQTT server (MQTT and MQTTS listeners, MQTT over WebSocket).
+fn device_mqtt(config: &Config, b: &Backends, shared: &Shared) -> Arc<MqttServer<DevicePolicy>> {
+    MqttServer::new(
+        DevicePolicy::new(
+            shared.devices.clone(),
+            b.log.clone(),
+            b.commands.clone(),
+            b.registry.clone(),
+            config.instance.clone(),
+        ),
+        // Publishes of one connection are processed concurrently (PUBACKs stay in order and
+        // the device policy keeps the log order), so a device's throughput is not bound by
+        // the latency of one fsync.
+        MqttConfig {
+            inbound_concurrency: 64,
+            ..mqtt_config(config)
+        },
+    )
+}
+
+/// The MQTT integration's policy (its consumer groups shared with other nodes on a cluster).
+fn integration(config: &Config, b: &Backends, shared: &Shared) -> IntegrationPolicy {
+    let mut integration = IntegrationPolicy::new(
+        b.registry.clone(),
+        shared.users.clone(),
+        b.log.clone(),
+        IntegrationSettings {
+            max_lag: config.integration_max_lag,
+            ..IntegrationSettings::default()
+        },
+    )
+    .with_commands(shared.commands.clone())
+    .with_user_connections(shared.connections.clone());
+    if let Some(client) = &b.nats {
+        integration = integration.with_group_peers(drover_bus::cluster::NatsGroups::new(
+            client.clone(),
+            config.nats_prefix.clone(),
+            b.node.clone(),
+            b.log.clone(),
+        ));
+    }
+    integration
 }
 
 /// Failed-authentication throttling, as configured.
