@@ -1,5 +1,5 @@
 //! Drover's management REST API, wire-compatible with Drogue Cloud (so `drg` works unchanged):
-//! registry (`/api/registry/v1alpha1`), admin (`/api/admin/v1alpha1`), access tokens
+//! registry (`/api/registry/v1alpha1`, with twins and webhook subscriptions), admin (`/api/admin/v1alpha1`), access tokens
 //! (`/api/tokens/v1alpha1`), discovery documents, the change watch, and the OpenAPI document
 //! generated from the handlers themselves (`/api/openapi.json`).
 //!
@@ -18,6 +18,7 @@ mod registry;
 mod tokens;
 mod twins;
 mod watch;
+mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest(registry::BASE, registry::routes())
         .nest(registry::BASE, twins::routes())
+        .nest(registry::BASE, webhooks::routes())
         .nest(admin::BASE, admin::routes())
         .merge(tokens::routes())
         .merge(watch::routes())

@@ -146,6 +146,22 @@ impl IntoParams for DevicePath {
     }
 }
 
+/// `{app}/webhooks/{webhook}`.
+#[derive(Debug, Deserialize)]
+pub struct WebhookPath {
+    pub app: String,
+    pub webhook: String,
+}
+
+impl IntoParams for WebhookPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            app_param(),
+            path_param("webhook", "The webhook subscription's name", app_name()),
+        ]
+    }
+}
+
 /// `{app}/{channel}` of the WebSocket integration.
 #[derive(Debug, Deserialize)]
 pub struct ChannelPath {

@@ -90,6 +90,25 @@ pub fn parse_trust_anchor(base64_pem: &str) -> Result<CertificateInfo, Certifica
     parse_pem(pem_bytes)
 }
 
+/// Parses a bundle of CA certificates (PEM text, one or more `CERTIFICATE` blocks), each of which
+/// must be a valid X.509 certificate (for the CA a tenant gives its webhook's HTTPS target).
+pub fn parse_ca_bundle(pem: &str) -> Result<Vec<CertificateInfo>, CertificateError> {
+    let mut out = Vec::new();
+    for block in Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|e| CertificateError::InvalidPem(e.to_string()))?;
+        if block.label != "CERTIFICATE" {
+            return Err(CertificateError::UnexpectedPemBlock(block.label));
+        }
+        out.push(parse_der(block.contents)?);
+    }
+    if out.is_empty() {
+        return Err(CertificateError::InvalidPem(
+            "no '-----BEGIN CERTIFICATE-----' block found".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
 fn parse_pem(pem: &[u8]) -> Result<CertificateInfo, CertificateError> {
     if std::str::from_utf8(pem).is_err() {
         return Err(CertificateError::InvalidPem(

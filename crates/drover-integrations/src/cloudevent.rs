@@ -125,8 +125,39 @@ pub fn to_json(event: &Event) -> Value {
     Value::Object(m)
 }
 
-/// The data member of [`to_json`]'s document, if the event has data.
-fn data_member(event: &Event) -> Option<(&'static str, Value)> {
+/// The event's attributes for a binary mode (the data travels alone): those of [`to_json`]
+/// but `datacontenttype` (the protocol's content type carries it), the ones CloudEvents
+/// defines first, in its order, then the others (Drover's and the device's extensions) by
+/// name. Used by the MQTT binding's user properties and the HTTP binding's `ce-` headers.
+pub fn binary_attributes(event: &Event) -> Vec<(String, String)> {
+    let mut attributes = match to_json(&Event {
+        data: bytes::Bytes::new(),
+        ..event.clone()
+    }) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    attributes.remove("datacontenttype");
+    let mut out = Vec::with_capacity(attributes.len());
+    let mut push = |k: &str, v: Value| {
+        if let Value::String(s) = v {
+            out.push((k.to_string(), s));
+        }
+    };
+    for a in CONTEXT_ATTRIBUTES.iter().filter(|a| a.core) {
+        if let Some(v) = attributes.remove(a.name) {
+            push(a.name, v);
+        }
+    }
+    for (k, v) in attributes {
+        push(&k, v);
+    }
+    out
+}
+
+/// The data member of [`to_json`]'s document, if the event has data: `data` with the JSON
+/// payload or the text, else `data_base64` with the bytes in base64.
+pub fn data_member(event: &Event) -> Option<(&'static str, Value)> {
     if event.data.is_empty() {
         return None;
     }

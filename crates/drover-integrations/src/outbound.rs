@@ -54,6 +54,12 @@ pub enum OutboundError {
     Transport(#[source] reqwest::Error),
     #[error("cannot build the outbound HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("cannot read the CA certificates: {0}")]
+    Roots(#[source] reqwest::Error),
+    #[error("no CA certificate in the PEM")]
+    NoRoots,
+    #[error("invalid CA certificates: {0}")]
+    BadRoots(#[source] drover_auth::x509::CertificateError),
 }
 
 impl OutboundError {
@@ -94,6 +100,17 @@ impl Resolve for PolicyResolver {
     }
 }
 
+/// The certificates of a PEM bundle (at least one).
+pub fn parse_roots(pem: &str) -> Result<Vec<reqwest::Certificate>, OutboundError> {
+    drover_auth::x509::parse_ca_bundle(pem).map_err(OutboundError::BadRoots)?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(OutboundError::Roots)?;
+    if certs.is_empty() {
+        return Err(OutboundError::NoRoots);
+    }
+    Ok(certs)
+}
+
 /// An HTTP client for tenant-configured URLs (cheap to clone). Time limits are per request
 /// ([`RequestBuilder::timeout`]).
 #[derive(Clone)]
@@ -104,13 +121,32 @@ pub struct OutboundClient {
 
 impl OutboundClient {
     pub fn new(policy: Arc<OutboundPolicy>) -> Result<Self, OutboundError> {
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let http = Self::builder(&policy)
             .build()
             .map_err(OutboundError::Client)?;
         Ok(Self { http, policy })
+    }
+
+    /// A client under the same policy that trusts the certificates of `pem` (one or more PEM
+    /// certificates) instead of the system's roots, for a tenant's own CA.
+    pub fn with_roots(&self, pem: &str) -> Result<Self, OutboundError> {
+        let certs = parse_roots(pem)?;
+        let mut builder = Self::builder(&self.policy).tls_built_in_root_certs(false);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+        let http = builder.build().map_err(OutboundError::Client)?;
+        Ok(Self {
+            http,
+            policy: self.policy.clone(),
+        })
+    }
+
+    fn builder(policy: &Arc<OutboundPolicy>) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
     }
 
     pub fn policy(&self) -> &OutboundPolicy {

@@ -15,6 +15,7 @@ pub mod role;
 pub mod selector;
 pub mod spec;
 pub mod twin;
+pub mod webhook;
 
 pub use error::Reason;
 pub use event::Event;

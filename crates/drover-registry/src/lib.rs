@@ -31,6 +31,7 @@ mod sql;
 mod sqlite;
 mod store;
 pub mod twin;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -45,6 +46,7 @@ pub use sqlite::SqliteRegistry;
 pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
 pub use twin::{DeviceTwins, TwinChange, TwinStore, TwinUpdate};
+pub use webhook::{StoredWebhook, WebhookProgress, WebhookStore};
 
 /// The finalizer the registry puts on an application while devices it deletes still exist.
 pub const FINALIZER_HAS_DEVICES: &str = "has-devices";
@@ -216,7 +218,7 @@ pub trait AccessReader: Send + Sync + 'static {
 /// integrations), `drover_auth::device::DeviceDirectory` (device endpoints) and
 /// `drover_auth::user::UserDirectory` (user authentication), which the stores implement too.
 #[async_trait]
-pub trait Registry: AccessReader + TwinStore {
+pub trait Registry: AccessReader + TwinStore + WebhookStore {
     async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
     /// Returns the stored resource after the update (unchanged for a no-op update).

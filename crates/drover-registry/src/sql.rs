@@ -93,6 +93,7 @@ pub enum Arg<'a> {
     /// A JSON document (TEXT in SQLite, JSONB in PostgreSQL).
     Json(Box<RawValue>),
     Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
 }
 
 impl Arg<'_> {
@@ -145,6 +146,12 @@ impl From<DateTime<Utc>> for Arg<'_> {
     }
 }
 
+impl From<Option<DateTime<Utc>>> for Arg<'_> {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Arg::OptTime(v)
+    }
+}
+
 /// Something statements run on: a transaction or a pool.
 #[async_trait]
 pub trait Sql: Send {
@@ -172,6 +179,16 @@ pub trait Fields {
     fn flag(&self, i: usize) -> Fallible<bool>;
     fn json<T: DeserializeOwned>(&self, i: usize) -> Fallible<T>;
     fn time(&self, i: usize) -> Fallible<DateTime<Utc>>;
+    /// Whether the column is NULL.
+    fn is_null(&self, i: usize) -> Fallible<bool>;
+
+    fn opt_time(&self, i: usize) -> Fallible<Option<DateTime<Utc>>> {
+        if self.is_null(i)? {
+            Ok(None)
+        } else {
+            self.time(i).map(Some)
+        }
+    }
 
     fn uint(&self, i: usize) -> Fallible<u64> {
         Ok(u64::try_from(self.int(i)?).unwrap_or_default())
@@ -217,6 +234,7 @@ macro_rules! sql_driver {
                     Arg::Bool(v) => q.bind(*v),
                     Arg::Json(v) => q.bind(sqlx::types::Json(&**v)),
                     Arg::Time(v) => q.bind($time_arg(v)),
+                    Arg::OptTime(v) => q.bind(v.as_ref().map($time_arg)),
                 };
             }
             q
@@ -286,6 +304,12 @@ macro_rules! sql_driver {
             }
             fn time(&self, i: usize) -> $crate::sql::Fallible<chrono::DateTime<chrono::Utc>> {
                 $time_column(self, i).map_err($crate::sql::failure)
+            }
+            fn is_null(&self, i: usize) -> $crate::sql::Fallible<bool> {
+                use sqlx::ValueRef as _;
+                sqlx::Row::try_get_raw(self, i)
+                    .map(|v| v.is_null())
+                    .map_err($crate::sql::failure)
             }
         }
     };

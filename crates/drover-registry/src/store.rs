@@ -27,6 +27,7 @@ mod members;
 pub(crate) mod migrate;
 mod tables;
 mod twins;
+mod webhooks;
 mod write;
 
 use std::future::Future;
@@ -117,6 +118,8 @@ pub struct SqlRegistry<B> {
     access: watch::Sender<u64>,
     /// Moves when this process wrote a row of the twin outbox.
     twins: watch::Sender<u64>,
+    /// Moves when this process created or deleted a webhook subscription.
+    webhooks: watch::Sender<u64>,
 }
 
 impl<B: Backend> SqlRegistry<B> {
@@ -133,6 +136,7 @@ impl<B: Backend> SqlRegistry<B> {
             revision,
             access,
             twins: watch::Sender::new(0),
+            webhooks: watch::Sender::new(0),
         }
     }
 

@@ -503,6 +503,12 @@ fn print_registry(r: &MigrationReport) {
             r.rows.twin_outbox,
             "   (not yet in their event streams: appended by the cluster)",
         ),
+        ("webhooks", r.rows.webhooks, ""),
+        (
+            "dead letters",
+            r.rows.webhook_dead_letters,
+            "   (of webhooks)",
+        ),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

@@ -7,7 +7,8 @@
 //! 3. [`services`]: authentication, commands, the API, the device endpoints, the integration;
 //! 4. [`serve`]: each listener on its protocol, with its limits; the orderly stop;
 //! 5. [`tasks`]: background work (registry changes applied to live traffic, expired commands,
-//!    change-feed pruning); [`health`] says whether the node is ready.
+//!    change-feed pruning), and the twin relay and webhook delivery of `drover-integrations`;
+//!    [`health`] says whether the node is ready.
 
 mod backends;
 mod bind;
@@ -157,12 +158,22 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .run(stop_rx.clone()),
         ),
     ];
+    let webhooks = tokio::spawn(
+        drover_integrations::webhooks::WebhookDelivery::new(
+            backends.registry.clone(),
+            backends.log.clone(),
+            services.outbound.clone(),
+            &config.instance,
+        )
+        .run(stop_rx.clone()),
+    );
     let admin_token = backends.admin_token.clone();
     let running = serve::Running {
         stop,
         servers,
         services,
         background,
+        webhooks,
         log: backends.log.clone(),
         registry: backends.registry.clone(),
         grace: Duration::from_secs(config.shutdown_grace),

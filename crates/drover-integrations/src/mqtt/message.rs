@@ -2,7 +2,6 @@
 
 use drover_model::Event;
 use drover_mqtt::{ByteString, Bytes, MessageProperties, OutboundMessage, QoS, UserProperty};
-use serde_json::Value;
 
 use crate::cloudevent;
 
@@ -60,32 +59,10 @@ pub(crate) fn encode(
             )
         }
         ContentMode::Binary => {
-            // The same attributes as structured mode: encode an event without data.
-            let attributes = cloudevent::to_json(&Event {
-                data: Bytes::new(),
-                ..event.clone()
-            });
-            let mut attributes = match attributes {
-                Value::Object(map) => map,
-                _ => serde_json::Map::new(),
-            };
-            attributes.remove("datacontenttype");
-            let mut user_properties = Vec::with_capacity(attributes.len());
-            let mut push = |k: &str, v: Value| {
-                if let Value::String(s) = v {
-                    user_properties.push((ByteString::from(k), ByteString::from(s)));
-                }
-            };
-            // The attributes CloudEvents defines first, in its order; the others (Drover's
-            // and the device's extensions) follow by name.
-            for a in cloudevent::CONTEXT_ATTRIBUTES.iter().filter(|a| a.core) {
-                if let Some(v) = attributes.remove(a.name) {
-                    push(a.name, v);
-                }
-            }
-            for (k, v) in attributes {
-                push(&k, v);
-            }
+            let user_properties = cloudevent::binary_attributes(event)
+                .into_iter()
+                .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
+                .collect();
             OutboundMessage::new(topic.clone(), event.data.clone(), qos).with_properties(
                 MessageProperties {
                     content_type: event.content_type.as_deref().map(ByteString::from),
@@ -101,6 +78,7 @@ pub(crate) fn encode(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::Value;
 
     fn event() -> Event {
         Event {

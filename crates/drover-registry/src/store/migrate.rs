@@ -7,7 +7,9 @@
 //! (names, aliases, unique usernames), the trust-anchor index, users, access tokens (their
 //! hashes: tokens keep working), the revision counter, the change feed and how far it was
 //! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old), device
-//! twins and the twin changes still waiting in the twin outbox.
+//! twins and the twin changes still waiting in the twin outbox, webhook subscriptions (with
+//! their secrets and delivery state; a node's hold on one is copied too and runs out) and their
+//! dead letters.
 //! Timestamps outside the documents (when users and tokens were created, change times) keep
 //! the target's precision (PostgreSQL: microseconds).
 //!
@@ -20,6 +22,7 @@ use drover_model::Reason;
 
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
 use super::twins::{self, StoredTwin};
+use super::webhooks::{self, DeadLetterRow, WebhookRow};
 use super::write::Write;
 use super::{Backend, SqlRegistry, ADMIN_USER};
 use crate::sql::{Fallible, Sql};
@@ -61,6 +64,10 @@ pub struct RowCounts {
     pub twins: u64,
     /// Twin changes not yet appended to their event streams.
     pub twin_outbox: u64,
+    /// Webhook subscriptions (with their delivery state).
+    pub webhooks: u64,
+    /// Events webhook subscriptions gave up on.
+    pub webhook_dead_letters: u64,
 }
 
 /// What [`copy_registry`] copied (or, in a dry run, would have).
@@ -152,6 +159,8 @@ struct Source {
     anchors: Vec<(String, String)>,
     twins: Vec<StoredTwin>,
     twin_outbox: Vec<TwinChange>,
+    webhooks: Vec<WebhookRow>,
+    dead_letters: Vec<DeadLetterRow>,
 }
 
 impl Source {
@@ -167,6 +176,8 @@ impl Source {
             anchors: tables::all_trust_anchor_subjects(src).await?,
             twins: twins::all(src).await?,
             twin_outbox: twins::all_outbox(src).await?,
+            webhooks: webhooks::all(src).await?,
+            dead_letters: webhooks::all_dead_letters(src).await?,
         })
     }
 
@@ -195,6 +206,12 @@ impl Source {
         for c in &self.twin_outbox {
             twins::enqueue(&mut w.tx, c).await?;
         }
+        for h in &self.webhooks {
+            webhooks::insert(&mut w.tx, h).await?;
+        }
+        for l in &self.dead_letters {
+            webhooks::insert_dead_letter(&mut w.tx, l).await?;
+        }
         Ok(())
     }
 }
@@ -215,6 +232,7 @@ async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
         || target.apps + target.devices + target.changes != 0
         || target.device_names + target.trust_anchor_subjects != 0
         || target.twins + target.twin_outbox != 0
+        || target.webhooks + target.webhook_dead_letters != 0
         || !others.is_empty()
     {
         return Err(RegistryError::Conflict(format!(

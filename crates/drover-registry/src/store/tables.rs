@@ -184,6 +184,7 @@ pub async fn save_app(
 pub async fn delete_app(db: &mut impl Sql, name: &str) -> Fallible<()> {
     db.exec("DELETE FROM apps WHERE name = $1", &[name.into()])
         .await?;
+    super::webhooks::delete_of_app(db, name).await?;
     index_trust_anchors(db, name, &[]).await
 }
 

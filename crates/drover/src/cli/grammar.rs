@@ -138,6 +138,19 @@ pub enum ClientCommand {
         after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\", \"fan\": null}'\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3}'"
     )]
     Twin(TwinCmd),
+    /// Manage an application's webhook subscriptions (its events POSTed to HTTP endpoints).
+    #[command(
+        after_help = "Examples:\n  drover webhook create fn1 --app app1 --url https://fn.example.com/events --secret $(openssl rand -hex 16)\n  drover webhook create grid --app app1 --url https://sink.example.com/ --schema eventgrid --validation-handshake\n  drover webhook list --app app1\n  drover webhook status fn1 --app app1\n  drover webhook dead-letters fn1 --app app1 -o json"
+    )]
+    Webhook {
+        #[command(flatten)]
+        g: Global,
+        /// The application.
+        #[arg(long, short = 'a', global = true, env = "DROVER_APP")]
+        app: Option<String>,
+        #[command(subcommand)]
+        cmd: WebhookCmd,
+    },
     /// Send a command to a device.
     #[command(
         after_help = "Examples:\n  drover cmd dev1 reboot --app app1\n  drover cmd dev1 set-temp --app app1 --payload '{\"target\": 21}' --wait 10\n  drover cmd dev1 update --app app1 --file firmware.bin --ttl 3600"
@@ -263,6 +276,92 @@ pub enum TwinCmd {
         /// The new tags (JSON object).
         #[arg(long)]
         set: String,
+    },
+}
+
+// Parsed once per run: the size of `Create` costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum WebhookCmd {
+    /// Create a subscription (from options, or a whole spec with --spec / --file).
+    #[command(
+        after_help = "Examples:\n  drover webhook create fn1 --app app1 --url https://fn.example.com/events\n  drover webhook create temps --app app1 --url https://x.example.com/ --type io.drogue.event.v1 --subject 'temp*' --mode binary\n  drover webhook create grid --app app1 --url https://x.example.com/ --schema eventgrid --validation-handshake --header 'X-Key=abc'\n  drover webhook create full --app app1 --file spec.json"
+    )]
+    Create {
+        /// The subscription's name (a lowercase DNS label).
+        name: String,
+        /// The target URL.
+        #[arg(long, required_unless_present_any = ["spec", "file"])]
+        url: Option<String>,
+        /// cloudevents (default) or eventgrid.
+        #[arg(long)]
+        schema: Option<String>,
+        /// CloudEvents mode: structured (default) or binary.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Deliver only this event type (repeatable; `*` at the end: prefix).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Deliver only this subject/channel (repeatable; `*` at the end: prefix).
+        #[arg(long = "subject", value_name = "SUBJECT")]
+        subjects: Vec<String>,
+        /// A header to send, `Name=value` (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// The HMAC-SHA256 signing secret (16 to 256 bytes).
+        #[arg(long)]
+        secret: Option<String>,
+        /// A PEM file of the CA certificates to trust for an https URL.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+        /// Event Grid: run the subscription validation handshake first.
+        #[arg(long)]
+        validation_handshake: bool,
+        /// Events per request (structured CloudEvents and Event Grid).
+        #[arg(long)]
+        max_events: Option<u32>,
+        /// Attempts per request before its events become dead letters.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Start with the oldest retained event instead of now.
+        #[arg(long)]
+        earliest: bool,
+        /// The whole spec as JSON (options above are merged into it).
+        #[arg(long, conflicts_with = "file")]
+        spec: Option<String>,
+        /// Read the whole spec from a JSON file (`-` for stdin).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// List the subscriptions.
+    #[command(
+        after_help = "Examples:\n  drover webhook list --app app1\n  drover webhook list --app app1 -o yaml"
+    )]
+    List,
+    /// Show a subscription (its secret is never shown).
+    #[command(after_help = "Example:\n  drover webhook show fn1 --app app1")]
+    Show { name: String },
+    /// Delete a subscription and its dead letters.
+    #[command(after_help = "Example:\n  drover webhook delete fn1 --app app1")]
+    Delete { name: String },
+    /// How delivery goes: delivered, failed, retrying, lag, last error.
+    #[command(
+        after_help = "Examples:\n  drover webhook status fn1 --app app1\n  drover webhook status fn1 --app app1 -o json | jq .lag"
+    )]
+    Status { name: String },
+    /// The events a subscription gave up on, with why.
+    #[command(
+        name = "dead-letters",
+        after_help = "Examples:\n  drover webhook dead-letters fn1 --app app1\n  drover webhook dead-letters fn1 --app app1 --after 120 -o json"
+    )]
+    DeadLetters {
+        name: String,
+        /// Only those after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
     },
 }
 

@@ -10,7 +10,8 @@
 //!   `registry`: `app` and `device` mapped onto them, and each kind's `set` commands;
 //!   `certs`: trust anchors and device certificates; `edit`: `$EDITOR` round trips;
 //! - `login` (contexts, whoami), `accounts` (tokens, users), `members` (members, transfer),
-//!   `command` (`cmd`), `stream` (live events), `watch` (registry changes);
+//!   `command` (`cmd`), `stream` (live events), `watch` (registry changes), `twin`, `webhook`
+//!   (webhook subscriptions, their status and dead letters);
 //! - `client`: HTTP requests and API errors; `config`: the stored contexts; `output`: tables,
 //!   JSON, YAML, and every write to stdout and stderr.
 
@@ -32,6 +33,7 @@ pub mod resources;
 pub mod stream;
 pub mod twin;
 pub mod watch;
+pub mod webhook;
 
 use std::process::ExitCode;
 
@@ -139,6 +141,14 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Stream { g, args } => stream::stream(&api(&g)?, g.output, args).await,
         ClientCommand::Watch { g, args } => watch::watch(&api(&g)?, g.output, args).await,
         ClientCommand::Twin(cmd) => twin::twin(cmd, api).await,
+        ClientCommand::Webhook { g, app, cmd } => {
+            let Some(app) = app else {
+                return Err(CliError::Usage(
+                    "which application? pass --app <name> (or set DROVER_APP)".into(),
+                ));
+            };
+            webhook::webhook(&api(&g)?, g.output, &app, cmd).await
+        }
         ClientCommand::Cmd { g, args } => {
             // The payload is read first: a missing file is reported before a missing login.
             let body = command::payload(&args)?;

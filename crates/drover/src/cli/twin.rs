@@ -19,7 +19,7 @@ fn path(t: &TwinTarget) -> String {
 
 /// A JSON object given on the command line (or read from a file): checked here, so that a typo
 /// is a usage error with the position, not a server round trip.
-fn object(what: &str, text: &str) -> Result<Value> {
+pub(super) fn object(what: &str, text: &str) -> Result<Value> {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(CliError::Usage(format!("{what} must be a JSON object"))),
@@ -27,7 +27,10 @@ fn object(what: &str, text: &str) -> Result<Value> {
     }
 }
 
-fn read_patch(patch: Option<String>, file: Option<std::path::PathBuf>) -> Result<String> {
+pub(super) fn read_patch(
+    patch: Option<String>,
+    file: Option<std::path::PathBuf>,
+) -> Result<String> {
     match (patch, file) {
         (Some(p), _) => Ok(p),
         (None, Some(f)) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())

@@ -127,6 +127,8 @@ pub(super) struct Running {
     pub servers: Servers,
     pub services: Services,
     pub background: Vec<JoinHandle<()>>,
+    /// The webhook delivery: it stops its tasks and gives its subscriptions up on `stop`.
+    pub webhooks: JoinHandle<()>,
     pub log: Arc<dyn drover_bus::EventLog>,
     pub registry: Arc<dyn drover_registry::Registry>,
     pub grace: Duration,
@@ -159,9 +161,16 @@ impl Running {
         for b in &self.background {
             b.abort();
         }
-        // Integration consumers make their last commits before the log closes.
+        // Integration consumers and webhook deliveries make their last commits before the log
+        // closes.
         let _ =
             tokio::time::timeout(Duration::from_secs(5), self.services.integration.closed()).await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.webhooks)
+            .await
+            .is_err()
+        {
+            self.webhooks.abort();
+        }
         if let Err(e) = self.log.close().await {
             tracing::warn!("closing the event log: {e}");
         }

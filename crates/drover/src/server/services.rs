@@ -29,6 +29,8 @@ pub(super) struct Services {
     pub device_http: axum::Router,
     pub mqtt: Arc<MqttServer<DevicePolicy>>,
     pub integration: Arc<MqttServer<IntegrationPolicy>>,
+    /// The client for URLs tenants write (under the outbound address policy), for webhooks.
+    pub outbound: OutboundClient,
 }
 
 /// What the services share: authentication and the command service.
@@ -37,6 +39,7 @@ struct Shared {
     users: Arc<UserAuthenticator>,
     connections: Arc<UserConnections>,
     outbound_policy: Arc<OutboundPolicy>,
+    outbound: OutboundClient,
     commands: Arc<CommandService>,
 }
 
@@ -67,6 +70,7 @@ impl Services {
             device_http,
             mqtt,
             integration: integration(config, b, &shared).into_server(mqtt_config(config)),
+            outbound: shared.outbound.clone(),
         })
     }
 }
@@ -99,13 +103,14 @@ impl Shared {
             b.commands.clone(),
             b.log.clone(),
             config.instance.clone(),
-            outbound,
+            outbound.clone(),
         ));
         Ok(Shared {
             devices,
             users,
             connections: UserConnections::new(config.integration_max_connections_per_user),
             outbound_policy,
+            outbound,
             commands,
         })
     }

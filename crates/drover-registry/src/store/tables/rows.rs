@@ -57,6 +57,8 @@ pub async fn counts(db: &mut impl Sql) -> Fallible<RowCounts> {
         changes: number(db, "SELECT COUNT(*) FROM changes", &[]).await?,
         twins: number(db, "SELECT COUNT(*) FROM twins", &[]).await?,
         twin_outbox: number(db, "SELECT COUNT(*) FROM twin_outbox", &[]).await?,
+        webhooks: number(db, "SELECT COUNT(*) FROM webhooks", &[]).await?,
+        webhook_dead_letters: number(db, "SELECT COUNT(*) FROM webhook_dead_letters", &[]).await?,
     })
 }
 
