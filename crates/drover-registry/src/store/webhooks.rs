@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use drover_model::webhook::{
     DeadLetter, Webhook, WebhookInput, WebhookMetadata, WebhookSpec, WebhookStatus,
     MAX_WEBHOOKS_PER_APP,
@@ -250,7 +250,8 @@ impl<B: Backend> WebhookStore for SqlRegistry<B> {
                             name: name.clone(),
                             application: app.to_string(),
                             uid: uuid::Uuid::new_v4().to_string(),
-                            creation_timestamp: w.now,
+                            // Microseconds: what every store keeps.
+                            creation_timestamp: w.now.trunc_subsecs(6),
                         },
                         signed: input.spec.secret.is_some(),
                         spec: input.spec,

@@ -57,6 +57,7 @@ mod feed;
 mod migrate;
 mod resources;
 mod twins;
+mod webhooks;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -9,7 +9,7 @@ use drover_model::role::{MemberEntry, Role};
 use drover_model::Kind;
 use drover_registry::{
     copy_registry, CopyOptions, DeviceTwins, ListOptions, MembersDoc, Registry, SqliteRegistry,
-    TwinStore,
+    TwinStore, WebhookStore,
 };
 use serde_json::json;
 
@@ -113,6 +113,38 @@ async fn populated() -> Source {
     reg.forget_twin_changes(&[appended[0].seq]).await.unwrap();
     let reported = serde_json::from_value(json!({"mode": "eco", "temp": 21})).unwrap();
     reg.patch_reported("a1", "d1", &reported).await.unwrap();
+    // A webhook subscription with its secret, progress and a dead letter.
+    let hook = reg
+        .create_webhook(
+            &admin(),
+            "a1",
+            serde_json::from_value(json!({"metadata": {"name": "h"},
+                "spec": {"url": "https://example.com/", "secret": "0123456789abcdef"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let progress = drover_registry::WebhookProgress {
+        delivered: 7,
+        ..Default::default()
+    };
+    reg.record_webhook_progress(&hook.metadata.uid, &progress)
+        .await
+        .unwrap();
+    let letter = drover_model::webhook::DeadLetter {
+        seq: 0,
+        offset: 4,
+        event_id: "e4".into(),
+        event_type: "io.drogue.event.v1".into(),
+        device: "d1".into(),
+        event: json!({"id": "e4"}),
+        error: "sink answered 500".into(),
+        attempts: 8,
+        time: Utc::now(),
+    };
+    reg.add_dead_letter(&hook.metadata.uid, "a1", &letter)
+        .await
+        .unwrap();
     new_app(&subject, "a2").await;
     reg.prune_changes(cut).await.unwrap();
     Source {
@@ -229,6 +261,24 @@ async fn same_registry(src: &Source, dst: Subject) {
     let last = dst.changes_since(apps.revision, 10).await.unwrap();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].kind, Kind::Application);
+    // Webhook subscriptions (with their secrets and state) and dead letters.
+    assert_eq!(
+        from.all_webhooks().await.unwrap(),
+        dst.all_webhooks().await.unwrap()
+    );
+    assert_eq!(
+        from.webhook_status(&admin(), "a1", "h").await.unwrap(),
+        dst.webhook_status(&admin(), "a1", "h").await.unwrap()
+    );
+    let (a, b) = (
+        from.dead_letters(&admin(), "a1", "h", 0, 10).await.unwrap(),
+        dst.dead_letters(&admin(), "a1", "h", 0, 10).await.unwrap(),
+    );
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (&a[0].event_id, &a[0].error, a[0].offset),
+        (&b[0].event_id, &b[0].error, b[0].offset)
+    );
     // The twin, and the change not yet appended to the event stream.
     assert_eq!(
         from.device_twin("a1", "d1").await.unwrap(),
