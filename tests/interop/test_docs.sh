@@ -6,8 +6,10 @@
 # reason in the source; an unmarked block fails this test, so a new example joins the harness.
 # Each document runs in a directory of its own against a fresh server (a generated admin token
 # in ./drover-data/admin-token, as `drover serve` does it) with every listener on a free port;
-# the documented ports (8011, 8088, 8443, 1883, 8883, 18883, 18884) are replaced by those in the
-# commands, and back in their output before it is compared with the documented output.
+# the documented ports (8011, 8088, 8443, 1883, 8883, 18883, 18884, and 9000/9001 of the webhook
+# receivers in docs/integrations.md) are replaced by those in the commands, and back in their
+# output before it is compared with the documented output. The server may reach 127.0.0.1
+# (`--outbound-allow`), as a user trying webhooks locally starts it.
 # HOME is the directory's home/ (so drg's and drover's configurations stay there), and PATH
 # has `drover` (DROVER_BIN), drg, websocat, jq, mosquitto clients and the venv's python.
 #
@@ -37,14 +39,16 @@ build_drover
 # start_doc_server DIR: drover serve with ./drover-data in DIR, every listener on a free port, the
 # admin token generated; sets DROVER_PID, DOC_PORTS.
 start_doc_server() {
-    local dir="$1" api http https mqtt mqtts imqtt imqtts
-    read -r api http https mqtt mqtts imqtt imqtts <<<"$(free_ports 7)"
-    DOC_PORTS="8011=$api,8088=$http,8443=$https,1883=$mqtt,8883=$mqtts,18883=$imqtt,18884=$imqtts"
+    local dir="$1" api http https mqtt mqtts imqtt imqtts sink1 sink2
+    read -r api http https mqtt mqtts imqtt imqtts sink1 sink2 <<<"$(free_ports 9)"
+    # 9000 and 9001: the webhook receivers of docs/integrations.md.
+    DOC_PORTS="8011=$api,8088=$http,8443=$https,1883=$mqtt,8883=$mqtts,18883=$imqtt,18884=$imqtts,9000=$sink1,9001=$sink2"
     DROVER_LOG="$dir/drover.log"
     (cd "$dir" && exec "$DROVER_BIN" serve --data-dir ./drover-data --api-addr "127.0.0.1:$api" \
         --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
         --mqtt-addr "127.0.0.1:$mqtt" --mqtts-addr "127.0.0.1:$mqtts" \
         --integration-mqtt-addr "127.0.0.1:$imqtt" --integration-mqtts-addr "127.0.0.1:$imqtts" \
+        --outbound-allow 127.0.0.1 \
         >>"$DROVER_LOG" 2>&1 </dev/null) &
     DROVER_PID=$!
     local deadline=$((SECONDS + 60))

@@ -1,5 +1,5 @@
 //! The one way Drover makes HTTP requests to URLs that tenants write (external command endpoints
-//! today, webhooks later), under the outbound address policy ([`OutboundPolicy`]): by default such
+//! and webhooks), under the outbound address policy ([`OutboundPolicy`]): by default such
 //! a URL may not reach loopback, link-local (cloud metadata), private, shared (CGNAT), unspecified,
 //! multicast or reserved addresses; the operator's allow-list opens exceptions.
 //!
