@@ -1,7 +1,8 @@
 //! Webhooks end to end, with real HTTP sinks (axum on port 0, allow-listed in the outbound
 //! address policy): events arrive in order per device, exactly once after retries, dead letters
 //! after the budget, a restart resumes without loss, signatures verify, Event Grid's schema and
-//! handshake, access (another tenant gets 404) and bad specs (400).
+//! handshake, access (another tenant gets 404) and bad specs (400); on two nodes (PostgreSQL
+//! and NATS) each event is delivered once, and the other node takes over when the holder stops.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -694,4 +695,78 @@ async fn bad_specs_are_refused() {
     .await;
     assert!(msg.contains("most it may have"), "{msg}");
     assert_eq!(admin.get_json(&base).await.as_array().unwrap().len(), 20);
+}
+
+/// A node of a two-node cluster on the test's schema and NATS prefix.
+async fn node(name: &str, db: &str, schema: &str, nats: &str, prefix: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.instance = name.into();
+    c.database_url = Some(db.into());
+    c.database_schema = Some(schema.into());
+    c.nats_url = Some(nats.into());
+    c.nats_prefix = prefix.into();
+    let mut t = TestServer::start_with(c).await;
+    t.dir = Some(dir);
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and NATS: set DROVER_TEST_DATABASE_URL and DROVER_TEST_NATS_URL and run with --include-ignored (CI does)"]
+async fn on_two_nodes_each_event_is_delivered_once() {
+    let (db, nats) = common::backends::backends();
+    let (schema, prefix) = (
+        common::backends::unique("drover_wh"),
+        common::backends::unique("wh"),
+    );
+    let _cleanup = common::backends::Cleanup {
+        db: db.clone(),
+        schema: schema.clone(),
+        nats: nats.clone(),
+        prefix: prefix.clone(),
+    };
+    let a = node("node-a", &db, &schema, &nats, &prefix).await;
+    let b = node("node-b", &db, &schema, &nats, &prefix).await;
+    let admin = a.admin();
+    app_with_devices(&admin, "app").await;
+    let sink = Sink::start(Answer::Ok).await;
+    create_hook(&admin, "app", "hook", json!({"url": sink.url})).await;
+    // Both nodes run a delivery; one holds the subscription.
+    for n in 0..20 {
+        let (t, device) = if n % 2 == 0 {
+            (&a, "dev1")
+        } else {
+            (&b, "dev2")
+        };
+        send(t, "app", device, "t", n).await;
+    }
+    let got = numbers(&sink.wait_delivered(20).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(numbers(&sink.delivered()), got, "delivered again");
+    let ns: Vec<u64> = got.iter().map(|(_, n)| *n).collect();
+    assert_eq!(ns, (0..20).collect::<Vec<_>>());
+    let s = wait_for_status(&b.admin(), "app", "hook", |s| s["delivered"] == 20).await;
+    let holder = s["node"].as_str().unwrap().to_string();
+
+    // The holder stops (giving the subscription up); the other node takes over where the
+    // committed offset is, nothing lost, nothing twice.
+    let (mut stopping, staying) = if holder.starts_with("node-b/") {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    stopping.server.take().unwrap().shutdown().await.unwrap();
+    for n in 20..25 {
+        send(&staying, "app", "dev1", "t", n).await;
+    }
+    let got = numbers(&sink.wait_delivered(25).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(numbers(&sink.delivered()), got, "delivered again");
+    let ns: Vec<u64> = got.iter().map(|(_, n)| *n).collect();
+    assert_eq!(ns, (0..25).collect::<Vec<_>>());
+    let s = status(&staying.admin(), "app", "hook").await;
+    assert!(
+        s["node"].as_str().is_some_and(|n| n != holder),
+        "{s} (was {holder})"
+    );
 }
