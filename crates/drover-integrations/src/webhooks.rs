@@ -127,6 +127,8 @@ pub async fn position(
 struct Running {
     task: JoinHandle<Result<(), DeliveryError>>,
     cancel: CancellationToken,
+    /// When the hold was last taken or renewed.
+    held: tokio::time::Instant,
 }
 
 /// Runs the subscriptions this node holds (on every node).
@@ -189,15 +191,35 @@ impl WebhookDelivery {
         running: &mut HashMap<String, Running>,
         renew: bool,
     ) -> Result<(), RegistryError> {
+        // A hold that could not be renewed for a while may be another node's by now: stop
+        // before it runs out (while the registry cannot be reached, nothing is delivered).
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(_, r)| r.held.elapsed() >= HOLD - RENEW)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in stale {
+            if let Some(r) = running.remove(&uid) {
+                tracing::warn!(webhook = %uid, "webhook: hold not renewed in time; stopping its delivery");
+                r.cancel.cancel();
+                let _ = r.task.await;
+            }
+        }
         let subs = self.store.all_webhooks().await?;
         let live: HashMap<&str, &StoredWebhook> = subs
             .iter()
             .map(|s| (s.webhook.metadata.uid.as_str(), s))
             .collect();
         let mut gone = Vec::new();
-        for (uid, r) in running.iter() {
-            let lost = !live.contains_key(uid.as_str())
-                || (renew && !self.store.hold_webhook(uid, &self.holder, HOLD).await?);
+        for (uid, r) in running.iter_mut() {
+            let mut lost = !live.contains_key(uid.as_str());
+            if !lost && renew {
+                if self.store.hold_webhook(uid, &self.holder, HOLD).await? {
+                    r.held = tokio::time::Instant::now();
+                } else {
+                    lost = true;
+                }
+            }
             if lost || r.task.is_finished() {
                 gone.push(uid.clone());
             }
@@ -219,7 +241,8 @@ impl WebhookDelivery {
         }
         for sub in subs {
             let uid = sub.webhook.metadata.uid.clone();
-            if running.contains_key(&uid) {
+            let other = sub.held_by.as_ref().is_some_and(|h| *h != self.holder);
+            if running.contains_key(&uid) || other {
                 continue;
             }
             if !self.store.hold_webhook(&uid, &self.holder, HOLD).await? {
@@ -250,6 +273,7 @@ impl WebhookDelivery {
                 Running {
                     task: tokio::spawn(d.run()),
                     cancel,
+                    held: tokio::time::Instant::now(),
                 },
             );
         }

@@ -31,6 +31,8 @@ pub struct StoredWebhook {
     pub app_uid: String,
     /// Whether the Event Grid handshake was done.
     pub validated: bool,
+    /// Who holds the subscription, while the hold runs.
+    pub held_by: Option<String>,
 }
 
 /// What a delivery reports about its subscription (counters are added).

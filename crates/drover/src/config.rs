@@ -240,7 +240,7 @@ settings! {
     change_retention_days: u32 = "7", "DAYS", SERVE, at_least::<1, u32>, Plain;
     /// Seconds to wait for requests to finish on shutdown.
     shutdown_grace: u64 = "10", "SECONDS", SERVE, any, Plain;
-    /// Exceptions to the outbound address policy: CIDRs, addresses or host names that tenant-configured URLs (external command endpoints) may reach although they are loopback, link-local, private, … (comma-separated; none by default).
+    /// Exceptions to the outbound address policy: CIDRs, addresses or host names that tenant-configured URLs (external command endpoints, webhooks) may reach although they are loopback, link-local, private, … (comma-separated; none by default).
     outbound_allow: Vec<AllowEntry> = "", "CIDR|HOST,...", SERVE, any, AllowList;
     /// PostgreSQL registry shared by all nodes, postgres://user:pass@host/db (none: the embedded SQLite registry in the data directory).
     database_url: Option<String> = "", "URL", BOTH, postgres_url, UrlWithPassword;

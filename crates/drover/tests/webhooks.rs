@@ -355,6 +355,7 @@ async fn a_sink_down_past_the_budget_gets_dead_letters() {
     app_with_devices(&admin, "app").await;
     let sink = Sink::start(Answer::Always(503)).await;
     let refusing = Sink::start(Answer::Always(400)).await;
+    let bouncing = Sink::start(Answer::Always(307)).await;
     create_hook(
         &admin,
         "app",
@@ -369,13 +370,20 @@ async fn a_sink_down_past_the_budget_gets_dead_letters() {
         json!({"url": refusing.url, "retry": quick_retries(5)}),
     )
     .await;
+    create_hook(
+        &admin,
+        "app",
+        "bouncing",
+        json!({"url": bouncing.url, "retry": quick_retries(5)}),
+    )
+    .await;
     for n in 0..3 {
         send(&t, "app", "dev1", "t", n).await;
     }
-    let s = wait_for_status(&admin, "app", "down", |s| s["failed"] == 3).await;
+    // Given up is handled: committed (no lag).
+    let s = wait_for_status(&admin, "app", "down", |s| s["failed"] == 3 && s["lag"] == 0).await;
     assert_eq!(s["delivered"], 0);
     assert!(s["lastError"].as_str().unwrap().contains("503"), "{s}");
-    assert_eq!(s["lag"], 0, "given up is handled: {s}");
     let dead = admin
         .get_json(&format!("{}/down/dead-letters", hooks("app")))
         .await;
@@ -401,9 +409,22 @@ async fn a_sink_down_past_the_budget_gets_dead_letters() {
     assert_eq!(page.as_array().unwrap().len(), 1);
     assert_eq!(page[0]["seq"], dead[1]["seq"]);
 
-    // 400 cannot be fixed by retrying: one attempt each.
+    // 400 cannot be fixed by retrying, nor a redirect (never followed): one attempt each.
     wait_for_status(&admin, "app", "refusing", |s| s["failed"] == 3).await;
     assert_eq!(refusing.all().len(), 3);
+    wait_for_status(&admin, "app", "bouncing", |s| s["failed"] == 3).await;
+    assert_eq!(bouncing.all().len(), 3);
+    let dead = admin
+        .get_json(&format!("{}/bouncing/dead-letters", hooks("app")))
+        .await;
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{dead}"
+    );
+    assert_eq!(dead[0]["attempts"], 1);
 
     // Back up: delivery goes on with what follows.
     sink.set(Answer::Ok);
@@ -769,4 +790,113 @@ async fn on_two_nodes_each_event_is_delivered_once() {
         s["node"].as_str().is_some_and(|n| n != holder),
         "{s} (was {holder})"
     );
+}
+
+/// An HTTPS sink with the server certificate the test server made for itself (issued by its
+/// development CA, for localhost): one request per connection, answered 204; the bodies taken.
+async fn https_sink(tls_dir: &std::path::Path) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(tls_dir.join("server.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(tls_dir.join("server-key.pem")).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/hook", l.local_addr().unwrap().port());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let taken = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let (acceptor, taken) = (acceptor.clone(), taken.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = tls.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                };
+                taken.lock().unwrap().push(body);
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn https_with_a_given_ca_and_tls_failures_become_dead_letters() {
+    let t = start().await;
+    let admin = t.admin();
+    app_with_devices(&admin, "app").await;
+    let tls = t.data_dir.join("tls");
+    let (url, bodies) = https_sink(&tls).await;
+    let ca = std::fs::read_to_string(tls.join("ca.pem")).unwrap();
+    create_hook(&admin, "app", "trusted", json!({"url": url, "caPem": ca})).await;
+    create_hook(
+        &admin,
+        "app",
+        "untrusted",
+        json!({"url": url, "retry": quick_retries(2)}),
+    )
+    .await;
+    // A CA is for https only.
+    let r = admin
+        .post(
+            &hooks("app"),
+            &json!({"metadata": {"name": "plain"}, "spec": {"url": "http://127.0.0.1:1/", "caPem": ca}}),
+        )
+        .await;
+    let msg = expect_error(r, StatusCode::BAD_REQUEST, "BadRequest").await;
+    assert!(msg.contains("only for https"), "{msg}");
+    for n in 0..2 {
+        send(&t, "app", "dev1", "t", n).await;
+    }
+    wait_for_status(&admin, "app", "trusted", |s| s["delivered"] == 2).await;
+    let got: Vec<Value> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1]["data"]["n"], 1);
+    // Without the CA the certificate is not trusted: retried, then dead letters.
+    wait_for_status(&admin, "app", "untrusted", |s| s["failed"] == 2).await;
+    let dead = admin
+        .get_json(&format!("{}/untrusted/dead-letters", hooks("app")))
+        .await;
+    let error = dead[0]["error"].as_str().unwrap().to_ascii_lowercase();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(dead[0]["attempts"], 2);
 }

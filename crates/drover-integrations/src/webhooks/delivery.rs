@@ -177,7 +177,12 @@ impl Delivery {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.send(&body).await {
+            let sent = tokio::select! {
+                // Cancelled mid-request: nothing committed, the next holder sends it again.
+                _ = self.cancel.cancelled() => return Ok(false),
+                sent = self.send(&body) => sent,
+            };
+            let failure = match sent {
                 Ok(_) => {
                     report.pending.delivered += records.len() as u64;
                     report.pending.delivered_at = Some(Utc::now());
@@ -318,7 +323,11 @@ impl Delivery {
                     eventgrid::VALIDATION.into(),
                 )],
             };
-            let error = match self.send(&body).await {
+            let sent = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(false),
+                sent = self.send(&body) => sent,
+            };
+            let error = match sent {
                 Ok(answer) if eventgrid::validation_answered(&answer, &code) => {
                     report.pending.validated = true;
                     report.pending.retrying = 0;
@@ -345,12 +354,13 @@ impl Delivery {
         }
     }
 
-    /// Writes the pending counters when `now`, or when they have waited [`REPORT_EVERY`].
+    /// Writes the pending counters, if any, when `now` or when they have waited
+    /// [`REPORT_EVERY`]. (`retrying` changes only with an error or a delivery.)
     async fn flush(&self, report: &mut Report, now: bool) -> Result<(), DeliveryError> {
         let due = now || report.last.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
         let p = &report.pending;
         let empty = p.delivered == 0 && p.failed == 0 && p.error.is_none() && !p.validated;
-        if !due || (empty && !now) {
+        if !due || empty {
             return Ok(());
         }
         let progress = std::mem::take(&mut report.pending);

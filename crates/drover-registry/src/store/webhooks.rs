@@ -46,6 +46,7 @@ fn read_row(r: &impl Fields) -> Fallible<WebhookRow> {
             webhook,
             app_uid: r.text(3)?,
             validated,
+            held_by: None,
         },
         status: WebhookStatus {
             delivered: r.uint(7)?,
@@ -262,6 +263,7 @@ impl<B: Backend> WebhookStore for SqlRegistry<B> {
                             app_uid: row.doc.metadata.uid.clone(),
                             // Nothing to validate unless the spec asks for the handshake.
                             validated: false,
+                            held_by: None,
                         },
                         status: WebhookStatus::default(),
                         held_until: None,
@@ -363,7 +365,17 @@ impl<B: Backend> WebhookStore for SqlRegistry<B> {
 
     async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>> {
         let rows = all(&mut self.backend.pool()).await?;
-        Ok(rows.into_iter().map(|r| r.stored).collect())
+        let now = Utc::now();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut stored = r.stored;
+                if r.held_until.is_some_and(|t| t >= now) {
+                    stored.held_by = r.status.node;
+                }
+                stored
+            })
+            .collect())
     }
 
     async fn hold_webhook(&self, uid: &str, holder: &str, hold: Duration) -> Result<bool> {
