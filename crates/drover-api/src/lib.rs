@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+pub mod certificates;
 mod commands;
 mod discovery;
 pub mod error;
@@ -101,6 +102,8 @@ pub struct ApiState {
     /// integration's).
     pub user_connections: Arc<drover_integrations::limits::UserConnections>,
     pub settings: Arc<ApiSettings>,
+    /// The installation's device CA (the certificates API).
+    pub device_ca: Option<Arc<certificates::CaSettings>>,
     /// Turns true when the server shuts down: long-lived responses end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -110,6 +113,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .nest(registry::BASE, registry::routes())
         .nest(registry::BASE, twins::routes())
         .nest(admin::BASE, admin::routes())
+        .nest(certificates::BASE, certificates::routes())
         .merge(tokens::routes())
         .merge(watch::routes())
         .merge(ws::routes())

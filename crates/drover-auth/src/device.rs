@@ -46,6 +46,27 @@ pub trait DeviceDirectory: Send + Sync + 'static {
         &self,
         subject: &str,
     ) -> Result<Vec<Resource>, DirectoryError>;
+    /// A certificate the installation's device CA issued, by SHA-256 fingerprint (hex).
+    async fn issued_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<IssuedCertificate>, DirectoryError>;
+    /// Whether the application (by uid) revoked a certificate of its own trust anchors, by
+    /// fingerprint or serial (lowercase hex).
+    async fn certificate_revoked(
+        &self,
+        app_uid: &str,
+        fingerprint: &str,
+        serial: &str,
+    ) -> Result<bool, DirectoryError>;
+}
+
+/// A certificate the device CA issued, as authentication needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    pub application: String,
+    pub device: String,
+    pub revoked: bool,
 }
 
 /// The directory could not answer (storage down): a retryable failure, not a refusal. Holds
@@ -215,6 +236,9 @@ const CACHE_CAPACITY: usize = 200_000;
 /// Authenticates devices against a [`DeviceDirectory`].
 pub struct DeviceAuthenticator {
     directory: Arc<dyn DeviceDirectory>,
+    /// The installation's device CA (certificate DER and subject DN), whose certificates are
+    /// found by fingerprint in the directory.
+    device_ca: Option<(Vec<u8>, String)>,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
     hashing: Semaphore,
     throttle: Arc<Throttle>,
@@ -234,10 +258,18 @@ impl DeviceAuthenticator {
             .unwrap_or(2);
         Self {
             directory,
+            device_ca: None,
             cache: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(workers),
             throttle,
         }
+    }
+
+    /// Trusts the installation's device CA: certificates it issued authenticate the device
+    /// the inventory names for them, unless revoked.
+    pub fn with_device_ca(mut self, ca: &crate::ca::DeviceCa) -> Self {
+        self.device_ca = Some((ca.cert_der().to_vec(), ca.subject().to_string()));
+        self
     }
 
     /// Who is this device, presenting `creds` from `source`? Password attempts go through the
@@ -349,6 +381,12 @@ impl DeviceAuthenticator {
             .ok_or_else(|| AuthError::Certificate("no client certificate".into()))?;
         let id = crate::x509::client_identity(leaf)
             .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let fingerprint = crate::ca::fingerprint(leaf);
+        if let Some((ca, subject)) = &self.device_ca {
+            if id.issuer == *subject {
+                return self.issued(chain, ca, &fingerprint, application).await;
+            }
+        }
         let candidates = match application {
             Some(app) => vec![self.live_application(app).await?],
             None => {
@@ -379,6 +417,17 @@ impl DeviceAuthenticator {
                 )));
                 continue;
             }
+            if self
+                .directory
+                .certificate_revoked(&app.metadata.uid, &fingerprint, &id.serial)
+                .await?
+            {
+                last = Some(AuthError::Certificate(format!(
+                    "certificate {fingerprint} (serial {}) was revoked by application '{name}'",
+                    id.serial
+                )));
+                continue;
+            }
             let mut device = self.directory.device(&name, &id.subject).await?;
             if device.is_none() {
                 if let Some(cn) = &id.common_name {
@@ -396,6 +445,53 @@ impl DeviceAuthenticator {
             });
         }
         Err(last.unwrap_or_else(|| AuthError::Certificate("no matching application".into())))
+    }
+
+    /// A certificate of the installation's device CA: the chain verified against it, the
+    /// device the inventory names for its fingerprint, unless revoked.
+    async fn issued(
+        &self,
+        chain: &[Vec<u8>],
+        ca: &[u8],
+        fingerprint: &str,
+        application: Option<&str>,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        crate::x509::verify_chain_to(chain, &[ca.to_vec()], std::time::SystemTime::now())
+            .map_err(|e| AuthError::Certificate(format!("{e} (the device CA)")))?;
+        let found = self
+            .directory
+            .issued_certificate(fingerprint)
+            .await?
+            .ok_or_else(|| {
+                AuthError::Certificate(format!(
+                    "certificate {fingerprint} names the device CA as issuer but is not in its inventory"
+                ))
+            })?;
+        if found.revoked {
+            return Err(AuthError::Certificate(format!(
+                "certificate {fingerprint} of device '{}' (application '{}') was revoked",
+                found.device, found.application
+            )));
+        }
+        if application.is_some_and(|a| a != found.application) {
+            return Err(AuthError::Certificate(format!(
+                "certificate {fingerprint} belongs to application '{}'",
+                found.application
+            )));
+        }
+        let app = self.live_application(&found.application).await?;
+        let device = self
+            .directory
+            .device(&found.application, &found.device)
+            .await?
+            .ok_or_else(|| {
+                AuthError::UnknownDevice(found.application.clone(), found.device.clone())
+            })?;
+        check_live_device(&found.application, &device)?;
+        Ok(AuthenticatedDevice {
+            application: Arc::new(app),
+            device: Arc::new(device),
+        })
     }
 
     /// Sets `hashed` when a stored hash was verified (the expensive part).

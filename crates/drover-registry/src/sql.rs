@@ -93,6 +93,7 @@ pub enum Arg<'a> {
     /// A JSON document (TEXT in SQLite, JSONB in PostgreSQL).
     Json(Box<RawValue>),
     Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
 }
 
 impl Arg<'_> {
@@ -136,6 +137,12 @@ impl From<u64> for Arg<'_> {
 impl From<bool> for Arg<'_> {
     fn from(v: bool) -> Self {
         Arg::Bool(v)
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Arg<'_> {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Arg::OptTime(v)
     }
 }
 
@@ -217,6 +224,7 @@ macro_rules! sql_driver {
                     Arg::Bool(v) => q.bind(*v),
                     Arg::Json(v) => q.bind(sqlx::types::Json(&**v)),
                     Arg::Time(v) => q.bind($time_arg(v)),
+                    Arg::OptTime(v) => q.bind(v.as_ref().map($time_arg)),
                 };
             }
             q

@@ -20,6 +20,7 @@
 mod access;
 mod accounts;
 mod apps;
+mod certificates;
 mod changes;
 mod devices;
 mod directories;

@@ -178,6 +178,12 @@ settings! {
     public_hosts: List = "", "HOST,...", SERVE, host_names, Plain;
     /// DNS domain under which each application is an IoT hub, `<app>.<hub_domain>` (the host name Azure SDK devices are given): the development certificate names `*.<hub_domain>`.
     hub_domain: Option<String> = "", "DOMAIN", SERVE, dns_domain, Plain;
+    /// Certificate (PEM) of a device CA of your own, used instead of the one Drover generates and keeps in the registry (give the same on every node).
+    device_ca_cert: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Private key (PEM) of `device_ca_cert`.
+    device_ca_key: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Days a device certificate the device CA issues is valid (the default and the most a request may ask).
+    device_cert_days: u32 = "365", "DAYS", SERVE, between::<1, 3650, u32>, Plain;
     /// Largest HTTP telemetry payload, in bytes.
     http_body_limit: usize = "262144", "BYTES", SERVE, at_least_usize::<1>, Plain;
     /// Days events are kept in each application's stream.
@@ -433,6 +439,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key go together: set both --tls-cert / DROVER_TLS_CERT and --tls-key / DROVER_TLS_KEY, or neither".into(),
+            ));
+        }
+        if self.device_ca_cert.is_some() != self.device_ca_key.is_some() {
+            return Err(ConfigError(
+                "device_ca_cert and device_ca_key go together: set both --device-ca-cert / DROVER_DEVICE_CA_CERT and --device-ca-key / DROVER_DEVICE_CA_KEY, or neither".into(),
             ));
         }
         for u in [&mut self.public_url, &mut self.oidc_issuer_url]

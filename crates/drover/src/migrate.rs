@@ -503,6 +503,12 @@ fn print_registry(r: &MigrationReport) {
             r.rows.twin_outbox,
             "   (not yet in their event streams: appended by the cluster)",
         ),
+        (
+            "certificates",
+            r.rows.certificates,
+            "   (issued by the device CA, which is copied too)",
+        ),
+        ("revocations", r.rows.revocations, ""),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

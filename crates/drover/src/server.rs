@@ -11,6 +11,7 @@
 
 mod backends;
 mod bind;
+mod device_ca;
 mod health;
 mod serve;
 mod services;
@@ -129,7 +130,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let backends = backends::Backends::open(&config).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let services = services::Services::build(&config, &backends, &addrs, stop_rx.clone())?;
+    let device_ca = device_ca::load(&config, &backends).await?;
+    let services =
+        services::Services::build(&config, &backends, &addrs, device_ca, stop_rx.clone())?;
     let servers = serve::listeners(&config, listeners, &services, tls.as_ref(), &stop_rx)?;
     let background = vec![
         tokio::spawn(tasks::prune_changes(

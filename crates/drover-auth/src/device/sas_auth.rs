@@ -103,6 +103,20 @@ mod tests {
         ) -> Result<Vec<Resource>, DirectoryError> {
             Ok(Vec::new())
         }
+        async fn issued_certificate(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::device::IssuedCertificate>, DirectoryError> {
+            Ok(None)
+        }
+        async fn certificate_revoked(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<bool, DirectoryError> {
+            Ok(false)
+        }
     }
 
     fn device(name: &str, credentials: serde_json::Value) -> (String, Resource) {

@@ -7,7 +7,9 @@
 //! (names, aliases, unique usernames), the trust-anchor index, users, access tokens (their
 //! hashes: tokens keep working), the revision counter, the change feed and how far it was
 //! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old), device
-//! twins and the twin changes still waiting in the twin outbox.
+//! twins and the twin changes still waiting in the twin outbox, the device CA (replacing the one
+//! the target's first node generated), the certificates it issued and applications'
+//! revocations.
 //! Timestamps outside the documents (when users and tokens were created, change times) keep
 //! the target's precision (PostgreSQL: microseconds).
 //!
@@ -18,6 +20,7 @@
 
 use drover_model::Reason;
 
+use super::certificates;
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
 use super::twins::{self, StoredTwin};
 use super::write::Write;
@@ -61,6 +64,10 @@ pub struct RowCounts {
     pub twins: u64,
     /// Twin changes not yet appended to their event streams.
     pub twin_outbox: u64,
+    /// Certificates the device CA issued.
+    pub certificates: u64,
+    /// Revoked certificates of applications' own trust anchors.
+    pub revocations: u64,
 }
 
 /// What [`copy_registry`] copied (or, in a dry run, would have).
@@ -152,6 +159,7 @@ struct Source {
     anchors: Vec<(String, String)>,
     twins: Vec<StoredTwin>,
     twin_outbox: Vec<TwinChange>,
+    certificates: certificates::AllRows,
 }
 
 impl Source {
@@ -167,6 +175,7 @@ impl Source {
             anchors: tables::all_trust_anchor_subjects(src).await?,
             twins: twins::all(src).await?,
             twin_outbox: twins::all_outbox(src).await?,
+            certificates: certificates::AllRows::read(src).await?,
         })
     }
 
@@ -195,7 +204,7 @@ impl Source {
         for c in &self.twin_outbox {
             twins::enqueue(&mut w.tx, c).await?;
         }
-        Ok(())
+        self.certificates.write(&mut w.tx).await
     }
 }
 
@@ -215,6 +224,7 @@ async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
         || target.apps + target.devices + target.changes != 0
         || target.device_names + target.trust_anchor_subjects != 0
         || target.twins + target.twin_outbox != 0
+        || target.certificates + target.revocations != 0
         || !others.is_empty()
     {
         return Err(RegistryError::Conflict(format!(

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::certificates::CaSettings;
 use drover_api::{ApiSettings, ApiState};
+use drover_auth::ca::DeviceCa;
 use drover_auth::device::DeviceAuthenticator;
 use drover_auth::throttle::{Throttle, ThrottleConfig};
 use drover_auth::user::UserAuthenticator;
@@ -38,6 +40,7 @@ struct Shared {
     connections: Arc<UserConnections>,
     outbound_policy: Arc<OutboundPolicy>,
     commands: Arc<CommandService>,
+    device_ca: Arc<CaSettings>,
 }
 
 impl Services {
@@ -45,9 +48,10 @@ impl Services {
         config: &Config,
         b: &Backends,
         addrs: &Addresses,
+        device_ca: DeviceCa,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Services, StartError> {
-        let shared = Shared::build(config, b)?;
+        let shared = Shared::build(config, b, device_ca)?;
         let mqtt = device_mqtt(config, b, &shared);
         let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
         let device_http = drover_endpoints::http::router(
@@ -72,12 +76,12 @@ impl Services {
 }
 
 impl Shared {
-    fn build(config: &Config, b: &Backends) -> Result<Shared, StartError> {
+    fn build(config: &Config, b: &Backends, device_ca: DeviceCa) -> Result<Shared, StartError> {
         let throttle = Arc::new(Throttle::new(throttle_config(config)));
-        let devices = Arc::new(DeviceAuthenticator::with_throttle(
-            b.directory.clone(),
-            throttle.clone(),
-        ));
+        let devices = Arc::new(
+            DeviceAuthenticator::with_throttle(b.directory.clone(), throttle.clone())
+                .with_device_ca(&device_ca),
+        );
         let users = Arc::new(UserAuthenticator::new(
             b.users.clone(),
             oidc(config)?,
@@ -107,6 +111,10 @@ impl Shared {
             connections: UserConnections::new(config.integration_max_connections_per_user),
             outbound_policy,
             commands,
+            device_ca: Arc::new(CaSettings {
+                ca: device_ca,
+                max_validity: Duration::from_secs(u64::from(config.device_cert_days) * 86_400),
+            }),
         })
     }
 }
@@ -142,6 +150,7 @@ fn api_state(
             )),
             outbound: shared.outbound_policy.clone(),
         }),
+        device_ca: Some(shared.device_ca.clone()),
         shutdown: stop,
     }
 }
