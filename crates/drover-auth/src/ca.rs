@@ -284,10 +284,12 @@ fn check_csr(csr_pem: &str) -> Result<Vec<u8>, CaError> {
             .map_err(|e| {
                 CaError::BadRequest(format!("malformed certificate signing request: {e}"))
             })?;
+    // The key first: a weak key is the more useful answer (and ring verifies no RSA signature
+    // under 2048 bits).
+    check_key(&csr.certification_request_info.subject_pki)?;
     csr.verify_signature().map_err(|_| {
         bad("the CSR's signature does not verify with its own key (a corrupted or forged request)")
     })?;
-    check_key(&csr.certification_request_info.subject_pki)?;
     Ok(der.as_ref().to_vec())
 }
 

@@ -138,6 +138,12 @@ pub enum ClientCommand {
         after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\", \"fan\": null}'\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3}'"
     )]
     Twin(TwinCmd),
+    /// Device certificates from the installation's device CA: request, list, show, revoke.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover cert request dev1 --app app1\n  drover cert list --app app1\n  drover cert revoke 3f2a...e9 --app app1\n  drover cert ca > device-ca.pem"
+    )]
+    Cert(super::cert::CertCmd),
     /// Send a command to a device.
     #[command(
         after_help = "Examples:\n  drover cmd dev1 reboot --app app1\n  drover cmd dev1 set-temp --app app1 --payload '{\"target\": 21}' --wait 10\n  drover cmd dev1 update --app app1 --file firmware.bin --ttl 3600"

@@ -18,6 +18,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod accounts;
+pub mod cert;
 pub mod certs;
 pub mod client;
 pub mod command;
@@ -139,6 +140,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Stream { g, args } => stream::stream(&api(&g)?, g.output, args).await,
         ClientCommand::Watch { g, args } => watch::watch(&api(&g)?, g.output, args).await,
         ClientCommand::Twin(cmd) => twin::twin(cmd, api).await,
+        ClientCommand::Cert(cmd) => cert::cert(cmd, api).await,
         ClientCommand::Cmd { g, args } => {
             // The payload is read first: a missing file is reported before a missing login.
             let body = command::payload(&args)?;
