@@ -7,16 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mqtt::until;
 use common::TestServer;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use reqwest::{Method, StatusCode};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::{json, Value};
-use tokio_rustls::rustls;
 
 const BASE: &str = "/api/certificates/v1alpha1";
 
@@ -63,31 +61,13 @@ async fn publish_https(c: &reqwest::Client, t: &TestServer) -> StatusCode {
 
 /// MQTTS options with a client certificate, trusting the development CA.
 fn mqtts(t: &TestServer, cert: &str, key: &KeyPair) -> MqttOptions {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(t.data_dir.join("tls/ca.pem")).unwrap()
-    {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key =
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
     let port = t.server.as_ref().unwrap().mqtts_addr.unwrap().port();
-    let mut o = MqttOptions::new("cert-device", "localhost", port);
-    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(config),
-    )));
-    o
+    common::mqtt::mqtts_with_certificate(
+        &t.data_dir.join("tls/ca.pem"),
+        port,
+        cert,
+        &key.serialize_pem(),
+    )
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! servers of their own.
 #![allow(clippy::unwrap_used)]
 
+mod certificates;
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;

@@ -16,6 +16,8 @@ pub(crate) struct Node {
     pub(crate) api: String,
     pub(crate) http: String,
     pub(crate) mqtt_port: u16,
+    /// The MQTT-over-TLS port (with the node's own development CA).
+    pub(crate) mqtts_port: Option<u16>,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -46,8 +48,8 @@ impl Node {
         )
     }
 
-    /// Starts `drover serve` with `args` on ephemeral ports (HTTP and MQTT devices, API; TLS and
-    /// the MQTT integration off) and reads the bound addresses from its banner.
+    /// Starts `drover serve` with `args` on ephemeral ports (HTTP, MQTT and MQTTS devices, API;
+    /// HTTPS and the MQTT integration off) and reads the bound addresses from its banner.
     pub(crate) fn spawn(args: &[&str], log: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
@@ -59,7 +61,12 @@ impl Node {
                 "127.0.0.1:0",
             ])
             .args(["--https-addr", "off", "--mqtt-addr", "127.0.0.1:0"])
-            .args(["--mqtts-addr", "off", "--integration-mqtt-addr", "off"])
+            .args([
+                "--mqtts-addr",
+                "127.0.0.1:0",
+                "--integration-mqtt-addr",
+                "off",
+            ])
             .args(["--integration-mqtts-addr", "off"])
             .args(args)
             .arg("--data-dir")
@@ -77,6 +84,7 @@ impl Node {
             api: banner.api,
             http: banner.http,
             mqtt_port: banner.mqtt_port,
+            mqtts_port: banner.mqtts_port,
             _dir: dir,
         }
     }
