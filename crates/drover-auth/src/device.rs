@@ -51,6 +51,9 @@ pub trait DeviceDirectory: Send + Sync + 'static {
         &self,
         fingerprint: &str,
     ) -> Result<Option<IssuedCertificate>, DirectoryError>;
+    /// Creates device `device` in `app` for auto-registration (labelled
+    /// `drover.io/auto-registered`), or returns the one that exists by now.
+    async fn register_device(&self, app: &str, device: &str) -> Result<Resource, DirectoryError>;
     /// Whether the application (by uid) revoked a certificate of its own trust anchors, by
     /// fingerprint or serial (lowercase hex).
     async fn certificate_revoked(
@@ -233,12 +236,29 @@ struct CacheEntry {
 /// bounded; a busy fleet refills it at once).
 const CACHE_CAPACITY: usize = 200_000;
 
+/// What is told of a device auto-registration created: the device and the certificate.
+pub type RegistrationHook = Arc<dyn Fn(&AuthenticatedDevice, &Registration) + Send + Sync>;
+
+/// The certificate a device was auto-registered with.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub subject: String,
+    pub issuer: String,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+}
+
+/// The label of auto-registered devices.
+pub const AUTO_REGISTERED_LABEL: &str = "drover.io/auto-registered";
+
 /// Authenticates devices against a [`DeviceDirectory`].
 pub struct DeviceAuthenticator {
     directory: Arc<dyn DeviceDirectory>,
     /// The installation's device CA (certificate DER and subject DN), whose certificates are
     /// found by fingerprint in the directory.
     device_ca: Option<(Vec<u8>, String)>,
+    /// Told of every device auto-registration created.
+    on_registered: Option<RegistrationHook>,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
     hashing: Semaphore,
     throttle: Arc<Throttle>,
@@ -259,6 +279,7 @@ impl DeviceAuthenticator {
         Self {
             directory,
             device_ca: None,
+            on_registered: None,
             cache: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(workers),
             throttle,
@@ -269,6 +290,12 @@ impl DeviceAuthenticator {
     /// the inventory names for them, unless revoked.
     pub fn with_device_ca(mut self, ca: &crate::ca::DeviceCa) -> Self {
         self.device_ca = Some((ca.cert_der().to_vec(), ca.subject().to_string()));
+        self
+    }
+
+    /// Calls `hook` for every device auto-registration creates (e.g. to record an event).
+    pub fn on_registered(mut self, hook: RegistrationHook) -> Self {
+        self.on_registered = Some(hook);
         self
     }
 
@@ -434,15 +461,40 @@ impl DeviceAuthenticator {
                     device = self.directory.device(&name, cn).await?;
                 }
             }
+            let mut registered = false;
+            if device.is_none() && spec::auto_register(&app.spec) {
+                if let Some(cn) = id
+                    .common_name
+                    .as_deref()
+                    .filter(|cn| drover_model::names::validate_device_name(cn).is_ok())
+                {
+                    device = Some(self.directory.register_device(&name, cn).await?);
+                    registered = true;
+                }
+            }
             let Some(device) = device else {
                 last = Some(AuthError::UnknownDevice(name, id.subject.clone()));
                 continue;
             };
             check_live_device(&name, &device)?;
-            return Ok(AuthenticatedDevice {
+            let authenticated = AuthenticatedDevice {
                 application: Arc::new(app),
                 device: Arc::new(device),
-            });
+            };
+            if registered {
+                tracing::info!(app = %name, device = authenticated.device_name(), subject = %id.subject, "auto-registered a device on its first connection");
+                if let Some(hook) = &self.on_registered {
+                    hook(
+                        &authenticated,
+                        &Registration {
+                            subject: id.subject.clone(),
+                            issuer: id.issuer.clone(),
+                            fingerprint: fingerprint.clone(),
+                        },
+                    );
+                }
+            }
+            return Ok(authenticated);
         }
         Err(last.unwrap_or_else(|| AuthError::Certificate("no matching application".into())))
     }

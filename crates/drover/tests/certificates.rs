@@ -323,3 +323,83 @@ async fn trust_anchor_certificates_are_revoked_and_deleted_devices_lose_theirs()
         .await;
     assert_eq!(publish_https(&client, &t).await, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn auto_registration_creates_devices_on_first_connection() {
+    let t = TestServer::start().await;
+    let admin = t.admin();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "Factory CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let factory = p.self_signed(&ca_key).unwrap();
+    let anchor = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, factory.pem());
+    let device_cert = |cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        (p.signed_by(&key, &factory, &ca_key).unwrap().pem(), key)
+    };
+    for (app, auto) in [("manual", false), ("auto", true)] {
+        let r = admin
+            .post(
+                "/api/registry/v1alpha1/apps",
+                &json!({"metadata": {"name": app}, "spec": {"trustAnchors": {"anchors": [{"certificate": anchor}], "autoRegister": auto}}}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let mut events = common::stream::open(&t, "auto", "from=earliest").await;
+    let (cert, key) = device_cert("sensor-42");
+    let client = https(&t, &cert, &key);
+    // The first connection creates the device; the next ones find it.
+    let port = t.server.as_ref().unwrap().https_addr.unwrap().port();
+    for _ in 0..2 {
+        let r = client
+            .post(format!(
+                "https://localhost:{port}/v1/telemetry?application=auto"
+            ))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let device: Value = admin
+        .get_json("/api/registry/v1alpha1/apps/auto/devices/sensor-42")
+        .await;
+    assert_eq!(
+        device["metadata"]["labels"]["drover.io/auto-registered"],
+        "true"
+    );
+    let registered =
+        common::stream::next_of_type(&mut events, "io.drover.device.registered.v1").await;
+    assert_eq!(registered["device"], "sensor-42");
+    assert_eq!(registered["data"]["subject"], "CN=sensor-42");
+    // Without autoRegister, an unknown device stays unknown.
+    let r = client
+        .post(format!(
+            "https://localhost:{port}/v1/telemetry?application=manual"
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = admin
+        .get("/api/registry/v1alpha1/apps/manual/devices/sensor-42")
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A common name that is no device name registers nothing.
+    let (cert, key) = device_cert("");
+    let r = https(&t, &cert, &key)
+        .post(format!(
+            "https://localhost:{port}/v1/telemetry?application=auto"
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

@@ -117,6 +117,11 @@ mod tests {
         ) -> Result<bool, DirectoryError> {
             Ok(false)
         }
+        async fn register_device(&self, _: &str, _: &str) -> Result<Resource, DirectoryError> {
+            Err(DirectoryError(drover_model::Reason::new(
+                "not in these tests",
+            )))
+        }
     }
 
     fn device(name: &str, credentials: serde_json::Value) -> (String, Resource) {

@@ -49,6 +49,32 @@ impl<B: Backend> DeviceDirectory for SqlRegistry<B> {
         }))
     }
 
+    async fn register_device(&self, app: &str, device: &str) -> Directory<Resource> {
+        use crate::Registry;
+        let input: crate::ResourceInput = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": device,
+                "labels": {drover_auth::device::AUTO_REGISTERED_LABEL: "true"},
+            },
+        }))
+        .map_err(|e| DirectoryError(drover_model::Reason::new(format!("device input: {e}"))))?;
+        let system = drover_model::Principal::SystemAdmin("drover".into());
+        match self.create_device(&system, app, input).await {
+            Ok(d) => Ok(d),
+            // Registered by a concurrent connection meanwhile: that one.
+            Err(RegistryError::Conflict(_)) => {
+                let found = tables::load_device(&mut self.backend.pool(), app, device).await;
+                match directory(found)? {
+                    Some(d) => Ok(d),
+                    None => Err(DirectoryError(drover_model::Reason::new(format!(
+                        "device '{device}' was neither created nor found"
+                    )))),
+                }
+            }
+            Err(e) => Err(DirectoryError(e.into_reason())),
+        }
+    }
+
     async fn certificate_revoked(
         &self,
         app_uid: &str,

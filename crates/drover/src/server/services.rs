@@ -80,7 +80,8 @@ impl Shared {
         let throttle = Arc::new(Throttle::new(throttle_config(config)));
         let devices = Arc::new(
             DeviceAuthenticator::with_throttle(b.directory.clone(), throttle.clone())
-                .with_device_ca(&device_ca),
+                .with_device_ca(&device_ca)
+                .on_registered(registration_events(b.log.clone(), config.instance.clone())),
         );
         let users = Arc::new(UserAuthenticator::new(
             b.users.clone(),
@@ -117,6 +118,48 @@ impl Shared {
             }),
         })
     }
+}
+
+/// Records each auto-registration as an `io.drover.device.registered.v1` event in the
+/// application's stream.
+fn registration_events(
+    log: Arc<dyn drover_bus::EventLog>,
+    instance: String,
+) -> drover_auth::device::RegistrationHook {
+    Arc::new(move |d, r| {
+        let event = drover_model::Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            ty: drover_model::event::DEVICE_REGISTERED_TYPE.to_string(),
+            channel: "registration".into(),
+            time: chrono::Utc::now(),
+            content_type: Some("application/json".into()),
+            data_schema: None,
+            application: d.app_name().to_string(),
+            application_uid: d.app_uid().to_string(),
+            device: d.device_name().to_string(),
+            device_uid: d.device_uid().to_string(),
+            sender: d.device_name().to_string(),
+            sender_uid: d.device_uid().to_string(),
+            instance: instance.clone(),
+            extensions: Vec::new(),
+            data: serde_json::json!({
+                "subject": r.subject,
+                "issuer": r.issuer,
+                "fingerprint": r.fingerprint,
+            })
+            .to_string()
+            .into(),
+        };
+        let (log, stream) = (
+            log.clone(),
+            drover_bus::StreamKey::new(d.app_name(), d.app_uid()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = log.append(&stream, event).await {
+                tracing::warn!("cannot record a device's auto-registration: {e}");
+            }
+        });
+    })
 }
 
 /// The management API's state.
