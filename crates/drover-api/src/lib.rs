@@ -15,6 +15,7 @@ mod extract;
 pub mod health;
 mod openapi;
 mod params;
+mod provisioning;
 mod registry;
 mod tokens;
 mod twins;
@@ -68,6 +69,8 @@ pub struct ApiSettings {
     /// The outbound address policy: devices whose external command endpoints it refuses
     /// (literal addresses, `localhost`) are refused at write time (400).
     pub outbound: Arc<drover_integrations::outbound::OutboundPolicy>,
+    /// The installation's provisioning ID scope (DPS).
+    pub id_scope: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -83,6 +86,7 @@ impl Default for ApiSettings {
             ws_send_timeout: std::time::Duration::from_secs(30),
             readiness: None,
             outbound: Arc::default(),
+            id_scope: None,
         }
     }
 }
@@ -114,6 +118,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .nest(registry::BASE, twins::routes())
         .nest(admin::BASE, admin::routes())
         .nest(certificates::BASE, certificates::routes())
+        .nest(provisioning::BASE, provisioning::routes())
         .merge(tokens::routes())
         .merge(watch::routes())
         .merge(ws::routes())

@@ -28,6 +28,7 @@
 pub mod certificates;
 mod logic;
 mod postgres;
+pub mod provisioning;
 mod sql;
 mod sqlite;
 mod store;
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub use certificates::{CertificateRecord, CertificateStore, Revocation, RevokedBy};
 pub use postgres::{PgOptions, PostgresRegistry};
+pub use provisioning::ProvisioningStore;
 pub use sqlite::SqliteRegistry;
 pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
@@ -221,7 +223,7 @@ pub trait AccessReader: Send + Sync + 'static {
 /// integrations), `drover_auth::device::DeviceDirectory` (device endpoints) and
 /// `drover_auth::user::UserDirectory` (user authentication), which the stores implement too.
 #[async_trait]
-pub trait Registry: AccessReader + TwinStore + CertificateStore {
+pub trait Registry: AccessReader + TwinStore + CertificateStore + ProvisioningStore {
     async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
     /// Returns the stored resource after the update (unchanged for a no-op update).

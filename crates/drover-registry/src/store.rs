@@ -26,6 +26,7 @@ mod devices;
 mod directories;
 mod members;
 pub(crate) mod migrate;
+mod provisioning;
 mod tables;
 mod twins;
 mod write;

@@ -184,6 +184,8 @@ settings! {
     device_ca_key: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
     /// Days a device certificate the device CA issues is valid (the default and the most a request may ask).
     device_cert_days: u32 = "365", "DAYS", SERVE, between::<1, 3650, u32>, Plain;
+    /// The provisioning ID scope devices give to register (DPS); none: derived from the device CA (`0ne` and 8 hex digits), the same on every node.
+    id_scope: Option<String> = "", "SCOPE", SERVE, id_scope_rule, Plain;
     /// Largest HTTP telemetry payload, in bytes.
     http_body_limit: usize = "262144", "BYTES", SERVE, at_least_usize::<1>, Plain;
     /// Days events are kept in each application's stream.
@@ -313,6 +315,17 @@ fn host_names(v: &List) -> Result<(), String> {
             "'{h}' is neither a DNS host name nor an IP address"
         )),
         None => Ok(()),
+    }
+}
+
+fn id_scope_rule(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(s)
+            if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            Err("must be 1 to 32 letters and digits".into())
+        }
+        _ => Ok(()),
     }
 }
 

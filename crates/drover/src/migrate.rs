@@ -509,6 +509,12 @@ fn print_registry(r: &MigrationReport) {
             "   (issued by the device CA, which is copied too)",
         ),
         ("revocations", r.rows.revocations, ""),
+        ("enrollments", r.rows.enrollments, "   (provisioning)"),
+        (
+            "registrations",
+            r.rows.registrations,
+            "   (provisioning records)",
+        ),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

@@ -88,6 +88,8 @@ pub struct Server {
     /// The generated development CA (when no certificate is configured): clients trust this file.
     pub dev_ca: Option<PathBuf>,
     pub admin_token: AdminToken,
+    /// The provisioning ID scope devices give (DPS).
+    pub id_scope: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -131,8 +133,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let backends = backends::Backends::open(&config).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let device_ca = device_ca::load(&config, &backends).await?;
-    let services =
-        services::Services::build(&config, &backends, &addrs, device_ca, stop_rx.clone())?;
+    let id_scope = config
+        .id_scope
+        .clone()
+        .unwrap_or_else(|| device_ca::id_scope(&device_ca));
+    let services = services::Services::build(
+        &config,
+        &backends,
+        &addrs,
+        device_ca,
+        &id_scope,
+        stop_rx.clone(),
+    )?;
     let servers = serve::listeners(&config, listeners, &services, tls.as_ref(), &stop_rx)?;
     let background = vec![
         tokio::spawn(tasks::prune_changes(
@@ -187,6 +199,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         integration_mqtts_addr: addrs.integration_mqtts,
         dev_ca,
         admin_token,
+        id_scope,
         shutdown: Some(shutdown_tx),
         task,
     })

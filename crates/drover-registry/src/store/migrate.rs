@@ -9,7 +9,7 @@
 //! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old), device
 //! twins and the twin changes still waiting in the twin outbox, the device CA (replacing the one
 //! the target's first node generated), the certificates it issued and applications'
-//! revocations.
+//! revocations, provisioning enrollments and registration records.
 //! Timestamps outside the documents (when users and tokens were created, change times) keep
 //! the target's precision (PostgreSQL: microseconds).
 //!
@@ -21,6 +21,7 @@
 use drover_model::Reason;
 
 use super::certificates;
+use super::provisioning;
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
 use super::twins::{self, StoredTwin};
 use super::write::Write;
@@ -68,6 +69,10 @@ pub struct RowCounts {
     pub certificates: u64,
     /// Revoked certificates of applications' own trust anchors.
     pub revocations: u64,
+    /// Provisioning enrollments (individual and groups).
+    pub enrollments: u64,
+    /// Provisioning registration records.
+    pub registrations: u64,
 }
 
 /// What [`copy_registry`] copied (or, in a dry run, would have).
@@ -160,6 +165,7 @@ struct Source {
     twins: Vec<StoredTwin>,
     twin_outbox: Vec<TwinChange>,
     certificates: certificates::AllRows,
+    provisioning: provisioning::AllRows,
 }
 
 impl Source {
@@ -176,6 +182,7 @@ impl Source {
             twins: twins::all(src).await?,
             twin_outbox: twins::all_outbox(src).await?,
             certificates: certificates::AllRows::read(src).await?,
+            provisioning: provisioning::AllRows::read(src).await?,
         })
     }
 
@@ -204,7 +211,8 @@ impl Source {
         for c in &self.twin_outbox {
             twins::enqueue(&mut w.tx, c).await?;
         }
-        self.certificates.write(&mut w.tx).await
+        self.certificates.write(&mut w.tx).await?;
+        self.provisioning.write(&mut w.tx).await
     }
 }
 
@@ -225,6 +233,7 @@ async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
         || target.device_names + target.trust_anchor_subjects != 0
         || target.twins + target.twin_outbox != 0
         || target.certificates + target.revocations != 0
+        || target.enrollments + target.registrations != 0
         || !others.is_empty()
     {
         return Err(RegistryError::Conflict(format!(

@@ -185,6 +185,8 @@ pub async fn delete_app(db: &mut impl Sql, name: &str) -> Fallible<()> {
     for sql in [
         "DELETE FROM apps WHERE name = $1",
         "DELETE FROM revocations WHERE app = $1",
+        "DELETE FROM enrollments WHERE app = $1",
+        "DELETE FROM registrations WHERE app = $1",
     ] {
         db.exec(sql, &[name.into()]).await?;
     }

@@ -46,3 +46,10 @@ pub(super) async fn load(config: &Config, b: &Backends) -> Result<DeviceCa, Star
     DeviceCa::load(&cert, &key)
         .map_err(|e| StartError::runtime("the device CA in the registry is unusable", e))
 }
+
+/// The installation's provisioning ID scope when none is configured: `0ne` and eight hex
+/// digits of the device CA's fingerprint (the same on every node of a cluster, as the CA is).
+pub(super) fn id_scope(ca: &DeviceCa) -> String {
+    let fp = drover_auth::ca::fingerprint(ca.cert_der());
+    format!("0ne{}", fp[..8].to_ascii_uppercase())
+}

@@ -12,6 +12,7 @@ use drover_auth::device::DeviceAuthenticator;
 use drover_auth::throttle::{Throttle, ThrottleConfig};
 use drover_auth::user::UserAuthenticator;
 use drover_auth::{OidcConfig, OidcValidator};
+use drover_endpoints::dps::service::Provisioning;
 use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
 use drover_integrations::commands::CommandService;
@@ -49,10 +50,18 @@ impl Services {
         b: &Backends,
         addrs: &Addresses,
         device_ca: DeviceCa,
+        id_scope: &str,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Services, StartError> {
         let shared = Shared::build(config, b, device_ca)?;
-        let mqtt = device_mqtt(config, b, &shared);
+        let provisioning = Arc::new(Provisioning::new(
+            b.registry.clone(),
+            b.log.clone(),
+            id_scope.to_string(),
+            config.hub_domain.clone(),
+            config.instance.clone(),
+        ));
+        let mqtt = device_mqtt(config, b, &shared, provisioning.clone());
         let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
         let device_http = drover_endpoints::http::router(
             shared.devices.clone(),
@@ -65,9 +74,11 @@ impl Services {
             },
         )
         // MQTT over WebSocket on the HTTP(S) device listeners, served by the same MQTT server.
-        .merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()));
+        .merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()))
+        // DPS's REST device API.
+        .merge(drover_endpoints::dps::rest::router(provisioning));
         Ok(Services {
-            api: drover_api::router(api_state(config, b, addrs, &shared, stop)),
+            api: drover_api::router(api_state(config, b, addrs, &shared, id_scope, stop)),
             device_http,
             mqtt,
             integration: integration(config, b, &shared).into_server(mqtt_config(config)),
@@ -168,6 +179,7 @@ fn api_state(
     b: &Backends,
     addrs: &Addresses,
     shared: &Shared,
+    id_scope: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> ApiState {
     ApiState {
@@ -192,6 +204,7 @@ fn api_state(
                 b.embedded.clone(),
             )),
             outbound: shared.outbound_policy.clone(),
+            id_scope: Some(id_scope.to_string()),
         }),
         device_ca: Some(shared.device_ca.clone()),
         shutdown: stop,
@@ -199,7 +212,12 @@ fn api_state(
 }
 
 /// The device endpoint's MQTT server (MQTT and MQTTS listeners, MQTT over WebSocket).
-fn device_mqtt(config: &Config, b: &Backends, shared: &Shared) -> Arc<MqttServer<DevicePolicy>> {
+fn device_mqtt(
+    config: &Config,
+    b: &Backends,
+    shared: &Shared,
+    provisioning: Arc<Provisioning>,
+) -> Arc<MqttServer<DevicePolicy>> {
     MqttServer::new(
         DevicePolicy::new(
             shared.devices.clone(),
@@ -207,7 +225,8 @@ fn device_mqtt(config: &Config, b: &Backends, shared: &Shared) -> Arc<MqttServer
             b.commands.clone(),
             b.registry.clone(),
             config.instance.clone(),
-        ),
+        )
+        .with_provisioning(provisioning),
         // Publishes of one connection are processed concurrently (PUBACKs stay in order and
         // the device policy keeps the log order), so a device's throughput is not bound by
         // the latency of one fsync.

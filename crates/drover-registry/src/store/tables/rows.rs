@@ -59,6 +59,8 @@ pub async fn counts(db: &mut impl Sql) -> Fallible<RowCounts> {
         twin_outbox: number(db, "SELECT COUNT(*) FROM twin_outbox", &[]).await?,
         certificates: number(db, "SELECT COUNT(*) FROM certificates", &[]).await?,
         revocations: number(db, "SELECT COUNT(*) FROM revocations", &[]).await?,
+        enrollments: number(db, "SELECT COUNT(*) FROM enrollments", &[]).await?,
+        registrations: number(db, "SELECT COUNT(*) FROM registrations", &[]).await?,
     })
 }
 
