@@ -108,6 +108,28 @@ async fn put(
     Ok((status, Json(stored.redacted())).into_response())
 }
 
+async fn get(
+    s: ApiState,
+    who: drover_model::Principal,
+    app: String,
+    kind: EnrollmentKind,
+    id: String,
+) -> ApiResult<Json<Enrollment>> {
+    Ok(Json(s.registry.enrollment(&who, &app, kind, &id).await?))
+}
+
+async fn delete(
+    s: ApiState,
+    who: drover_model::Principal,
+    app: String,
+    kind: EnrollmentKind,
+    id: String,
+) -> ApiResult<StatusCode> {
+    s.registry.delete_enrollment(&who, &app, kind, &id).await?;
+    tracing::info!(app = %app, kind = kind.as_str(), id = %id, user = who.name(), "enrollment deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// An individual enrollment (reader role; keys for administrators).
 #[utoipa::path(get, path = "/apps/{app}/enrollments/{id}", tag = "provisioning", params(IdPath),
     responses((status = 200, description = "The enrollment", body = Enrollment),
@@ -117,11 +139,7 @@ async fn get_individual(
     Caller(who): Caller,
     Path(IdPath { app, id }): Path<IdPath>,
 ) -> ApiResult<Json<Enrollment>> {
-    let e = s
-        .registry
-        .enrollment(&who, &app, EnrollmentKind::Individual, &id)
-        .await?;
-    Ok(Json(e))
+    get(s, who, app, EnrollmentKind::Individual, id).await
 }
 
 /// Create or replace an individual enrollment: registration `id` provisions into this
@@ -152,10 +170,7 @@ async fn delete_individual(
     Caller(who): Caller,
     Path(IdPath { app, id }): Path<IdPath>,
 ) -> ApiResult<StatusCode> {
-    s.registry
-        .delete_enrollment(&who, &app, EnrollmentKind::Individual, &id)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete(s, who, app, EnrollmentKind::Individual, id).await
 }
 
 /// An enrollment group (reader role; keys for administrators).
@@ -167,11 +182,7 @@ async fn get_group(
     Caller(who): Caller,
     Path(IdPath { app, id }): Path<IdPath>,
 ) -> ApiResult<Json<Enrollment>> {
-    let e = s
-        .registry
-        .enrollment(&who, &app, EnrollmentKind::Group, &id)
-        .await?;
-    Ok(Json(e))
+    get(s, who, app, EnrollmentKind::Group, id).await
 }
 
 /// Create or replace an enrollment group: every registration attested by a key derived from
@@ -202,10 +213,7 @@ async fn delete_group(
     Caller(who): Caller,
     Path(IdPath { app, id }): Path<IdPath>,
 ) -> ApiResult<StatusCode> {
-    s.registry
-        .delete_enrollment(&who, &app, EnrollmentKind::Group, &id)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete(s, who, app, EnrollmentKind::Group, id).await
 }
 
 /// The registration records of the application: which registration ids were provisioned as
