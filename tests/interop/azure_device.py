@@ -15,6 +15,10 @@ Scenarios:
             invoked through the API
   x509      X.509 certificate: telemetry and a twin read
   takeover  two clients with the same identity: the second connection drops the first
+  provision the SDK's ProvisioningDeviceClient registers (symmetric key: --key, or --group-key
+            from which the device key is derived) with --id-scope at dps.<hub domain>, then
+            connects to the hub it was assigned and sends telemetry; with --expect-refusal the
+            registration must fail
 
 usage: azure_device.py SCENARIO --transport mqtt|websockets --hub HOST --device ID
            (--key KEY | --cert FILE --cert-key FILE) --ca FILE --mqtts-port P --https-port P
@@ -22,6 +26,8 @@ usage: azure_device.py SCENARIO --transport mqtt|websockets --hub HOST --device 
 """
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import socket
 import subprocess
@@ -31,7 +37,10 @@ import time
 import urllib.request
 
 p = argparse.ArgumentParser()
-p.add_argument("scenario", choices=["full", "x509", "takeover"])
+p.add_argument("scenario", choices=["full", "x509", "takeover", "provision"])
+p.add_argument("--id-scope")
+p.add_argument("--group-key")
+p.add_argument("--expect-refusal", action="store_true")
 p.add_argument("--transport", choices=["mqtt", "websockets"], default="mqtt")
 p.add_argument("--hub", required=True)
 p.add_argument("--device", required=True)
@@ -63,7 +72,8 @@ def _resolved(address, *a, **kw):
 
 socket.create_connection = _resolved
 
-from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse, X509  # noqa: E402
+from azure.iot.device import (  # noqa: E402
+    IoTHubDeviceClient, Message, MethodResponse, ProvisioningDeviceClient, X509)
 
 WEBSOCKETS = args.transport == "websockets"
 
@@ -186,5 +196,31 @@ def takeover():
     first.shutdown()
 
 
-{"full": full, "x509": x509, "takeover": takeover}[args.scenario]()
+def provision():
+    key = args.key
+    if args.group_key:
+        digest = hmac.new(base64.b64decode(args.group_key), args.device.encode(), hashlib.sha256).digest()
+        key = base64.b64encode(digest).decode()
+    pc = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host=f"dps.{HUB_DOMAIN}", registration_id=args.device, id_scope=args.id_scope,
+        symmetric_key=key, server_verification_cert=open(args.ca).read(), websockets=WEBSOCKETS)
+    pc.provisioning_payload = {"model": "sensor-v2"}
+    try:
+        result = pc.register()
+    except Exception as e:  # noqa: BLE001 - the SDK raises its own kinds
+        check(args.expect_refusal, f"registration refused: {type(e).__name__}: {e}")
+        return
+    check(not args.expect_refusal and result.status == "assigned", f"registration: {result}")
+    state = result.registration_state
+    check(state.assigned_hub.endswith("." + HUB_DOMAIN), f"assigned hub {state.assigned_hub}")
+    c = IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id,
+        server_verification_cert=open(args.ca).read(), websockets=WEBSOCKETS)
+    c.connect()
+    check(c.connected, f"connected to {state.assigned_hub} as {state.device_id}")
+    send_telemetry(c)
+    c.shutdown()
+
+
+{"full": full, "x509": x509, "takeover": takeover, "provision": provision}[args.scenario]()
 print("ALL OK", flush=True)

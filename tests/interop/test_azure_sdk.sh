@@ -67,11 +67,57 @@ step "a second connection with the same identity drops the first"
 run_ok "two SDK clients as dev1" device takeover --transport mqtt --device dev1 --key "$KEY1"
 assert_contains "$LAST_OUTPUT" "ALL OK" "the takeover"
 
+step "provisioning (DPS): enrollments through the API"
+SCOPE="$(curl -sf -u "admin:$ADMIN_TOKEN" "$DROVER_URL/api/provisioning/v1alpha1/info" | json_get 'd["idScope"]')"
+GROUP_KEY="$(head -c 32 /dev/urandom | base64 -w0)"
+IND_KEY="$(head -c 32 /dev/urandom | base64 -w0)"
+http_as admin "$ADMIN_TOKEN" PUT "/api/provisioning/v1alpha1/apps/$APP/groups/factory" -H 'content-type: application/json' \
+    -d "{\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$GROUP_KEY\"}},\"labels\":{\"source\":\"dps\"}}"
+expect_status 201 "enrollment group factory"
+http_as admin "$ADMIN_TOKEN" PUT "/api/provisioning/v1alpha1/apps/$APP/enrollments/solo-1" -H 'content-type: application/json' \
+    -d "{\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$IND_KEY\"}},\"initialTwin\":{\"desired\":{\"interval\":5}}}"
+expect_status 201 "individual enrollment solo-1"
+http_as admin "$ADMIN_TOKEN" PUT "/api/provisioning/v1alpha1/apps/$APP/enrollments/off-1" -H 'content-type: application/json' \
+    -d "{\"provisioningStatus\":\"disabled\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$IND_KEY\"}}}"
+expect_status 201 "disabled enrollment off-1"
+
+step "azure-iot-device's ProvisioningDeviceClient registers, then connects to its hub"
+run_ok "a group device over MQTT" device provision --transport mqtt --device line-4-unit-17 --group-key "$GROUP_KEY" --id-scope "$SCOPE"
+assert_contains "$LAST_OUTPUT" "ALL OK" "group enrollment over MQTT"
+run_ok "an individual enrollment over MQTT over WebSocket" device provision --transport websockets --device solo-1 --key "$IND_KEY" --id-scope "$SCOPE"
+assert_contains "$LAST_OUTPUT" "ALL OK" "individual enrollment over WebSocket"
+run_ok "a disabled enrollment" device provision --transport mqtt --device off-1 --key "$IND_KEY" --id-scope "$SCOPE" --expect-refusal
+assert_contains "$LAST_OUTPUT" "registration refused" "the disabled enrollment is refused"
+http_as admin "$ADMIN_TOKEN" GET "/api/registry/v1alpha1/apps/$APP/devices/line-4-unit-17"
+expect_status 200 "the provisioned device"
+assert_contains "$HTTP_BODY" '"source":"dps"' "it has the group's labels"
+http_as admin "$ADMIN_TOKEN" GET "/api/registry/v1alpha1/apps/$APP/devices/solo-1/twin"
+assert_contains "$HTTP_BODY" '"interval":5' "the individual enrollment's initial twin"
+
+step "provisioning over REST with curl"
+DPS_TOKEN="$("$PY" -c '
+import base64, hashlib, hmac, sys, time, urllib.parse
+scope, rid, key = sys.argv[1:4]
+sr = urllib.parse.quote(f"{scope}/registrations/{rid}", safe="")
+se = int(time.time()) + 600
+sig = base64.b64encode(hmac.new(base64.b64decode(key), f"{sr}\n{se}".encode(), hashlib.sha256).digest()).decode()
+sig = urllib.parse.quote(sig, safe="")
+print(f"SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn=registration")
+' "$SCOPE" solo-1 "$IND_KEY")"
+http PUT "$DROVER_HTTPS_URL/$SCOPE/registrations/solo-1/register?api-version=2019-03-31" --cacert "$DROVER_DATA/tls/ca.pem" \
+    -H "authorization: $DPS_TOKEN" -H 'content-type: application/json' -d '{"registrationId":"solo-1"}'
+expect_status 202 "PUT .../register"
+op="$(printf '%s' "$HTTP_BODY" | json_get 'd["operationId"]')"
+http GET "$DROVER_HTTPS_URL/$SCOPE/registrations/solo-1/operations/$op?api-version=2019-03-31" --cacert "$DROVER_DATA/tls/ca.pem" \
+    -H "authorization: $DPS_TOKEN"
+expect_status 200 "GET .../operations/{id}"
+assert_contains "$HTTP_BODY" '"deviceId":"solo-1"' "assigned"
+
 step "the telemetry in the stream"
 ws_url="ws://127.0.0.1:${DROVER_URL##*:}/api/integrations/v1alpha1/ws/$APP"
 run_ok "read the stream" "$PY" "$REPO_ROOT/tests/interop/stream.py" "$ws_url" admin "$ADMIN_TOKEN" 0
 events="$(printf '%s\n' "$LAST_OUTPUT" | grep io.drogue.event.v1 | grep '"subject": "telemetry"')"
-for who in '"device": "dev1"' '"device": "dev2"' '"device": "dev-x509"'; do
+for who in '"device": "dev1"' '"device": "dev2"' '"device": "dev-x509"' '"device": "line-4-unit-17"' '"device": "solo-1"'; do
     assert_contains "$events" "$who" "telemetry of $who"
 done
 assert_contains "$events" '"transport": "websockets"' "telemetry that came over WebSocket"

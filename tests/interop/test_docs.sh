@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DOCS_ALL=(README.md docs/*.md)
 # The documents with examples that run here (the others have only `not tested` blocks).
-DOCS_RUN=(${DOCS:-README.md docs/devices.md docs/commands.md docs/integrations.md docs/cli.md docs/twins.md docs/azure.md})
+DOCS_RUN=(${DOCS:-README.md docs/devices.md docs/commands.md docs/integrations.md docs/cli.md docs/twins.md docs/azure.md docs/certificates.md docs/provisioning.md})
 VENV="$INTEROP_DIR/.venv"
 
 step "tools the documents use"

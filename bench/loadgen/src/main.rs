@@ -7,6 +7,7 @@
 
 mod conns;
 mod consumers;
+mod dps;
 mod fanin;
 mod http;
 mod ledger;
@@ -47,6 +48,9 @@ commands (options with defaults; see bench/README.md):
   provision  create an application and devices over the registry API
              --api 127.0.0.1:8011 --token TOKEN --app bench --devices 10 --prefix d
              --pass pw | --pass-sha512 '$6$...' --concurrency 4
+  dps        provisioning throughput: an enrollment group, then N registrations over MQTT
+             --addr 127.0.0.1:1883 --api 127.0.0.1:8011 --token T --app dps
+             --registrations 10000 --concurrency 64 --prefix unit- --pid --label
   soak       mixed load for --duration s (run by bench/soak.sh, which restarts the server
              meanwhile), then every acknowledged message looked up in the stream; exit 1 if any
              is missing. --mqtt --http --api --int ADDR --token T --app soak --duration 3600
@@ -196,6 +200,7 @@ fn main() {
             "storm" => conns::storm(&args).await,
             "http" => http::bench(&args).await,
             "provision" => http::provision(&args).await,
+            "dps" => dps::bench(&args).await,
             "soak" => soak::soak(&args).await,
             "soak-summary" => soak_summary::summary(&args),
             "summarize" => stats::summarize(&args),

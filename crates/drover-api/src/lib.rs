@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+pub mod certificates;
 mod commands;
 mod discovery;
 pub mod error;
@@ -14,6 +15,7 @@ mod extract;
 pub mod health;
 mod openapi;
 mod params;
+mod provisioning;
 mod registry;
 mod tokens;
 mod twins;
@@ -68,6 +70,8 @@ pub struct ApiSettings {
     /// The outbound address policy: devices whose external command endpoints it refuses
     /// (literal addresses, `localhost`) are refused at write time (400).
     pub outbound: Arc<drover_integrations::outbound::OutboundPolicy>,
+    /// The installation's provisioning ID scope (DPS).
+    pub id_scope: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -83,6 +87,7 @@ impl Default for ApiSettings {
             ws_send_timeout: std::time::Duration::from_secs(30),
             readiness: None,
             outbound: Arc::default(),
+            id_scope: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct ApiState {
     /// integration's).
     pub user_connections: Arc<drover_integrations::limits::UserConnections>,
     pub settings: Arc<ApiSettings>,
+    /// The installation's device CA (the certificates API).
+    pub device_ca: Option<Arc<certificates::CaSettings>>,
     /// Turns true when the server shuts down: long-lived responses end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -112,6 +119,8 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .nest(registry::BASE, twins::routes())
         .nest(registry::BASE, webhooks::routes())
         .nest(admin::BASE, admin::routes())
+        .nest(certificates::BASE, certificates::routes())
+        .nest(provisioning::BASE, provisioning::routes())
         .merge(tokens::routes())
         .merge(watch::routes())
         .merge(ws::routes())

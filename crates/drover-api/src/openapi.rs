@@ -30,7 +30,7 @@ pub(crate) const NOT_FOUND_APP: &str =
     components(schemas(ErrorInformation)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
-    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"), (name = "commands"), (name = "webhooks"))
+    tags((name = "registry"), (name = "admin"), (name = "tokens"), (name = "discovery"), (name = "integrations"), (name = "commands"), (name = "certificates"), (name = "twins"), (name = "provisioning"), (name = "webhooks"))
 )]
 pub(crate) struct ApiDoc;
 

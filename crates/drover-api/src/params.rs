@@ -59,7 +59,7 @@ pub fn page_bound() -> Object {
         .build()
 }
 
-fn path_param(name: &str, description: &str, schema: Object) -> Parameter {
+pub(crate) fn path_param(name: &str, description: &str, schema: Object) -> Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Path)
@@ -102,8 +102,14 @@ pub fn list_params() -> Vec<Parameter> {
             .examples(["env=prod,tier in (a,b),!legacy"])
             .build(),
     );
-    vec![
-        labels,
+    let mut params = vec![labels];
+    params.extend(page_params());
+    params
+}
+
+/// `limit` and `offset` of a list.
+pub fn page_params() -> [Parameter; 2] {
+    [
         query_param(
             "limit",
             "Maximum number of items to return (none: all)",
@@ -114,7 +120,7 @@ pub fn list_params() -> Vec<Parameter> {
     ]
 }
 
-fn app_param() -> Parameter {
+pub(crate) fn app_param() -> Parameter {
     path_param("app", "The application's name", app_name())
 }
 

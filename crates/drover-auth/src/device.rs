@@ -46,6 +46,30 @@ pub trait DeviceDirectory: Send + Sync + 'static {
         &self,
         subject: &str,
     ) -> Result<Vec<Resource>, DirectoryError>;
+    /// A certificate the installation's device CA issued, by SHA-256 fingerprint (hex).
+    async fn issued_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<IssuedCertificate>, DirectoryError>;
+    /// Creates device `device` in `app` for auto-registration (labelled
+    /// `drover.io/auto-registered`), or returns the one that exists by now.
+    async fn register_device(&self, app: &str, device: &str) -> Result<Resource, DirectoryError>;
+    /// Whether the application (by uid) revoked a certificate of its own trust anchors, by
+    /// fingerprint or serial (lowercase hex).
+    async fn certificate_revoked(
+        &self,
+        app_uid: &str,
+        fingerprint: &str,
+        serial: &str,
+    ) -> Result<bool, DirectoryError>;
+}
+
+/// A certificate the device CA issued, as authentication needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    pub application: String,
+    pub device: String,
+    pub revoked: bool,
 }
 
 /// The directory could not answer (storage down): a retryable failure, not a refusal. Holds
@@ -212,9 +236,29 @@ struct CacheEntry {
 /// bounded; a busy fleet refills it at once).
 const CACHE_CAPACITY: usize = 200_000;
 
+/// What is told of a device auto-registration created: the device and the certificate.
+pub type RegistrationHook = Arc<dyn Fn(&AuthenticatedDevice, &Registration) + Send + Sync>;
+
+/// The certificate a device was auto-registered with.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub subject: String,
+    pub issuer: String,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+}
+
+/// The label of auto-registered devices.
+pub const AUTO_REGISTERED_LABEL: &str = "drover.io/auto-registered";
+
 /// Authenticates devices against a [`DeviceDirectory`].
 pub struct DeviceAuthenticator {
     directory: Arc<dyn DeviceDirectory>,
+    /// The installation's device CA (certificate DER and subject DN), whose certificates are
+    /// found by fingerprint in the directory.
+    device_ca: Option<(Vec<u8>, String)>,
+    /// Told of every device auto-registration created.
+    on_registered: Option<RegistrationHook>,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
     hashing: Semaphore,
     throttle: Arc<Throttle>,
@@ -234,10 +278,25 @@ impl DeviceAuthenticator {
             .unwrap_or(2);
         Self {
             directory,
+            device_ca: None,
+            on_registered: None,
             cache: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(workers),
             throttle,
         }
+    }
+
+    /// Trusts the installation's device CA: certificates it issued authenticate the device
+    /// the inventory names for them, unless revoked.
+    pub fn with_device_ca(mut self, ca: &crate::ca::DeviceCa) -> Self {
+        self.device_ca = Some((ca.cert_der().to_vec(), ca.subject().to_string()));
+        self
+    }
+
+    /// Calls `hook` for every device auto-registration creates (e.g. to record an event).
+    pub fn on_registered(mut self, hook: RegistrationHook) -> Self {
+        self.on_registered = Some(hook);
+        self
     }
 
     /// Who is this device, presenting `creds` from `source`? Password attempts go through the
@@ -349,6 +408,12 @@ impl DeviceAuthenticator {
             .ok_or_else(|| AuthError::Certificate("no client certificate".into()))?;
         let id = crate::x509::client_identity(leaf)
             .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        let fingerprint = crate::ca::fingerprint(leaf);
+        if let Some((ca, subject)) = &self.device_ca {
+            if id.issuer == *subject {
+                return self.issued(chain, ca, &fingerprint, application).await;
+            }
+        }
         let candidates = match application {
             Some(app) => vec![self.live_application(app).await?],
             None => {
@@ -379,10 +444,32 @@ impl DeviceAuthenticator {
                 )));
                 continue;
             }
+            if self
+                .directory
+                .certificate_revoked(&app.metadata.uid, &fingerprint, &id.serial)
+                .await?
+            {
+                last = Some(AuthError::Certificate(format!(
+                    "certificate {fingerprint} (serial {}) was revoked by application '{name}'",
+                    id.serial
+                )));
+                continue;
+            }
             let mut device = self.directory.device(&name, &id.subject).await?;
             if device.is_none() {
                 if let Some(cn) = &id.common_name {
                     device = self.directory.device(&name, cn).await?;
+                }
+            }
+            let mut registered = false;
+            if device.is_none() && spec::auto_register(&app.spec) {
+                if let Some(cn) = id
+                    .common_name
+                    .as_deref()
+                    .filter(|cn| drover_model::names::validate_device_name(cn).is_ok())
+                {
+                    device = Some(self.directory.register_device(&name, cn).await?);
+                    registered = true;
                 }
             }
             let Some(device) = device else {
@@ -390,12 +477,73 @@ impl DeviceAuthenticator {
                 continue;
             };
             check_live_device(&name, &device)?;
-            return Ok(AuthenticatedDevice {
+            let authenticated = AuthenticatedDevice {
                 application: Arc::new(app),
                 device: Arc::new(device),
-            });
+            };
+            if registered {
+                tracing::info!(app = %name, device = authenticated.device_name(), subject = %id.subject, "auto-registered a device on its first connection");
+                if let Some(hook) = &self.on_registered {
+                    hook(
+                        &authenticated,
+                        &Registration {
+                            subject: id.subject.clone(),
+                            issuer: id.issuer.clone(),
+                            fingerprint: fingerprint.clone(),
+                        },
+                    );
+                }
+            }
+            return Ok(authenticated);
         }
         Err(last.unwrap_or_else(|| AuthError::Certificate("no matching application".into())))
+    }
+
+    /// A certificate of the installation's device CA: the chain verified against it, the
+    /// device the inventory names for its fingerprint, unless revoked.
+    async fn issued(
+        &self,
+        chain: &[Vec<u8>],
+        ca: &[u8],
+        fingerprint: &str,
+        application: Option<&str>,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        crate::x509::verify_chain_to(chain, &[ca.to_vec()], std::time::SystemTime::now())
+            .map_err(|e| AuthError::Certificate(format!("{e} (the device CA)")))?;
+        let found = self
+            .directory
+            .issued_certificate(fingerprint)
+            .await?
+            .ok_or_else(|| {
+                AuthError::Certificate(format!(
+                    "certificate {fingerprint} names the device CA as issuer but is not in its inventory"
+                ))
+            })?;
+        if found.revoked {
+            return Err(AuthError::Certificate(format!(
+                "certificate {fingerprint} of device '{}' (application '{}') was revoked",
+                found.device, found.application
+            )));
+        }
+        if application.is_some_and(|a| a != found.application) {
+            return Err(AuthError::Certificate(format!(
+                "certificate {fingerprint} belongs to application '{}'",
+                found.application
+            )));
+        }
+        let app = self.live_application(&found.application).await?;
+        let device = self
+            .directory
+            .device(&found.application, &found.device)
+            .await?
+            .ok_or_else(|| {
+                AuthError::UnknownDevice(found.application.clone(), found.device.clone())
+            })?;
+        check_live_device(&found.application, &device)?;
+        Ok(AuthenticatedDevice {
+            application: Arc::new(app),
+            device: Arc::new(device),
+        })
     }
 
     /// Sets `hashed` when a stored hash was verified (the expensive part).

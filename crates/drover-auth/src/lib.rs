@@ -10,6 +10,8 @@
 //! - [`oidc`]: validation of Bearer JWTs issued by a configured OpenID Connect provider, with
 //!   lazily fetched and cached signing keys.
 //! - [`x509`]: parsing of application trust anchors (base64-encoded PEM certificates).
+//! - [`ca`]: the installation's device CA: generating it, issuing device certificates from
+//!   CSRs, CRLs.
 //! - [`device`]: device authentication (passwords, X.509) against a `DeviceDirectory`.
 //! - [`user`]: user authentication (access tokens, OIDC JWT) against a `UserDirectory`, and
 //!   the re-check of long-lived sessions when access may have been taken away.
@@ -23,6 +25,7 @@
 //! are plain blocking functions; async callers run them on `spawn_blocking`, behind a cache.
 //! Nothing here reads environment variables or files.
 
+pub mod ca;
 pub mod device;
 pub mod oidc;
 pub mod password;

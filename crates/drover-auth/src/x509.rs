@@ -177,6 +177,8 @@ pub struct ClientIdentity {
     pub subject: String,
     pub issuer: String,
     pub common_name: Option<String>,
+    /// The serial number, lowercase hex without leading zeros.
+    pub serial: String,
 }
 
 /// Reads the identity of a client's end-entity certificate (DER).
@@ -193,6 +195,11 @@ pub fn client_identity(leaf_der: &[u8]) -> Result<ClientIdentity, CertificateErr
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         common_name,
+        serial: cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     })
 }
 
@@ -204,16 +211,30 @@ pub fn verify_client_chain(
     anchors: &[String],
     now: std::time::SystemTime,
 ) -> Result<(), String> {
-    use rustls_pki_types::{CertificateDer, UnixTime};
-    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
-    let anchor_ders: Vec<CertificateDer<'static>> = anchors
+    let anchor_ders: Vec<Vec<u8>> = anchors
         .iter()
         .filter_map(|a| parse_trust_anchor(a).ok())
-        .map(|info| CertificateDer::from(info.der))
+        .map(|info| info.der)
         .collect();
     if anchor_ders.is_empty() {
         return Err("the application has no valid trust anchor".into());
     }
+    verify_chain_to(chain, &anchor_ders, now)
+}
+
+/// Verifies a client certificate chain (DER, end entity first) against trust anchors given as
+/// DER certificates, as [`verify_client_chain`] does.
+pub fn verify_chain_to(
+    chain: &[Vec<u8>],
+    anchor_ders: &[Vec<u8>],
+    now: std::time::SystemTime,
+) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+    let anchor_ders: Vec<CertificateDer<'_>> = anchor_ders
+        .iter()
+        .map(|d| CertificateDer::from(d.as_slice()))
+        .collect();
     let trust_anchors = anchor_ders
         .iter()
         .map(webpki::anchor_from_trusted_cert)

@@ -5,6 +5,7 @@
 //! Endpoints know nothing of integrations: the two meet only in the bus.
 
 pub mod azure;
+pub mod dps;
 pub mod event;
 pub mod http;
 pub mod mqtt;

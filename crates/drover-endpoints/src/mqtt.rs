@@ -15,6 +15,8 @@
 //!   `command/inbox/#`; once one is stored in the session (the `subscribed` hook) the device's
 //!   queued commands are handed over; the twin topics (`twin`); anything else is refused.
 //! - Twins: `$twin/get`, `$twin/reported`, `$twin/desired`, `$twin/current` (see `twin`).
+//! - Provisioning clients (a DPS username, see `crate::dps`) register over the same listeners
+//!   (`provision`).
 //! - Transports: the MQTT and MQTTS listeners, and WebSocket on the HTTP(S) device listeners
 //!   (`websocket`).
 //! - Connection changes become `io.drogue.connection.v1` events; a will becomes an event when
@@ -23,6 +25,7 @@
 mod commands;
 mod connect;
 mod iothub;
+mod provision;
 mod publish;
 mod topic;
 mod twin;
@@ -72,6 +75,8 @@ pub struct DevicePolicy {
     commands: Arc<CommandRouter>,
     twins: Arc<dyn DeviceTwins>,
     instance: String,
+    /// Device provisioning (DPS) over MQTT, when the server offers it.
+    provisioning: Option<Arc<crate::dps::service::Provisioning>>,
 }
 
 impl DevicePolicy {
@@ -88,18 +93,45 @@ impl DevicePolicy {
             commands,
             twins,
             instance,
+            provisioning: None,
         }
+    }
+
+    /// Serves provisioning clients (DPS usernames) too.
+    pub fn with_provisioning(mut self, p: Arc<crate::dps::service::Provisioning>) -> Self {
+        self.provisioning = Some(p);
+        self
     }
 }
 
+/// Who a connection is: a device, or a provisioning client (before it is a device).
+#[derive(Clone)]
+pub enum Identity {
+    Device(Arc<DeviceConnection>),
+    Provisioning(Arc<provision::ProvisioningClient>),
+}
+
 impl Policy for DevicePolicy {
-    type Identity = Arc<DeviceConnection>;
+    type Identity = Identity;
 
     async fn connect(&self, req: &ConnectRequest) -> Result<Accepted<Self::Identity>, Refusal> {
-        self.accept(req).await
+        if let Some(client) = self.provisioning_client(req).await? {
+            return Ok(client);
+        }
+        let a = self.accept(req).await?;
+        Ok(Accepted {
+            identity: Identity::Device(a.identity),
+            session_key: a.session_key,
+            wildcard_subscriptions: a.wildcard_subscriptions,
+            shared_subscriptions: a.shared_subscriptions,
+        })
     }
 
-    async fn connected(&self, conn: &Self::Identity, session: &SessionHandle, _present: bool) {
+    async fn connected(&self, id: &Self::Identity, session: &SessionHandle, _present: bool) {
+        let conn = match id {
+            Identity::Device(c) => c,
+            Identity::Provisioning(p) => return p.connected(session),
+        };
         // On a cluster, the device's connections on other nodes close.
         self.commands.session_started(
             conn.device.app_name(),
@@ -117,25 +149,41 @@ impl Policy for DevicePolicy {
         self.connection_event(conn, true).await;
     }
 
-    async fn publish(&self, conn: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
-        self.publish_one(conn, msg).await
+    async fn publish(&self, id: &Self::Identity, msg: Inbound) -> Result<(), PublishRefusal> {
+        match id {
+            Identity::Device(conn) => self.publish_one(conn, msg).await,
+            Identity::Provisioning(p) => self.provisioning_publish(p, msg).await,
+        }
     }
 
     /// One log append for the whole batch, in packet order (see `publish_in_order`).
     async fn publish_batch(
         &self,
-        conn: &Self::Identity,
+        id: &Self::Identity,
         messages: Vec<Inbound>,
     ) -> Vec<Result<(), PublishRefusal>> {
-        self.publish_in_order(conn, messages).await
+        match id {
+            Identity::Device(conn) => self.publish_in_order(conn, messages).await,
+            Identity::Provisioning(p) => {
+                let mut out = Vec::with_capacity(messages.len());
+                for m in messages {
+                    out.push(self.provisioning_publish(p, m).await);
+                }
+                out
+            }
+        }
     }
 
     async fn subscribe(
         &self,
-        conn: &Self::Identity,
+        id: &Self::Identity,
         _session: &SessionHandle,
         req: &SubscribeRequest,
     ) -> Vec<Result<QoS, SubscribeRefusal>> {
+        let conn = match id {
+            Identity::Device(c) => c,
+            Identity::Provisioning(p) => return p.subscribe(req),
+        };
         if conn.azure.is_some() {
             return iothub::subscribe(conn, req);
         }
@@ -159,10 +207,13 @@ impl Policy for DevicePolicy {
     /// A command inbox is stored in the session now: hand over what waits for the device.
     async fn subscribed(
         &self,
-        conn: &Self::Identity,
+        id: &Self::Identity,
         session: &SessionHandle,
         granted: &[Subscription],
     ) {
+        let Identity::Device(conn) = id else {
+            return;
+        };
         if granted
             .iter()
             .any(|s| topic::is_command_inbox(&s.filter) || conn.azure.is_some())
@@ -176,7 +227,10 @@ impl Policy for DevicePolicy {
         }
     }
 
-    async fn will(&self, conn: &Self::Identity, will: Inbound) {
+    async fn will(&self, id: &Self::Identity, will: Inbound) {
+        let Identity::Device(conn) = id else {
+            return;
+        };
         match self.event_for(conn, will).await {
             Ok(event) => {
                 let _ = self.append(conn, event).await;
@@ -189,7 +243,10 @@ impl Policy for DevicePolicy {
         }
     }
 
-    async fn disconnected(&self, conn: &Self::Identity, reason: &CloseReason) {
+    async fn disconnected(&self, id: &Self::Identity, reason: &CloseReason) {
+        let Identity::Device(conn) = id else {
+            return;
+        };
         tracing::debug!(
             app = conn.device.app_name(),
             device = conn.device.device_name(),

@@ -17,6 +17,9 @@ pub const COMMAND_REPLY_TYPE: &str = "io.drogue.command.response.v1";
 /// CloudEvent type of a queued command whose time to live ended undelivered.
 pub const COMMAND_EXPIRED_TYPE: &str = "io.drogue.command.expired.v1";
 
+/// CloudEvent type of a device created by auto-registration on its first connection
+/// (`spec.trustAnchors.autoRegister`; data: `{"subject", "issuer", "fingerprint"}`).
+pub const DEVICE_REGISTERED_TYPE: &str = "io.drover.device.registered.v1";
 /// CloudEvent type of a change of a device twin's desired properties (data: `{"patch", "version"}`).
 pub const TWIN_DESIRED_TYPE: &str = "io.drover.twin.desired.v1";
 /// CloudEvent type of a change of a device twin's reported properties (data as for desired).

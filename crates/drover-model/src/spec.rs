@@ -176,6 +176,14 @@ pub enum MqttDialect {
 pub struct TrustAnchors {
     #[serde(default)]
     pub anchors: Vec<TrustAnchor>,
+    /// A valid certificate of one of the anchors whose common name names no device creates
+    /// that device on its first connection.
+    #[serde(
+        default,
+        rename = "autoRegister",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub auto_register: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,6 +361,11 @@ pub fn trust_anchors(spec: &Map<String, Value>) -> Vec<String> {
         .into_iter()
         .map(|a| a.certificate)
         .collect()
+}
+
+/// `spec.trustAnchors.autoRegister`.
+pub fn auto_register(spec: &Map<String, Value>) -> bool {
+    section::<TrustAnchors>(spec, "trustAnchors").auto_register
 }
 
 /// Replaces every plain password in both credential sections with what `hash` returns for it.

@@ -25,8 +25,10 @@
 //! This crate knows nothing of protocols: no HTTP, no MQTT; and it reads no configuration: the
 //! binary hands in the database path or URL.
 
+pub mod certificates;
 mod logic;
 mod postgres;
+pub mod provisioning;
 mod sql;
 mod sqlite;
 mod store;
@@ -41,10 +43,15 @@ use chrono::{DateTime, Utc};
 use drover_model::{Kind, Members, Principal, Reason, Resource, ResourceInput, Selector};
 use serde::{Deserialize, Serialize};
 
+pub use certificates::{CertificateRecord, CertificateStore, Revocation, RevokedBy};
 pub use postgres::{PgOptions, PostgresRegistry};
+pub use provisioning::ProvisioningStore;
 pub use sqlite::SqliteRegistry;
 pub use store::migrate::{copy_registry, CopiedApp, CopyOptions, MigrationReport, RowCounts};
 pub use store::SqlRegistry;
+/// The path of the device change a certificate revocation emits (every node ends the device's
+/// sessions on it).
+pub const REVOCATION_PATH: &str = ".status.certificates";
 pub use twin::{DeviceTwins, TwinChange, TwinStore, TwinUpdate};
 pub use webhook::{StoredWebhook, WebhookProgress, WebhookStore};
 
@@ -218,7 +225,9 @@ pub trait AccessReader: Send + Sync + 'static {
 /// integrations), `drover_auth::device::DeviceDirectory` (device endpoints) and
 /// `drover_auth::user::UserDirectory` (user authentication), which the stores implement too.
 #[async_trait]
-pub trait Registry: AccessReader + TwinStore + WebhookStore {
+pub trait Registry:
+    AccessReader + TwinStore + CertificateStore + ProvisioningStore + WebhookStore
+{
     async fn create_app(&self, who: &Principal, input: ResourceInput) -> Result<Resource>;
     async fn list_apps(&self, who: &Principal, opts: &ListOptions) -> Result<Listing<Resource>>;
     /// Returns the stored resource after the update (unchanged for a no-op update).

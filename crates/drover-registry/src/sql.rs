@@ -140,15 +140,15 @@ impl From<bool> for Arg<'_> {
     }
 }
 
-impl From<DateTime<Utc>> for Arg<'_> {
-    fn from(v: DateTime<Utc>) -> Self {
-        Arg::Time(v)
-    }
-}
-
 impl From<Option<DateTime<Utc>>> for Arg<'_> {
     fn from(v: Option<DateTime<Utc>>) -> Self {
         Arg::OptTime(v)
+    }
+}
+
+impl From<DateTime<Utc>> for Arg<'_> {
+    fn from(v: DateTime<Utc>) -> Self {
+        Arg::Time(v)
     }
 }
 

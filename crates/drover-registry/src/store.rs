@@ -20,11 +20,13 @@
 mod access;
 mod accounts;
 mod apps;
+mod certificates;
 mod changes;
 mod devices;
 mod directories;
 mod members;
 pub(crate) mod migrate;
+mod provisioning;
 mod tables;
 mod twins;
 mod webhooks;

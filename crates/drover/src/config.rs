@@ -178,6 +178,14 @@ settings! {
     public_hosts: List = "", "HOST,...", SERVE, host_names, Plain;
     /// DNS domain under which each application is an IoT hub, `<app>.<hub_domain>` (the host name Azure SDK devices are given): the development certificate names `*.<hub_domain>`.
     hub_domain: Option<String> = "", "DOMAIN", SERVE, dns_domain, Plain;
+    /// Certificate (PEM) of a device CA of your own, used instead of the one Drover generates and keeps in the registry (give the same on every node).
+    device_ca_cert: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Private key (PEM) of `device_ca_cert`.
+    device_ca_key: Option<PathBuf> = "", "FILE", SERVE, any, Plain;
+    /// Days a device certificate the device CA issues is valid (the default and the most a request may ask).
+    device_cert_days: u32 = "365", "DAYS", SERVE, between::<1, 3650, u32>, Plain;
+    /// The provisioning ID scope devices give to register (DPS); none: derived from the device CA (`0ne` and 8 hex digits), the same on every node.
+    id_scope: Option<String> = "", "SCOPE", SERVE, id_scope_rule, Plain;
     /// Largest HTTP telemetry payload, in bytes.
     http_body_limit: usize = "262144", "BYTES", SERVE, at_least_usize::<1>, Plain;
     /// Days events are kept in each application's stream.
@@ -310,6 +318,17 @@ fn host_names(v: &List) -> Result<(), String> {
     }
 }
 
+fn id_scope_rule(v: &Option<String>) -> Result<(), String> {
+    match v {
+        Some(s)
+            if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            Err("must be 1 to 32 letters and digits".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn dns_domain(v: &Option<String>) -> Result<(), String> {
     match v {
         Some(d) if !is_dns_name(d) => Err(format!(
@@ -433,6 +452,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key go together: set both --tls-cert / DROVER_TLS_CERT and --tls-key / DROVER_TLS_KEY, or neither".into(),
+            ));
+        }
+        if self.device_ca_cert.is_some() != self.device_ca_key.is_some() {
+            return Err(ConfigError(
+                "device_ca_cert and device_ca_key go together: set both --device-ca-cert / DROVER_DEVICE_CA_CERT and --device-ca-key / DROVER_DEVICE_CA_KEY, or neither".into(),
             ));
         }
         for u in [&mut self.public_url, &mut self.oidc_issuer_url]

@@ -195,6 +195,10 @@ fn print_endpoints(url: &str, server: &drover::Server) {
             ca.display()
         );
     }
+    println!(
+        "  Provisioning     ID scope {}   (DPS: MQTT and HTTPS device listeners)",
+        server.id_scope
+    );
     let ws = url.replacen("http", "ws", 1);
     println!("  WebSocket        {ws}{}<app>", drover_api::WS_PATH);
     println!("  Change watch     {url}/api/registry/v1alpha1/watch");

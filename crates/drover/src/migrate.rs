@@ -509,6 +509,18 @@ fn print_registry(r: &MigrationReport) {
             r.rows.webhook_dead_letters,
             "   (of webhooks)",
         ),
+        (
+            "certificates",
+            r.rows.certificates,
+            "   (issued by the device CA, which is copied too)",
+        ),
+        ("revocations", r.rows.revocations, ""),
+        ("enrollments", r.rows.enrollments, "   (provisioning)"),
+        (
+            "registrations",
+            r.rows.registrations,
+            "   (provisioning records)",
+        ),
         ("revision", r.revision, ""),
     ];
     for (what, n, note) in rows {

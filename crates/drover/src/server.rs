@@ -12,6 +12,7 @@
 
 mod backends;
 mod bind;
+mod device_ca;
 mod health;
 mod serve;
 mod services;
@@ -88,6 +89,8 @@ pub struct Server {
     /// The generated development CA (when no certificate is configured): clients trust this file.
     pub dev_ca: Option<PathBuf>,
     pub admin_token: AdminToken,
+    /// The provisioning ID scope devices give (DPS).
+    pub id_scope: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -130,7 +133,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let backends = backends::Backends::open(&config).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let services = services::Services::build(&config, &backends, &addrs, stop_rx.clone())?;
+    let device_ca = device_ca::load(&config, &backends).await?;
+    let id_scope = config
+        .id_scope
+        .clone()
+        .unwrap_or_else(|| device_ca::id_scope(&device_ca));
+    let services = services::Services::build(
+        &config,
+        &backends,
+        &addrs,
+        device_ca,
+        &id_scope,
+        stop_rx.clone(),
+    )?;
     let servers = serve::listeners(&config, listeners, &services, tls.as_ref(), &stop_rx)?;
     let background = vec![
         tokio::spawn(tasks::prune_changes(
@@ -195,6 +210,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         integration_mqtts_addr: addrs.integration_mqtts,
         dev_ca,
         admin_token,
+        id_scope,
         shutdown: Some(shutdown_tx),
         task,
     })

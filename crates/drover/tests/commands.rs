@@ -292,7 +292,7 @@ async fn http_devices_long_poll_and_reply() {
             .unwrap()
     });
     // Send until the long poll is waiting (it registers when its telemetry was appended): a
-    // command before that is refused with 503; the one that reaches it ends the poll.
+    // command before that is refused with 404 DeviceNotOnline; the one that reaches it ends the poll.
     let deadline = tokio::time::Instant::now() + WAIT;
     let (caller, r) = loop {
         let mut call = tokio::spawn(
@@ -304,7 +304,7 @@ async fn http_devices_long_poll_and_reply() {
             polled = &mut poll => break (call, polled.unwrap()),
             answer = &mut call => {
                 let r = answer.unwrap().unwrap();
-                assert_eq!(r.status(), 503, "unexpected answer while nobody polls");
+                assert_eq!(r.status(), 404, "unexpected answer while nobody polls");
                 assert!(tokio::time::Instant::now() < deadline);
             }
         }

@@ -22,10 +22,12 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The operations that need no credentials.
-const PUBLIC: [&str; 7] = [
+const PUBLIC: [&str; 9] = [
     "get /.well-known/drogue-endpoints",
     "get /.well-known/drogue-version",
     "get /.well-known/openid-configuration",
+    "get /api/certificates/v1alpha1/ca",
+    "get /api/certificates/v1alpha1/crl",
     "get /api/sso/v1alpha1/authorize",
     "post /api/sso/v1alpha1/token",
     "get /health/live",

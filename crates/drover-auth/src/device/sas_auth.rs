@@ -103,6 +103,25 @@ mod tests {
         ) -> Result<Vec<Resource>, DirectoryError> {
             Ok(Vec::new())
         }
+        async fn issued_certificate(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::device::IssuedCertificate>, DirectoryError> {
+            Ok(None)
+        }
+        async fn certificate_revoked(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<bool, DirectoryError> {
+            Ok(false)
+        }
+        async fn register_device(&self, _: &str, _: &str) -> Result<Resource, DirectoryError> {
+            Err(DirectoryError(drover_model::Reason::new(
+                "not in these tests",
+            )))
+        }
     }
 
     fn device(name: &str, credentials: serde_json::Value) -> (String, Resource) {

@@ -2,9 +2,14 @@
 //! intact record after it is kept; a torn or damaged end is cut only after being copied aside;
 //! a stream whose files cannot be used is out of service alone.
 
-use super::*;
-use drover_bus::embedded::DamageStats;
-use drover_bus::Record;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::conformance::{append_n, event, ids, key, take};
+use crate::helpers::{frame_starts, open, segment_files};
+use drover_bus::embedded::{DamageStats, EmbeddedLog, LogConfig};
+use drover_bus::{BusError, EventLog, Offset, Record, StartFrom, StreamKey};
 
 fn flip(bytes: &mut [u8], at: usize, mask: u8) {
     bytes[at] ^= mask;

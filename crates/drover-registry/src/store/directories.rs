@@ -3,7 +3,7 @@
 //! decide).
 
 use async_trait::async_trait;
-use drover_auth::device::{DeviceDirectory, DirectoryError};
+use drover_auth::device::{DeviceDirectory, DirectoryError, IssuedCertificate};
 use drover_auth::user::UserDirectory;
 use drover_model::Resource;
 use tokio::sync::watch;
@@ -36,6 +36,53 @@ impl<B: Backend> DeviceDirectory for SqlRegistry<B> {
 
     async fn applications_by_trust_anchor(&self, subject: &str) -> Directory<Vec<Resource>> {
         directory(tables::apps_by_trust_anchor(&mut self.backend.pool(), subject).await)
+    }
+
+    async fn issued_certificate(&self, fingerprint: &str) -> Directory<Option<IssuedCertificate>> {
+        let found = super::certificates::issued(&mut self.backend.pool(), fingerprint).await;
+        directory(found.map(|f| {
+            f.map(|(application, device, revoked)| IssuedCertificate {
+                application,
+                device,
+                revoked,
+            })
+        }))
+    }
+
+    async fn register_device(&self, app: &str, device: &str) -> Directory<Resource> {
+        use crate::Registry;
+        let input: crate::ResourceInput = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": device,
+                "labels": {drover_auth::device::AUTO_REGISTERED_LABEL: "true"},
+            },
+        }))
+        .map_err(|e| DirectoryError(drover_model::Reason::new(format!("device input: {e}"))))?;
+        let system = drover_model::Principal::SystemAdmin("drover".into());
+        match self.create_device(&system, app, input).await {
+            Ok(d) => Ok(d),
+            // Registered by a concurrent connection meanwhile: that one.
+            Err(RegistryError::Conflict(_)) => {
+                let found = tables::load_device(&mut self.backend.pool(), app, device).await;
+                match directory(found)? {
+                    Some(d) => Ok(d),
+                    None => Err(DirectoryError(drover_model::Reason::new(format!(
+                        "device '{device}' was neither created nor found"
+                    )))),
+                }
+            }
+            Err(e) => Err(DirectoryError(e.into_reason())),
+        }
+    }
+
+    async fn certificate_revoked(
+        &self,
+        app_uid: &str,
+        fingerprint: &str,
+        serial: &str,
+    ) -> Directory<bool> {
+        let pool = &mut self.backend.pool();
+        directory(super::certificates::revoked_external(pool, app_uid, fingerprint, serial).await)
     }
 }
 

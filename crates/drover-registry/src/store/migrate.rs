@@ -7,7 +7,9 @@
 //! (names, aliases, unique usernames), the trust-anchor index, users, access tokens (their
 //! hashes: tokens keep working), the revision counter, the change feed and how far it was
 //! compacted (so a watcher resumes with `since=<revision>` on the new store as on the old), device
-//! twins and the twin changes still waiting in the twin outbox, webhook subscriptions (with
+//! twins and the twin changes still waiting in the twin outbox, the device CA (replacing the one
+//! the target's first node generated), the certificates it issued and applications'
+//! revocations, provisioning enrollments and registration records, webhook subscriptions (with
 //! their secrets and delivery state; a node's hold on one is copied too and runs out) and their
 //! dead letters.
 //! Timestamps outside the documents (when users and tokens were created, change times) keep
@@ -20,6 +22,8 @@
 
 use drover_model::Reason;
 
+use super::certificates;
+use super::provisioning;
 use super::tables::{self, NameRow, StoredApp, StoredDevice, TokenRow};
 use super::twins::{self, StoredTwin};
 use super::webhooks::{self, DeadLetterRow, WebhookRow};
@@ -64,6 +68,14 @@ pub struct RowCounts {
     pub twins: u64,
     /// Twin changes not yet appended to their event streams.
     pub twin_outbox: u64,
+    /// Certificates the device CA issued.
+    pub certificates: u64,
+    /// Revoked certificates of applications' own trust anchors.
+    pub revocations: u64,
+    /// Provisioning enrollments (individual and groups).
+    pub enrollments: u64,
+    /// Provisioning registration records.
+    pub registrations: u64,
     /// Webhook subscriptions (with their delivery state).
     pub webhooks: u64,
     /// Events webhook subscriptions gave up on.
@@ -159,6 +171,8 @@ struct Source {
     anchors: Vec<(String, String)>,
     twins: Vec<StoredTwin>,
     twin_outbox: Vec<TwinChange>,
+    certificates: certificates::AllRows,
+    provisioning: provisioning::AllRows,
     webhooks: Vec<WebhookRow>,
     dead_letters: Vec<DeadLetterRow>,
 }
@@ -176,6 +190,8 @@ impl Source {
             anchors: tables::all_trust_anchor_subjects(src).await?,
             twins: twins::all(src).await?,
             twin_outbox: twins::all_outbox(src).await?,
+            certificates: certificates::AllRows::read(src).await?,
+            provisioning: provisioning::AllRows::read(src).await?,
             webhooks: webhooks::all(src).await?,
             dead_letters: webhooks::all_dead_letters(src).await?,
         })
@@ -212,7 +228,8 @@ impl Source {
         for l in &self.dead_letters {
             webhooks::insert_dead_letter(&mut w.tx, l).await?;
         }
-        Ok(())
+        self.certificates.write(&mut w.tx).await?;
+        self.provisioning.write(&mut w.tx).await
     }
 }
 
@@ -232,6 +249,8 @@ async fn check_empty<B: Backend>(w: &mut Write<'_, B>) -> Result<u64> {
         || target.apps + target.devices + target.changes != 0
         || target.device_names + target.trust_anchor_subjects != 0
         || target.twins + target.twin_outbox != 0
+        || target.certificates + target.revocations != 0
+        || target.enrollments + target.registrations != 0
         || target.webhooks + target.webhook_dead_letters != 0
         || !others.is_empty()
     {

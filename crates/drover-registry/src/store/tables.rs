@@ -182,8 +182,14 @@ pub async fn save_app(
 }
 
 pub async fn delete_app(db: &mut impl Sql, name: &str) -> Fallible<()> {
-    db.exec("DELETE FROM apps WHERE name = $1", &[name.into()])
-        .await?;
+    for sql in [
+        "DELETE FROM apps WHERE name = $1",
+        "DELETE FROM revocations WHERE app = $1",
+        "DELETE FROM enrollments WHERE app = $1",
+        "DELETE FROM registrations WHERE app = $1",
+    ] {
+        db.exec(sql, &[name.into()]).await?;
+    }
     super::webhooks::delete_of_app(db, name).await?;
     index_trust_anchors(db, name, &[]).await
 }
@@ -293,6 +299,12 @@ pub async fn save_device(
 }
 
 pub async fn delete_device(db: &mut impl Sql, app: &str, name: &str) -> Fallible<()> {
+    // Its certificates are revoked (and stay listed in the CRL).
+    db.exec(
+        "UPDATE certificates SET revoked = $3 WHERE app = $1 AND device = $2 AND revoked IS NULL",
+        &[app.into(), name.into(), chrono::Utc::now().into()],
+    )
+    .await?;
     for sql in [
         "DELETE FROM devices WHERE app = $1 AND name = $2",
         "DELETE FROM device_names WHERE app = $1 AND device = $2",

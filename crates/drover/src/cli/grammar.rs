@@ -138,6 +138,12 @@ pub enum ClientCommand {
         after_help = "Examples:\n  drover twin show dev1 --app app1\n  drover twin desired dev1 --app app1 --patch '{\"mode\": \"eco\", \"fan\": null}'\n  drover twin tags dev1 --app app1 --set '{\"floor\": 3}'"
     )]
     Twin(TwinCmd),
+    /// Device certificates from the installation's device CA: request, list, show, revoke.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  drover cert request dev1 --app app1\n  drover cert list --app app1\n  drover cert revoke 3f2a...e9 --app app1\n  drover cert ca > device-ca.pem"
+    )]
+    Cert(super::cert::CertCmd),
     /// Manage an application's webhook subscriptions (its events POSTed to HTTP endpoints).
     #[command(
         after_help = "Examples:\n  drover webhook create fn1 --app app1 --url https://fn.example.com/events --secret $(openssl rand -hex 16)\n  drover webhook create grid --app app1 --url https://sink.example.com/ --schema eventgrid --validation-handshake\n  drover webhook list --app app1\n  drover webhook status fn1 --app app1\n  drover webhook dead-letters fn1 --app app1 -o json"

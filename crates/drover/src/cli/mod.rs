@@ -19,6 +19,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod accounts;
+pub mod cert;
 pub mod certs;
 pub mod client;
 pub mod command;
@@ -141,6 +142,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Stream { g, args } => stream::stream(&api(&g)?, g.output, args).await,
         ClientCommand::Watch { g, args } => watch::watch(&api(&g)?, g.output, args).await,
         ClientCommand::Twin(cmd) => twin::twin(cmd, api).await,
+        ClientCommand::Cert(cmd) => cert::cert(cmd, api).await,
         ClientCommand::Webhook { g, app, cmd } => {
             let Some(app) = app else {
                 return Err(CliError::Usage(

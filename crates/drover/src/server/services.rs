@@ -5,11 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::certificates::CaSettings;
 use drover_api::{ApiSettings, ApiState};
+use drover_auth::ca::DeviceCa;
 use drover_auth::device::DeviceAuthenticator;
 use drover_auth::throttle::{Throttle, ThrottleConfig};
 use drover_auth::user::UserAuthenticator;
 use drover_auth::{OidcConfig, OidcValidator};
+use drover_endpoints::dps::service::Provisioning;
 use drover_endpoints::http::HttpSettings;
 use drover_endpoints::mqtt::DevicePolicy;
 use drover_integrations::commands::CommandService;
@@ -41,6 +44,7 @@ struct Shared {
     outbound_policy: Arc<OutboundPolicy>,
     outbound: OutboundClient,
     commands: Arc<CommandService>,
+    device_ca: Arc<CaSettings>,
 }
 
 impl Services {
@@ -48,10 +52,19 @@ impl Services {
         config: &Config,
         b: &Backends,
         addrs: &Addresses,
+        device_ca: DeviceCa,
+        id_scope: &str,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Services, StartError> {
-        let shared = Shared::build(config, b)?;
-        let mqtt = device_mqtt(config, b, &shared);
+        let shared = Shared::build(config, b, device_ca)?;
+        let provisioning = Arc::new(Provisioning::new(
+            b.registry.clone(),
+            b.log.clone(),
+            id_scope.to_string(),
+            config.hub_domain.clone(),
+            config.instance.clone(),
+        ));
+        let mqtt = device_mqtt(config, b, &shared, provisioning.clone());
         let _ = b.mqtt_slot.set(Arc::downgrade(&mqtt));
         let device_http = drover_endpoints::http::router(
             shared.devices.clone(),
@@ -64,9 +77,11 @@ impl Services {
             },
         )
         // MQTT over WebSocket on the HTTP(S) device listeners, served by the same MQTT server.
-        .merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()));
+        .merge(drover_endpoints::mqtt::websocket::router(mqtt.clone()))
+        // DPS's REST device API.
+        .merge(drover_endpoints::dps::rest::router(provisioning));
         Ok(Services {
-            api: drover_api::router(api_state(config, b, addrs, &shared, stop)),
+            api: drover_api::router(api_state(config, b, addrs, &shared, id_scope, stop)),
             device_http,
             mqtt,
             integration: integration(config, b, &shared).into_server(mqtt_config(config)),
@@ -76,12 +91,13 @@ impl Services {
 }
 
 impl Shared {
-    fn build(config: &Config, b: &Backends) -> Result<Shared, StartError> {
+    fn build(config: &Config, b: &Backends, device_ca: DeviceCa) -> Result<Shared, StartError> {
         let throttle = Arc::new(Throttle::new(throttle_config(config)));
-        let devices = Arc::new(DeviceAuthenticator::with_throttle(
-            b.directory.clone(),
-            throttle.clone(),
-        ));
+        let devices = Arc::new(
+            DeviceAuthenticator::with_throttle(b.directory.clone(), throttle.clone())
+                .with_device_ca(&device_ca)
+                .on_registered(registration_events(b.log.clone(), config.instance.clone())),
+        );
         let users = Arc::new(UserAuthenticator::new(
             b.users.clone(),
             oidc(config)?,
@@ -112,8 +128,54 @@ impl Shared {
             outbound_policy,
             outbound,
             commands,
+            device_ca: Arc::new(CaSettings {
+                ca: device_ca,
+                max_validity: Duration::from_secs(u64::from(config.device_cert_days) * 86_400),
+            }),
         })
     }
+}
+
+/// Records each auto-registration as an `io.drover.device.registered.v1` event in the
+/// application's stream.
+fn registration_events(
+    log: Arc<dyn drover_bus::EventLog>,
+    instance: String,
+) -> drover_auth::device::RegistrationHook {
+    Arc::new(move |d, r| {
+        let event = drover_model::Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            ty: drover_model::event::DEVICE_REGISTERED_TYPE.to_string(),
+            channel: "registration".into(),
+            time: chrono::Utc::now(),
+            content_type: Some("application/json".into()),
+            data_schema: None,
+            application: d.app_name().to_string(),
+            application_uid: d.app_uid().to_string(),
+            device: d.device_name().to_string(),
+            device_uid: d.device_uid().to_string(),
+            sender: d.device_name().to_string(),
+            sender_uid: d.device_uid().to_string(),
+            instance: instance.clone(),
+            extensions: Vec::new(),
+            data: serde_json::json!({
+                "subject": r.subject,
+                "issuer": r.issuer,
+                "fingerprint": r.fingerprint,
+            })
+            .to_string()
+            .into(),
+        };
+        let (log, stream) = (
+            log.clone(),
+            drover_bus::StreamKey::new(d.app_name(), d.app_uid()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = log.append(&stream, event).await {
+                tracing::warn!("cannot record a device's auto-registration: {e}");
+            }
+        });
+    })
 }
 
 /// The management API's state.
@@ -122,6 +184,7 @@ fn api_state(
     b: &Backends,
     addrs: &Addresses,
     shared: &Shared,
+    id_scope: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> ApiState {
     ApiState {
@@ -146,13 +209,20 @@ fn api_state(
                 b.embedded.clone(),
             )),
             outbound: shared.outbound_policy.clone(),
+            id_scope: Some(id_scope.to_string()),
         }),
+        device_ca: Some(shared.device_ca.clone()),
         shutdown: stop,
     }
 }
 
 /// The device endpoint's MQTT server (MQTT and MQTTS listeners, MQTT over WebSocket).
-fn device_mqtt(config: &Config, b: &Backends, shared: &Shared) -> Arc<MqttServer<DevicePolicy>> {
+fn device_mqtt(
+    config: &Config,
+    b: &Backends,
+    shared: &Shared,
+    provisioning: Arc<Provisioning>,
+) -> Arc<MqttServer<DevicePolicy>> {
     MqttServer::new(
         DevicePolicy::new(
             shared.devices.clone(),
@@ -160,7 +230,8 @@ fn device_mqtt(config: &Config, b: &Backends, shared: &Shared) -> Arc<MqttServer
             b.commands.clone(),
             b.registry.clone(),
             config.instance.clone(),
-        ),
+        )
+        .with_provisioning(provisioning),
         // Publishes of one connection are processed concurrently (PUBACKs stay in order and
         // the device policy keeps the log order), so a device's throughput is not bound by
         // the latency of one fsync.

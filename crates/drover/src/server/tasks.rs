@@ -53,6 +53,7 @@ pub(super) async fn follow_registry_changes(
                             | ".spec.core"
                             | ".spec.authentication"
                             | ".spec.credentials"
+                            | drover_registry::REVOCATION_PATH
                     );
                     if !relevant {
                         continue;
@@ -66,13 +67,15 @@ pub(super) async fn follow_registry_changes(
                         Ok(None) => false,
                         Err(_) => continue,
                     };
-                    let credentials =
-                        c.path.starts_with(".spec.authentication") || c.path == ".spec.credentials";
+                    let revoked = c.path == drover_registry::REVOCATION_PATH;
+                    let credentials = revoked
+                        || c.path.starts_with(".spec.authentication")
+                        || c.path == ".spec.credentials";
                     if !live || credentials {
-                        let why = if live {
-                            "its credentials changed"
-                        } else {
-                            "it was deleted or disabled"
+                        let why = match (live, revoked) {
+                            (false, _) => "it was deleted or disabled",
+                            (true, true) => "a certificate of it was revoked",
+                            (true, false) => "its credentials changed",
                         };
                         kick(&mqtt, &c.application, device, why);
                     }

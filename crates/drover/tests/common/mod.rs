@@ -300,6 +300,7 @@ pub struct Banner {
     /// `http://<HTTP device endpoint addr>`
     pub http: String,
     pub mqtt_port: u16,
+    pub mqtts_port: Option<u16>,
 }
 
 /// Reads the banner of a `drover serve` child (stdout piped) up to "Press Ctrl+C": the bound
@@ -307,7 +308,7 @@ pub struct Banner {
 pub fn read_banner(child: &mut std::process::Child) -> Banner {
     use std::io::BufRead;
     let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
-    let (mut api, mut http, mut mqtt) = (None, None, None);
+    let (mut api, mut http, mut mqtt, mut mqtts) = (None, None, None, None);
     for line in stdout.lines() {
         let line = line.unwrap();
         let bound = || {
@@ -320,6 +321,8 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             http = bound();
         } else if line.contains("MQTT devices") {
             mqtt = bound();
+        } else if line.contains("MQTTS devices") {
+            mqtts = bound();
         } else if line.contains("Press Ctrl+C") {
             break;
         }
@@ -333,5 +336,6 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
         mqtt_port: mqtt
             .and_then(|m| m.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
             .expect("no MQTT endpoint in the banner"),
+        mqtts_port: mqtts.and_then(|m| m.rsplit_once(':').and_then(|(_, p)| p.parse().ok())),
     }
 }

@@ -81,3 +81,36 @@ pub async fn closes(el: &mut EventLoop, within: Duration) -> bool {
         .await
         .is_ok()
 }
+
+/// MQTTS options for a device authenticated by a client certificate (`cert` PEM, `key` PEM),
+/// trusting the server certificate's CA in `ca_file`.
+pub fn mqtts_with_certificate(
+    ca_file: &std::path::Path,
+    port: u16,
+    cert: &str,
+    key: &str,
+) -> rumqttc::MqttOptions {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let mut o = rumqttc::MqttOptions::new("cert-device", "localhost", port);
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
+    ));
+    o
+}

@@ -57,6 +57,10 @@ pub async fn counts(db: &mut impl Sql) -> Fallible<RowCounts> {
         changes: number(db, "SELECT COUNT(*) FROM changes", &[]).await?,
         twins: number(db, "SELECT COUNT(*) FROM twins", &[]).await?,
         twin_outbox: number(db, "SELECT COUNT(*) FROM twin_outbox", &[]).await?,
+        certificates: number(db, "SELECT COUNT(*) FROM certificates", &[]).await?,
+        revocations: number(db, "SELECT COUNT(*) FROM revocations", &[]).await?,
+        enrollments: number(db, "SELECT COUNT(*) FROM enrollments", &[]).await?,
+        registrations: number(db, "SELECT COUNT(*) FROM registrations", &[]).await?,
         webhooks: number(db, "SELECT COUNT(*) FROM webhooks", &[]).await?,
         webhook_dead_letters: number(db, "SELECT COUNT(*) FROM webhook_dead_letters", &[]).await?,
     })
